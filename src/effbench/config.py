@@ -1,0 +1,222 @@
+"""Load, validate and expand the pipeline config into cells.
+
+The Snakefile calls ``load_config`` once when the DAG is built, so a bad value stops
+the run before any job starts, with a message that names the key. Each cell's resolved
+settings are what the rules pass through ``params:``: a changed value reruns exactly the
+cells whose resolved settings it changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .provenance import REPO_ROOT
+
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+STAGES_WITH_ENV = ("pretrain",)
+# Techniques that map onto a Llama/Qwen2-style Hugging Face checkpoint.
+EXPORTABLE_ATTENTION = ("mha", "mqa", "gqa")
+REQUIRED_MODEL_KEYS = (
+    "num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size", "seq_length", "attention",
+    "rotary_base", "normalization", "norm_epsilon", "tie_embeddings", "init_method_std",
+)
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class PretrainCell:
+    size: str
+    technique: str
+    settings: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.size}/{self.technique}"
+
+
+def _schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _key(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def validate_schema(config: dict[str, Any]) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors[:20]:
+            # Report the innermost cause of a oneOf/anyOf so the message is specific.
+            best = jsonschema.exceptions.best_match([e])
+            lines.append(f"config key `{_key(best.absolute_path)}`: {best.message}")
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def resolve_model(config: dict[str, Any], size: str, technique: str) -> dict[str, Any]:
+    """defaults < size < technique < size.overrides.<technique>, then attention rules."""
+    pt = config["pretrain"]
+    size_cfg = {k: v for k, v in pt["sizes"][size].items() if k != "overrides"}
+    overrides = pt["sizes"][size].get("overrides", {}).get(technique, {})
+    m = deep_merge(deep_merge(deep_merge(pt["model_defaults"], size_cfg), pt["techniques"][technique]), overrides)
+    where = f"pretrain cell {size}/{technique}"
+    for key in REQUIRED_MODEL_KEYS:
+        if key not in m:
+            raise ConfigError(
+                f"{where}: `{key}` is set nowhere (pretrain.model_defaults, pretrain.sizes.{size} "
+                f"or pretrain.techniques.{technique})"
+            )
+    heads = m["num_attention_heads"]
+    if m["hidden_size"] % heads:
+        raise ConfigError(f"{where}: hidden_size {m['hidden_size']} is not divisible by num_attention_heads {heads}")
+    attention = m["attention"]
+    if attention == "mha":
+        m["num_query_groups"] = None
+    elif attention == "mqa":
+        m["num_query_groups"] = 1
+    elif attention == "gqa":
+        g = m.get("num_query_groups")
+        if not g or heads % g or g in (1, heads):
+            raise ConfigError(
+                f"{where}: gqa needs num_query_groups strictly between 1 and num_attention_heads ({heads}) "
+                f"that divides it, got {g!r} (key pretrain.sizes.{size}.num_query_groups or "
+                f"pretrain.techniques.{technique}.num_query_groups)"
+            )
+    elif attention == "mla":
+        m["num_query_groups"] = None
+        if not m.get("mla"):
+            raise ConfigError(f"{where}: attention mla needs pretrain.techniques.{technique}.mla settings")
+    if attention != "mla":
+        m["mla"] = None
+    moe = m.get("moe")
+    if moe:
+        if moe["router_topk"] > moe["num_experts"]:
+            raise ConfigError(f"{where}: moe.router_topk {moe['router_topk']} > moe.num_experts {moe['num_experts']}")
+        moe = dict(moe)
+        moe.setdefault("expert_ffn_hidden_size", None)
+        if moe["expert_ffn_hidden_size"] is None:  # "0.5B×8": each expert is the size's dense FFN
+            moe["expert_ffn_hidden_size"] = m["ffn_hidden_size"]
+        m["moe"] = moe
+    else:
+        m["moe"] = None
+    m.setdefault("add_qkv_bias", False)
+    return m
+
+
+def pretrain_settings(config: dict[str, Any], size: str, technique: str) -> dict[str, Any]:
+    """Everything a pretraining cell's result depends on (goes through ``params:``)."""
+    training = dict(config["pretrain"]["training"])
+    mb, gb = training["micro_batch_size"], training["global_batch_size"]
+    if gb % mb:
+        raise ConfigError(
+            f"pretrain.training.global_batch_size {gb} is not a multiple of micro_batch_size {mb}"
+        )
+    if training["min_lr"] > training["lr"]:
+        raise ConfigError("pretrain.training.min_lr is larger than pretrain.training.lr")
+    if training["warmup_steps"] >= training["train_steps"]:
+        raise ConfigError("pretrain.training.warmup_steps must be smaller than pretrain.training.train_steps")
+    training.setdefault("warmup_measure_steps", 0)
+    training.setdefault("threads", 1)
+    return {
+        "size": size,
+        "technique": technique,
+        "model": resolve_model(config, size, technique),
+        "training": training,
+        "device": config["device"],
+        "seed": config["seed"],
+        "measure": config["measure"],
+    }
+
+
+def pretrain_cells(config: dict[str, Any]) -> list[PretrainCell]:
+    pt = config["pretrain"]
+    cells = []
+    for size, techniques in pt["grid"].items():
+        if size not in pt["sizes"]:
+            raise ConfigError(
+                f"config key `pretrain.grid.{size}`: unknown size {size!r}; defined sizes: {sorted(pt['sizes'])}"
+            )
+        for t in techniques:
+            if t not in pt["techniques"]:
+                raise ConfigError(
+                    f"config key `pretrain.grid.{size}`: unknown technique {t!r}; "
+                    f"defined techniques: {sorted(pt['techniques'])}"
+                )
+            cells.append(PretrainCell(size, t, pretrain_settings(config, size, t)))
+    for t in pt.get("export_hf", []):
+        if t not in pt["techniques"]:
+            raise ConfigError(f"config key `pretrain.export_hf`: unknown technique {t!r}")
+    return cells
+
+
+def export_cells(config: dict[str, Any], cells: list[PretrainCell]) -> list[PretrainCell]:
+    wanted = set(config["pretrain"].get("export_hf", []))
+    out = []
+    for c in cells:
+        if c.technique not in wanted:
+            continue
+        m = c.settings["model"]
+        if m["attention"] not in EXPORTABLE_ATTENTION or m["moe"]:
+            raise ConfigError(
+                f"config key `pretrain.export_hf`: technique {c.technique!r} ({m['attention']}"
+                f"{', moe' if m['moe'] else ''}) has no Llama/Qwen2-style Hugging Face layout; "
+                f"exportable: dense {', '.join(EXPORTABLE_ATTENTION)}"
+            )
+        out.append(c)
+    return out
+
+
+def data_paths(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(config key, path) of every input the config reads from outside the pipeline."""
+    d = config["data"]["pretrain"]
+    out = []
+    if d["source"] == "shards":
+        out.append(("data.pretrain.shards.path", d["shards"]["path"]))
+        tok = d["shards"]["tokenizer"]
+        if tok.startswith((".", "/", "~")) or Path(tok).exists():
+            out.append(("data.pretrain.shards.tokenizer", tok))
+    return out
+
+
+def missing_paths(config: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(k, p) for k, p in data_paths(config) if not Path(p).expanduser().exists()]
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def stage_python(config: dict[str, Any], stage: str) -> str:
+    env = config.get("environments", {}).get(stage)
+    return env or str(REPO_ROOT / ".venvs" / stage / "bin" / "python")
+
+
+def load_config(config: dict[str, Any]) -> tuple[list[PretrainCell], list[PretrainCell]]:
+    """Validate the whole config; return the pretraining cells and the cells to export."""
+    validate_schema(config)
+    cells = pretrain_cells(config)
+    return cells, export_cells(config, cells)

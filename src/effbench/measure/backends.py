@@ -1,0 +1,253 @@
+"""The only code that touches NVML, psutil or RAPL: one reading of the hardware at a time.
+
+A backend returns rows of (device index, key, value). Keys used by the formulas:
+``mem_used_bytes``, ``mem_total_bytes``, ``util_percent``, ``power_w``. Energy comes from
+monotonic counters read at window edges (``energy_j``), never from polled power when a
+counter exists.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+Row = tuple[int, str, float]
+
+
+class Backend(Protocol):
+    name: str
+    mem_source: str
+    util_source: str
+    energy_source: str | None  # None: this backend has no energy counter
+
+    def read(self) -> list[Row]: ...
+
+    def energy_j(self) -> float | None:
+        """Total energy counter in J summed over the measured devices, or None."""
+        ...
+
+    def describe(self) -> dict[str, object]: ...
+
+    def close(self) -> None: ...
+
+
+class BackendUnavailable(RuntimeError):
+    """Raised by a backend's constructor when its hardware or library is absent."""
+
+
+def _visible_gpu_selectors() -> list[str] | None:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is None or env.strip() == "":
+        return None if env is None else []
+    return [s.strip() for s in env.split(",") if s.strip()]
+
+
+@dataclass
+class NvmlBackend:
+    """NVIDIA GPUs through pynvml (nvidia-ml-py): memory, utilisation, power, energy counter."""
+
+    name: str = "nvml"
+    mem_source: str = "nvml_memory_used"
+    util_source: str = "nvml_utilization"
+    energy_source: str | None = "nvml_energy_counter"
+    _handles: list[object] = field(default_factory=list)
+    _energy_ok: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            import pynvml
+        except ImportError as e:  # nvidia-ml-py not installed in this stage's environment
+            raise BackendUnavailable(f"pynvml not importable: {e}") from e
+        self._nvml = pynvml
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as e:
+            raise BackendUnavailable(f"NVML unavailable: {e}") from e
+        selectors = _visible_gpu_selectors()
+        if selectors is None:
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        else:
+            self._handles = [
+                pynvml.nvmlDeviceGetHandleByUUID(s) if not s.isdigit() else pynvml.nvmlDeviceGetHandleByIndex(int(s))
+                for s in selectors
+            ]
+        if not self._handles:
+            pynvml.nvmlShutdown()
+            raise BackendUnavailable("NVML found no visible GPU")
+        try:
+            for h in self._handles:
+                pynvml.nvmlDeviceGetTotalEnergyConsumption(h)
+        except pynvml.NVMLError:
+            # Pre-Volta GPUs have no counter: fall back to integrating polled power.
+            self._energy_ok = False
+            self.energy_source = None
+
+    def read(self) -> list[Row]:
+        nv = self._nvml
+        rows: list[Row] = []
+        for i, h in enumerate(self._handles):
+            mem = nv.nvmlDeviceGetMemoryInfo(h)
+            rows.append((i, "mem_used_bytes", float(mem.used)))
+            rows.append((i, "mem_total_bytes", float(mem.total)))
+            rows.append((i, "util_percent", float(nv.nvmlDeviceGetUtilizationRates(h).gpu)))
+            try:
+                rows.append((i, "power_w", nv.nvmlDeviceGetPowerUsage(h) / 1000.0))
+            except nv.NVMLError:
+                pass
+        return rows
+
+    def energy_j(self) -> float | None:
+        if not self._energy_ok:
+            return None
+        return sum(self._nvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self._handles) / 1000.0
+
+    def describe(self) -> dict[str, object]:
+        nv = self._nvml
+        names = [nv.nvmlDeviceGetName(h) for h in self._handles]
+        names = [n.decode() if isinstance(n, bytes) else n for n in names]
+        driver = nv.nvmlSystemGetDriverVersion()
+        return {
+            "device_kind": "cuda",
+            "device_name": names[0],
+            "device_count": len(self._handles),
+            "driver_version": driver.decode() if isinstance(driver, bytes) else driver,
+        }
+
+    def close(self) -> None:
+        try:
+            self._nvml.nvmlShutdown()
+        except self._nvml.NVMLError:
+            pass
+
+
+class HostBackend:
+    """The process tree on the CPU: resident memory and CPU utilisation via psutil.
+
+    Children are included because some engines (vLLM) run the model in a subprocess.
+    CPU utilisation is normalised by the cores this process may use, so 1.0 = all of them.
+    """
+
+    name = "host"
+    mem_source = "psutil_rss"
+    util_source = "psutil_cpu_percent"
+    energy_source: str | None = None
+
+    def __init__(self, pid: int | None = None) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._proc = psutil.Process(pid or os.getpid())
+        self._ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self._total = float(psutil.virtual_memory().total)
+        self._cpu_seen: dict[int, psutil.Process] = {}
+        self._tree()  # prime cpu_percent so the first reading is meaningful
+        try:
+            self._rapl: RaplEnergy | None = RaplEnergy()
+            self.energy_source = RaplEnergy.source
+            self.energy_missing_reason: str | None = None
+        except BackendUnavailable as e:
+            self._rapl = None
+            self.energy_missing_reason = f"no energy counter on this host (no NVML GPU; {e})"
+
+    def _tree(self) -> list[object]:
+        procs = [self._proc]
+        try:
+            procs += self._proc.children(recursive=True)
+        except self._psutil.Error:
+            pass
+        out = []
+        for p in procs:
+            # cpu_percent needs the same Process object across calls to measure an interval.
+            p = self._cpu_seen.setdefault(p.pid, p)
+            out.append(p)
+        return out
+
+    def read(self) -> list[Row]:
+        rss = 0.0
+        cpu = 0.0
+        for p in self._tree():
+            try:
+                with p.oneshot():
+                    rss += p.memory_info().rss
+                    cpu += p.cpu_percent(None)
+            except self._psutil.Error:
+                continue
+        return [
+            (0, "mem_used_bytes", rss),
+            (0, "mem_total_bytes", self._total),
+            (0, "util_percent", min(cpu / self._ncpu, 100.0)),
+        ]
+
+    def energy_j(self) -> float | None:
+        return self._rapl.energy_j() if self._rapl else None
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "device_kind": "cpu",
+            "device_name": _cpu_model(),
+            "device_count": 1,
+            "driver_version": None,
+        }
+
+    def close(self) -> None:
+        pass
+
+
+def _cpu_model() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class RaplEnergy:
+    """Intel/AMD RAPL package energy from the powercap sysfs interface (whole sockets)."""
+
+    source = "rapl_package_counter"
+
+    def __init__(self, root: str = "/sys/class/powercap") -> None:
+        zones = sorted(glob.glob(f"{root}/intel-rapl:[0-9]*"))
+        zones = [z for z in zones if z.count(":") == 1]  # packages, not sub-zones
+        readable = [z for z in zones if os.access(f"{z}/energy_uj", os.R_OK)]
+        if not readable:
+            raise BackendUnavailable(f"no readable RAPL package counters under {root}")
+        self._zones = readable
+        self._max = [float(Path(f"{z}/max_energy_range_uj").read_text()) for z in readable]
+        self._last = [self._raw(i) for i in range(len(readable))]
+        self._total = 0.0
+
+    def _raw(self, i: int) -> float:
+        return float(Path(f"{self._zones[i]}/energy_uj").read_text())
+
+    def energy_j(self) -> float:
+        for i in range(len(self._zones)):
+            now = self._raw(i)
+            delta = now - self._last[i]
+            if delta < 0:  # the counter wrapped around
+                delta += self._max[i]
+            self._total += delta
+            self._last[i] = now
+        return self._total / 1e6
+
+
+def open_backend(device: str) -> tuple[Backend, str | None]:
+    """The backend for ``device`` ("cuda", "cpu" or "auto") and why NVML was not used, if not."""
+    if device not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"unknown device {device!r}: expected auto, cuda or cpu")
+    why_not = None
+    if device in ("auto", "cuda"):
+        try:
+            return NvmlBackend(), None
+        except BackendUnavailable as e:
+            if device == "cuda":
+                raise
+            why_not = str(e)
+    return HostBackend(), why_not

@@ -1,0 +1,257 @@
+"""The one record schema: one Parquet row per run, and a long Parquet of its raw samples.
+
+This module is the single place the schema is defined; docs/record-schema.md is
+generated from it (``python -m effbench.record > docs/record-schema.md``) and a test
+checks that the two agree. Column names carry their unit. A measured figure ``x`` has
+two companions: ``x__source`` (where it came from) and ``x__missing`` (why it is null,
+null when measured), so a missing value is never confused with a zero.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .atomic import atomic_path
+from .measure.figure import Figure
+
+SCHEMA_VERSION = 1
+STAGES = ("pretrain", "finetune", "quantize", "inference")
+STATUSES = ("ok", "oom", "failed")
+ALL = frozenset(STAGES)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    doc: str
+    stages: frozenset[str] = ALL
+    required: bool = False  # must be non-null when status == "ok" in these stages
+    figure: bool = False  # a measured figure with __source / __missing companions
+
+
+def _c(name: str, type_: pa.DataType, doc: str, stages: Iterable[str] = STAGES, **kw: bool) -> Column:
+    return Column(name, type_, doc, frozenset(stages), **kw)
+
+
+S, F, I, B, T = pa.string(), pa.float64(), pa.int64(), pa.bool_(), pa.timestamp("us", tz="UTC")
+PT, FT, QT, IT = ("pretrain",), ("finetune",), ("quantize",), ("inference",)
+
+COLUMNS: tuple[Column, ...] = (
+    # identity
+    _c("schema_version", I, "Version of this schema.", required=True),
+    _c("stage", S, "pretrain | finetune | quantize | inference.", required=True),
+    _c("cell", S, "The cell's path under its stage, e.g. 'xs/gqa'.", required=True),
+    _c("run_id", S, "Unique id of this run (stage/cell/start time).", required=True),
+    _c("status", S, "ok | oom | failed.", required=True),
+    _c("status_detail", S, "Why a run is not ok (e.g. the OOM message and the settings tried)."),
+    # cell keys
+    _c("size", S, "Model size name from the config (pretraining).", PT, required=True),
+    _c("technique", S, "Pretraining technique: mha, mqa, gqa, mla, moe.", PT, required=True),
+    _c("model", S, "Model name from the config (fine-tuning, quantization, inference).", FT + QT + IT),
+    _c("method", S, "Fine-tuning method: lora, loraplus, rslora, dora, pissa, freeze, full.", FT),
+    _c("task", S, "Task or dataset name.", FT + IT),
+    _c("precision", S, "bf16 | fp16 | int4 (quantization, inference) or training precision.", ALL),
+    _c("load_point", S, "Inference load point name from the config.", IT),
+    # figures (measured, with source)
+    _c("amu_gb", F, "AMU: time-averaged memory used, GB (device memory on GPU, process RSS on CPU).", figure=True),
+    _c("amu_frac", F, "AMU as a fraction of the device's total memory.", figure=True),
+    _c("peak_mem_gb", F, "Largest memory sample in the window, GB.", figure=True),
+    _c("pcu_frac", F, "PCU: time-averaged utilisation / peak, 0-1.", figure=True),
+    _c("al_s_per_iter", F, "AL: mean wall time per training iteration, s.", PT + FT, figure=True),
+    _c("al_s_per_request", F, "AL: mean end-to-end time per request, s.", IT, figure=True),
+    _c("tt_tokens_per_param_s", F, "TT: tokens / parameters / s (pretraining).", PT, figure=True),
+    _c("st_samples_per_param_s", F, "ST: samples / parameters / s (fine-tuning).", FT, figure=True),
+    _c("it_tokens_per_s", F, "IT: generated tokens / s.", IT, figure=True),
+    _c("tokens_per_s", F, "Tokens processed per second (not normalised).", PT + FT + IT, figure=True),
+    _c("aec_w", F, "AEC: average power over the window, W.", figure=True),
+    _c("energy_j", F, "Total energy over the window, J.", figure=True),
+    _c("energy_j_per_token", F, "Energy per processed (or generated) token, J.", PT + FT + IT, figure=True),
+    _c("energy_j_per_sample", F, "Energy per sample, J.", FT, figure=True),
+    _c("mfu_frac", F, "Model FLOPs utilisation: analytic FLOP/s over the device's dense peak.", PT, figure=True),
+    _c("mcr_nominal", F, "MCR with the nominal bit ratio (e.g. 16/4).", QT + IT, figure=True),
+    _c("mcr_disk", F, "MCR with the measured on-disk size ratio.", QT + IT, figure=True),
+    # quality
+    _c("val_loss", F, "Validation mean token NLL (nats).", PT + FT, figure=True),
+    _c("ppl", F, "Validation perplexity, exp(val_loss).", PT, figure=True),
+    _c("train_loss", F, "Mean training loss over the last logged steps.", PT + FT, figure=True),
+    _c("accuracy", F, "Mean accuracy over the evaluated tasks, 0-1.", FT + QT + IT, figure=True),
+    # raw counts
+    _c("steps", I, "Optimizer steps measured.", PT + FT),
+    _c("resumed_from_step", I, "Step the run resumed from after an interruption (0 = fresh start).", PT + FT),
+    _c("tokens", I, "Tokens processed in the measured window.", PT + FT + IT),
+    _c("samples", I, "Samples (sequences, requests) processed in the measured window."),
+    _c("seconds", F, "Wall time of the measured window, s.", required=True),
+    _c("params_total", I, "All parameters.", required=True),
+    _c("params_active", I, "Parameters active per token (MoE: top-k experts only).", PT),
+    _c("params_non_embedding", I, "Parameters outside the embedding and output layers.", PT),
+    _c("params_trainable", I, "Trainable parameters.", FT),
+    _c("flops_per_token", F, "Analytic training FLOPs per token (6·N_active + 12·L·H·S).", PT),
+    _c("disk_bytes", I, "Size on disk of the run's model artefact (checkpoint, adapter, quantized model)."),
+    _c("seq_length", I, "Sequence length (context) used.", PT + FT + IT),
+    _c("settings_json", S, "The cell's resolved settings (JSON).", required=True),
+    _c("settings_hash", S, "sha256 of settings_json.", required=True),
+    _c("parallel_json", S, "Parallel layout (world size, data/tensor/pipeline parallel) as JSON."),
+    # provenance
+    _c("config_hash", S, "sha256 of the whole validated config.", required=True),
+    _c("code_version", S, "git describe of the pipeline, or a hash of its sources when not in git.", required=True),
+    _c("library_versions_json", S, "Versions of the libraries this stage imported (JSON).", required=True),
+    _c("host", S, "Host name.", required=True),
+    _c("device_kind", S, "cuda | cpu.", required=True),
+    _c("device_name", S, "GPU model from NVML, or the CPU.", required=True),
+    _c("device_count", I, "Devices measured.", required=True),
+    _c("driver_version", S, "NVIDIA driver version (null on CPU)."),
+    _c("seed", I, "Random seed.", required=True),
+    _c("started_at", T, "Start of the run (UTC).", required=True),
+    _c("ended_at", T, "End of the run (UTC).", required=True),
+    _c("slurm_job_id", S, "SLURM_JOB_ID when run under Slurm."),
+    _c("slurm_node", S, "SLURMD_NODENAME when run under Slurm."),
+    _c("slurm_partition", S, "SLURM_JOB_PARTITION when run under Slurm."),
+)
+
+SAMPLE_COLUMNS: tuple[Column, ...] = (
+    _c("run_id", S, "The record's run_id."),
+    _c("t_s", F, "Seconds since the monitor started."),
+    _c("wall_time", F, "Unix time of the sample."),
+    _c("backend", S, "nvml | host."),
+    _c("device", I, "Device index within the run."),
+    _c("key", S, "mem_used_bytes | mem_total_bytes | util_percent | power_w."),
+    _c("value", F, "The reading."),
+)
+
+
+def _arrow_schema() -> pa.Schema:
+    fields: list[pa.Field] = []
+    for c in COLUMNS:
+        fields.append(pa.field(c.name, c.type))
+        if c.figure:
+            fields.append(pa.field(c.name + "__source", S))
+            fields.append(pa.field(c.name + "__missing", S))
+    return pa.schema(fields, metadata={b"effbench_schema_version": str(SCHEMA_VERSION).encode()})
+
+
+RECORD_SCHEMA = _arrow_schema()
+SAMPLES_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in SAMPLE_COLUMNS])
+_BY_NAME = {c.name: c for c in COLUMNS}
+FIGURE_COLUMNS = tuple(c.name for c in COLUMNS if c.figure)
+
+
+class SchemaError(ValueError):
+    pass
+
+
+def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Expand Figure values into their value / __source / __missing columns."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        if isinstance(v, Figure):
+            out[k] = v.value
+            out[k + "__source"] = v.source
+            out[k + "__missing"] = v.missing_reason
+        else:
+            out[k] = v
+    return out
+
+
+def validate(row: Mapping[str, Any]) -> None:
+    """Raise SchemaError naming every problem with a record row (already flattened)."""
+    problems: list[str] = []
+    names = set(RECORD_SCHEMA.names)
+    unknown = sorted(set(row) - names)
+    if unknown:
+        problems.append(f"unknown columns {unknown}")
+    stage = row.get("stage")
+    if stage not in STAGES:
+        problems.append(f"stage {stage!r} not in {STAGES}")
+    status = row.get("status")
+    if status not in STATUSES:
+        problems.append(f"status {status!r} not in {STATUSES}")
+    if row.get("schema_version") not in (None, SCHEMA_VERSION):
+        problems.append(f"schema_version {row.get('schema_version')} != {SCHEMA_VERSION}")
+    for c in COLUMNS:
+        applies = stage in c.stages
+        if not applies and row.get(c.name) is not None:
+            problems.append(f"column {c.name} does not apply to stage {stage}")
+        if applies and c.required and status == "ok" and row.get(c.name) is None:
+            problems.append(f"required column {c.name} is missing")
+        reported_null = c.name in row and row[c.name] is None
+        if c.figure and applies and status == "ok" and reported_null and not row.get(c.name + "__missing"):
+            problems.append(f"figure {c.name} is null without a reason in {c.name}__missing")
+    if status != "ok" and not row.get("status_detail"):
+        problems.append(f"status {status} needs a status_detail")
+    if problems:
+        raise SchemaError("record does not match schema v%d: %s" % (SCHEMA_VERSION, "; ".join(problems)))
+
+
+def write_record(path: Path, values: Mapping[str, Any]) -> None:
+    """Validate and atomically write one record row (a killed job never leaves a half file)."""
+    row = {"schema_version": SCHEMA_VERSION, **flatten(values)}
+    validate(row)
+    table = pa.Table.from_pylist([{n: row.get(n) for n in RECORD_SCHEMA.names}], schema=RECORD_SCHEMA)
+    with atomic_path(Path(path)) as tmp:
+        pq.write_table(table, tmp)
+
+
+def write_samples(path: Path, run_id: str, rows: list[dict[str, Any]]) -> None:
+    data = [{**r, "run_id": run_id} for r in rows]
+    table = pa.Table.from_pylist([{n: r.get(n) for n in SAMPLES_SCHEMA.names} for r in data], schema=SAMPLES_SCHEMA)
+    with atomic_path(Path(path)) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_records(paths: Iterable[Path]) -> "pa.Table":
+    """Read and check records; a record from another schema version is an error naming the file."""
+    tables = []
+    for p in paths:
+        t = pq.read_table(p)
+        meta = t.schema.metadata or {}
+        version = meta.get(b"effbench_schema_version")
+        if version is None or int(version) != SCHEMA_VERSION:
+            raise SchemaError(f"{p}: record schema version {version!r}, this code reads {SCHEMA_VERSION}")
+        missing = set(RECORD_SCHEMA.names) - set(t.schema.names)
+        if missing:
+            raise SchemaError(f"{p}: columns missing {sorted(missing)}")
+        tables.append(t.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA))
+    if not tables:
+        return RECORD_SCHEMA.empty_table()
+    return pa.concat_tables(tables)
+
+
+def markdown() -> str:
+    """The schema as a Markdown document (docs/record-schema.md)."""
+    lines = [
+        f"# Record schema (version {SCHEMA_VERSION})",
+        "",
+        "Generated by `python -m effbench.record`; do not edit by hand. Each run writes one row to",
+        "`record.parquet` and its raw samples to `samples.parquet`. Every column marked *figure* has two",
+        "companions: `<name>__source` (where the value came from, e.g. `nvml_energy_counter`,",
+        "`psutil_rss`, `wall_clock`) and `<name>__missing` (why it is null; null when measured).",
+        "*required* columns are non-null in every `ok` record of the stages listed.",
+        "",
+        "| column | type | stages | required | figure | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in COLUMNS:
+        stages = "all" if c.stages == ALL else ", ".join(s for s in STAGES if s in c.stages)
+        lines.append(
+            f"| `{c.name}` | {c.type} | {stages} | {'yes' if c.required else ''} | {'yes' if c.figure else ''} | {c.doc} |"
+        )
+    lines += ["", "## samples.parquet", "", "| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{c.name}` | {c.type} | {c.doc} |" for c in SAMPLE_COLUMNS]
+    return "\n".join(lines) + "\n"
+
+
+def settings_json(settings: Mapping[str, Any]) -> str:
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown())

@@ -1,0 +1,114 @@
+"""Run one cell of any stage under the measurement core and write its record.
+
+Every stage script calls ``run_cell``: it owns the monitor, provenance, the OOM-as-a-result
+rule and the order of writes (samples first, the record last, each atomic), so a record
+on disk always means the run finished. Any failure other than running out of memory
+propagates and fails the job with its log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import provenance
+from .measure.monitor import Monitor
+from .record import settings_json, write_record, write_samples
+
+log = logging.getLogger("effbench")
+
+
+@dataclass
+class Cell:
+    stage: str
+    name: str  # e.g. "xs/gqa"
+    keys: dict[str, Any]  # record columns naming the cell (size, technique, model, method ...)
+    settings: dict[str, Any]
+    record_path: Path
+    samples_path: Path
+    config_hash: str
+    libraries: list[str] = field(default_factory=list)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Host MemoryError, torch's CUDA OOM, or an allocator message saying so."""
+    if isinstance(exc, MemoryError):
+        return True
+    name = type(exc).__name__
+    text = str(exc).lower()
+    return name == "OutOfMemoryError" or "out of memory" in text or "cuda error: out of memory" in text
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+
+
+def run_cell(
+    cell: Cell,
+    work: Callable[[Monitor], Mapping[str, Any]],
+    *,
+    device: str,
+    interval_s: float,
+    sync: Callable[[], None] | None = None,
+    on_oom: Callable[[], None] | None = None,
+) -> str:
+    """Measure ``work(monitor)`` and write the cell's record; returns the status."""
+    started = dt.datetime.now(dt.timezone.utc)
+    sjson = settings_json(cell.settings)
+    run_id = f"{cell.stage}/{cell.name}/{started.strftime('%Y%m%dT%H%M%S.%fZ')}"
+    values: dict[str, Any]
+    with Monitor(device=device, interval_s=interval_s, sync=sync) as mon:
+        if mon.nvml_unavailable_reason:
+            log.info("measuring the host: %s", mon.nvml_unavailable_reason)
+        t0 = time.monotonic()
+        try:
+            values = dict(work(mon))
+            status, detail = "ok", None
+        except BaseException as exc:  # noqa: BLE001 - only OOM is swallowed, see below
+            if not is_out_of_memory(exc):
+                raise
+            if on_oom is not None:
+                on_oom()  # e.g. free the CUDA cache so the record can still be written
+            status = "oom"
+            detail = f"{type(exc).__name__}: {str(exc)[:2000]} | settings tried: {sjson}"
+            log.error("cell %s ran out of memory: %s", cell.name, detail)
+            values = {"seconds": time.monotonic() - t0}
+        device_info = mon.describe()
+        samples = mon.samples_rows()
+    ended = dt.datetime.now(dt.timezone.utc)
+    row: dict[str, Any] = {
+        "stage": cell.stage,
+        "cell": cell.name,
+        "run_id": run_id,
+        "status": status,
+        "status_detail": detail,
+        **cell.keys,
+        **values,
+        "settings_json": sjson,
+        "settings_hash": _sha256(sjson),
+        "config_hash": cell.config_hash,
+        "code_version": provenance.code_version(),
+        "library_versions_json": json.dumps(provenance.library_versions(cell.libraries), sort_keys=True),
+        "host": provenance.host(),
+        **device_info,
+        "seed": cell.settings.get("seed"),
+        "started_at": started,
+        "ended_at": ended,
+        **provenance.slurm(),
+    }
+    write_samples(cell.samples_path, run_id, samples)
+    write_record(cell.record_path, row)
+    log.info("wrote %s (status %s)", cell.record_path, status)
+    return status
+
+
+def _sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,97 @@
+"""Config validation names the key; cells expand and resolve as documented."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from effbench import config as cfg
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+
+
+def edited(base, path, value):
+    c = copy.deepcopy(base)
+    node = c
+    for k in path[:-1]:
+        node = node[k]
+    if value is DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return c
+
+
+DELETE = object()
+
+
+def test_shipped_configs_are_valid():
+    cells, export = cfg.load_config(DEFAULT)
+    assert {c.technique for c in cells} == {"mha", "mqa", "gqa", "mla", "moe"}
+    assert {c.size for c in cells} == {"xs", "s"}
+    assert {c.technique for c in export} == {"mha", "mqa", "gqa"}
+    paper, _ = cfg.load_config(PAPER)
+    assert len(paper) == 11
+
+
+def test_paper_shapes_match_the_reference():
+    cells = {c.name: c.settings["model"] for c in cfg.load_config(PAPER)[0]}
+    shapes = {"0.5b": (24, 896, 14, 2, 4864), "1.5b": (28, 1536, 12, 2, 8960), "3b": (36, 2048, 16, 2, 11008)}
+    for size, (layers, hidden, heads, kv, ffn) in shapes.items():
+        m = cells[f"{size}/gqa"]
+        assert (m["num_layers"], m["hidden_size"], m["num_attention_heads"], m["num_query_groups"],
+                m["ffn_hidden_size"]) == (layers, hidden, heads, kv, ffn)
+        assert cells[f"{size}/mqa"]["num_query_groups"] == 1
+        assert cells[f"{size}/mla"]["mla"]["kv_lora_rank"] == hidden // 8  # latent = hidden / 8
+        assert cells[f"{size}/mla"]["mla"]["qk_head_dim"] == 128
+        assert m["rotary_base"] == 1e6
+    moe = cells["0.5b/moe"]["moe"]
+    assert moe == {"num_experts": 8, "router_topk": 2, "aux_loss_coeff": 0.01, "expert_ffn_hidden_size": 4864}
+    assert "3b/moe" not in cells
+    t = cfg.load_config(PAPER)[0][0].settings["training"]
+    assert (t["adam_beta1"], t["adam_beta2"], t["weight_decay"], t["lr"], t["min_lr"], t["clip_grad"],
+            t["precision"]) == (0.9, 0.95, 0.1, 1e-4, 1e-5, 1.0, "bf16")
+
+
+@pytest.mark.parametrize(
+    "path, value, key",
+    [
+        (("pretrain", "grid", "xs"), ["mha", "sparse"], "pretrain.grid.xs"),  # unknown technique
+        (("pretrain", "techniques", "mqa", "attention"), "mqq", "pretrain.techniques.mqa.attention"),
+        (("pretrain", "grid", "xl"), ["mha"], "pretrain.grid.xl"),  # size that does not exist
+        (("pretrain", "sizes", "xs", "num_layer"), 2, "pretrain.sizes.xs"),  # misspelt key
+        (("pretrain", "training", "train_steps"), -5, "pretrain.training.train_steps"),
+        (("pretrain", "training", "lr"), 0, "pretrain.training.lr"),
+        (("seed", ), "one", "seed"),
+        (("data", "pretrain", "source"), "shards", "data.pretrain"),  # shards without their settings
+        (("measure", "interval_s"), DELETE, "measure"),
+    ],
+)
+def test_errors_name_the_key(path, value, key):
+    with pytest.raises(cfg.ConfigError, match=f"`{key}`"):
+        cfg.load_config(edited(DEFAULT, path, value))
+
+
+def test_semantic_errors_name_the_cell():
+    with pytest.raises(cfg.ConfigError, match="xs/gqa: gqa needs num_query_groups"):
+        cfg.load_config(edited(DEFAULT, ("pretrain", "sizes", "xs", "num_query_groups"), 3))
+    with pytest.raises(cfg.ConfigError, match="moe.router_topk 9"):
+        cfg.load_config(edited(DEFAULT, ("pretrain", "techniques", "moe", "moe", "router_topk"), 9))
+    with pytest.raises(cfg.ConfigError, match="export_hf.*'mla'"):
+        cfg.load_config(edited(DEFAULT, ("pretrain", "export_hf"), ["mla"]))
+
+
+def test_a_changed_value_changes_only_its_cells():
+    before = {c.name: c.settings for c in cfg.load_config(DEFAULT)[0]}
+    after = {c.name: c.settings for c in cfg.load_config(
+        edited(DEFAULT, ("pretrain", "techniques", "mla", "mla", "kv_lora_rank"), 32))[0]}
+    assert sorted(n for n in before if before[n] != after[n]) == ["s/mla", "xs/mla"]
+
+
+def test_missing_paths_are_named():
+    assert cfg.missing_paths(DEFAULT) == []
+    keys = [k for k, _ in cfg.missing_paths(PAPER)]
+    assert keys == ["data.pretrain.shards.path", "data.pretrain.shards.tokenizer"]

@@ -1,0 +1,21 @@
+DATA_PRETRAIN = RESULTS / "data" / "pretrain"
+
+
+rule pretrain_data:
+    """Make (synthetic) or tokenize (shards) the pretraining corpus and its tokenizer."""
+    output:
+        meta=DATA_PRETRAIN / "meta.json",
+        train=DATA_PRETRAIN / "train.bin",
+        val=DATA_PRETRAIN / "val.bin",
+        tokenizer=DATA_PRETRAIN / "tokenizer" / "tokenizer.json",
+    params:
+        settings=json.dumps(config["data"]["pretrain"], sort_keys=True),
+        seed=config["seed"],
+        run=stage_shell("pretrain"),
+    log:
+        LOGS / "data" / "pretrain.log",
+    benchmark:
+        BENCH / "data" / "pretrain.tsv"
+    shell:
+        "{params.run} {SCRIPTS}/make_data.py --settings {params.settings:q} --seed {params.seed}"
+        " --out-dir {DATA_PRETRAIN:q} > {log:q} 2>&1"
