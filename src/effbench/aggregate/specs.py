@@ -1,0 +1,239 @@
+"""Per-stage table, leaderboard and Pareto specifications.
+
+Adding a stage's tables means adding a :class:`StageSpec` here, not code elsewhere. A spec
+says which record columns make up a row's identity (``row_keys``), which record columns
+are printed and how (``columns``), which column is the quality figure, how leaderboard
+groups are formed and which metrics are scored, and which (x, y) pairs get Pareto plots.
+Every name refers to a column of :mod:`effbench.record`; :func:`check_spec` verifies that.
+
+Number formats (``ColumnSpec.fmt``): ``f<N>`` fixed with N decimals, ``sig<N>`` N
+significant digits, ``sci<N>`` scientific with N significant digits, ``int``, ``params``
+(1.54B / 494M / 7.4K), ``bytes_gb`` (bytes printed as GB), ``str``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..record import RECORD_SCHEMA, STAGES
+
+LOWER, HIGHER = "lower", "higher"
+_FMT = re.compile(r"^(f|sig|sci)(\d+)$|^(int|params|bytes_gb|str)$")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One printed column: record column, header (with unit), number format, direction."""
+
+    column: str
+    header: str
+    fmt: str = "sig4"
+    better: str | None = None  # "lower" | "higher" | None (not a scored metric)
+    metric: bool = True  # False: descriptive (Params, Context); not replaced by OOM/failed
+    label: str | None = None  # axis label; defaults to the header
+
+    @property
+    def axis_label(self) -> str:
+        text = self.label or self.header
+        if self.better:
+            text += f", {self.better} is better"
+        return text
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    stage: str
+    title: str
+    row_keys: tuple[str, ...]  # record columns shown first and used to sort rows
+    key_headers: tuple[str, ...]  # their headers
+    columns: tuple[ColumnSpec, ...]
+    quality: str  # the quality column (its direction is the column's ``better``)
+    group_by: tuple[str, ...]  # leaderboard groups; may name "size_band" (derived from ``bands``)
+    leaderboard: tuple[str, ...]  # scored metrics (each a column with ``better`` set)
+    pareto: tuple[tuple[str, str], ...]  # (x column, y column) pairs
+    key_order: tuple[tuple[str, tuple[str, ...]], ...] = ()  # preferred order of key values
+    bands: tuple[tuple[float, str], ...] = ()  # (upper bound of params_total, label), ascending
+    band_of: str = "params_total"
+    label_column: str = "cell"  # point labels in plots, row names in leaderboards
+    notes: tuple[str, ...] = field(default=())
+
+    def column(self, name: str) -> ColumnSpec:
+        for c in self.columns:
+            if c.column == name:
+                return c
+        raise KeyError(f"{self.stage} spec has no column {name!r}")
+
+    @property
+    def quality_lower_is_better(self) -> bool:
+        return self.column(self.quality).better == LOWER
+
+    @property
+    def metric_columns(self) -> tuple[ColumnSpec, ...]:
+        return tuple(c for c in self.columns if c.metric)
+
+    def order_of(self, key: str) -> tuple[str, ...]:
+        return dict(self.key_order).get(key, ())
+
+    def band(self, value: float | None) -> str | None:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        for upper, label in self.bands:
+            if value <= upper:
+                return label
+        return self.bands[-1][1] if self.bands else None
+
+
+DERIVED = ("size_band",)
+
+
+def check_spec(spec: StageSpec) -> None:
+    """Raise ValueError naming every inconsistency between a spec and the record schema."""
+    names = set(RECORD_SCHEMA.names)
+    problems: list[str] = []
+    if spec.stage not in STAGES:
+        problems.append(f"stage {spec.stage!r} not in {STAGES}")
+    if len(spec.row_keys) != len(spec.key_headers):
+        problems.append("row_keys and key_headers differ in length")
+    cols = {c.column for c in spec.columns}
+    for c in spec.columns:
+        if c.column not in names:
+            problems.append(f"column {c.column!r} is not in the record schema")
+        if not _FMT.match(c.fmt):
+            problems.append(f"column {c.column!r} has unknown format {c.fmt!r}")
+        if c.better not in (None, LOWER, HIGHER):
+            problems.append(f"column {c.column!r} has direction {c.better!r}")
+    for k in (*spec.row_keys, spec.label_column, spec.band_of):
+        if k not in names:
+            problems.append(f"key {k!r} is not in the record schema")
+    for k in spec.group_by:
+        if k not in names and k not in DERIVED:
+            problems.append(f"group key {k!r} is neither a record column nor derived")
+    if "size_band" in spec.group_by and not spec.bands:
+        problems.append("group_by names size_band but the spec has no bands")
+    if spec.quality not in cols or spec.column(spec.quality).better is None:
+        problems.append(f"quality column {spec.quality!r} must be a printed column with a direction")
+    for m in spec.leaderboard:
+        if m not in cols or spec.column(m).better is None:
+            problems.append(f"leaderboard metric {m!r} must be a printed column with a direction")
+    for x, y in spec.pareto:
+        for a in (x, y):
+            if a not in cols or spec.column(a).better is None:
+                problems.append(f"Pareto axis {a!r} must be a printed column with a direction")
+    if problems:
+        raise ValueError(f"spec {spec.stage}: " + "; ".join(problems))
+
+
+# --- the stages ------------------------------------------------------------------------
+
+_AMU = ColumnSpec("amu_gb", "AMU (GB)", "f2", LOWER, label="AMU, average memory used (GB)")
+_AEC = ColumnSpec("aec_w", "AEC (W)", "sig4", LOWER, label="AEC, average power (W)")
+_AL_ITER = ColumnSpec("al_s_per_iter", "AL (s/iter)", "sig4", LOWER, label="AL, average latency (s/iter)")
+
+PRETRAIN = StageSpec(
+    stage="pretrain",
+    title="Pretraining: attention and architecture variants",
+    row_keys=("size", "technique"),
+    key_headers=("Size", "Method"),
+    columns=(
+        ColumnSpec("params_total", "Params", "params", metric=False),
+        ColumnSpec("seq_length", "Context", "int", metric=False),
+        ColumnSpec("ppl", "PPL", "f2", LOWER, label="Validation perplexity (PPL)"),
+        _AMU,
+        _AL_ITER,
+        ColumnSpec("tt_tokens_per_param_s", "TT (tok/param/s)", "sci3", HIGHER),
+        _AEC,
+        ColumnSpec("mfu_frac", "MFU", "sig3", HIGHER),
+        ColumnSpec("energy_j_per_token", "Energy (J/token)", "sci3", LOWER),
+    ),
+    quality="ppl",
+    group_by=("size",),
+    leaderboard=("ppl", "amu_gb", "al_s_per_iter", "tt_tokens_per_param_s", "aec_w"),
+    pareto=(("amu_gb", "ppl"), ("al_s_per_iter", "ppl"), ("aec_w", "ppl")),
+    key_order=(("technique", ("mha", "mqa", "gqa", "mla", "nsa", "moe")),),
+)
+
+FINETUNE = StageSpec(
+    stage="finetune",
+    title="Fine-tuning: parameter-efficient methods",
+    row_keys=("model", "task", "method"),
+    key_headers=("Model", "Task", "Method"),
+    columns=(
+        ColumnSpec("params_total", "Params", "params", metric=False),
+        ColumnSpec("params_trainable", "Trainable", "params", metric=False),
+        ColumnSpec("train_loss", "Loss", "sig4", LOWER, label="Training loss"),
+        _AMU,
+        ColumnSpec("pcu_frac", "PCU", "sig3", HIGHER, label="PCU, compute utilisation (0-1)"),
+        _AL_ITER,
+        ColumnSpec("st_samples_per_param_s", "ST (samples/param/s)", "sci3", HIGHER),
+        _AEC,
+        ColumnSpec("energy_j_per_sample", "Energy (J/sample)", "sig4", LOWER),
+    ),
+    quality="train_loss",
+    group_by=("size_band", "task"),
+    leaderboard=("train_loss", "amu_gb", "pcu_frac", "al_s_per_iter", "st_samples_per_param_s", "aec_w"),
+    pareto=(("amu_gb", "train_loss"), ("al_s_per_iter", "train_loss"), ("aec_w", "train_loss")),
+    key_order=(("method", ("lora", "loraplus", "rslora", "dora", "pissa", "freeze", "full")),),
+    # the paper's bands: 1B-3B, 7B-8B, 14B-24B
+    bands=((4.5e9, "up to 4.5B"), (1.2e10, "4.5B-12B"), (math.inf, "over 12B")),
+)
+
+# The paper's quantization table (Perf | AMU | AL | IT | AEC | MCR) is measured while
+# serving, so it is the inference stage's layout; the quantize stage has no AL or IT.
+INFERENCE = StageSpec(
+    stage="inference",
+    title="Inference: precision and quantization",
+    row_keys=("model", "load_point", "precision"),
+    key_headers=("Model", "Load", "Precision"),
+    columns=(
+        ColumnSpec("accuracy", "Perf", "sig4", HIGHER, label="Benchmark accuracy (0-1)"),
+        _AMU,
+        ColumnSpec("al_s_per_request", "AL (s/req)", "sig4", LOWER, label="AL, average latency (s/request)"),
+        ColumnSpec("it_tokens_per_s", "IT (tok/s)", "sig4", HIGHER, label="IT, generated tokens/s"),
+        _AEC,
+        ColumnSpec("mcr_nominal", "MCR", "sig4", HIGHER),
+        ColumnSpec("mcr_disk", "MCR (disk)", "sig4", HIGHER),
+        ColumnSpec("energy_j_per_token", "Energy (J/token)", "sig4", LOWER),
+    ),
+    quality="accuracy",
+    group_by=("model", "load_point"),
+    leaderboard=("accuracy", "amu_gb", "al_s_per_request", "it_tokens_per_s", "aec_w", "mcr_nominal"),
+    pareto=(("amu_gb", "accuracy"), ("al_s_per_request", "accuracy"), ("aec_w", "accuracy")),
+    key_order=(("precision", ("bf16", "fp16", "int8", "int4")),),
+)
+
+QUANTIZE = StageSpec(
+    stage="quantize",
+    title="Quantization: compressed models",
+    row_keys=("model", "precision"),
+    key_headers=("Model", "Precision"),
+    columns=(
+        ColumnSpec("params_total", "Params", "params", metric=False),
+        ColumnSpec("disk_bytes", "Size (GB)", "bytes_gb", LOWER),
+        ColumnSpec("accuracy", "Perf", "sig4", HIGHER, label="Benchmark accuracy (0-1)"),
+        _AMU,
+        _AEC,
+        ColumnSpec("mcr_nominal", "MCR", "sig4", HIGHER),
+        ColumnSpec("mcr_disk", "MCR (disk)", "sig4", HIGHER),
+    ),
+    quality="accuracy",
+    group_by=("model",),
+    leaderboard=("accuracy", "disk_bytes", "amu_gb", "mcr_nominal"),
+    pareto=(("disk_bytes", "accuracy"), ("amu_gb", "accuracy")),
+    key_order=(("precision", ("bf16", "fp16", "int8", "int4")),),
+)
+
+SPECS: Mapping[str, StageSpec] = {s.stage: s for s in (PRETRAIN, FINETUNE, QUANTIZE, INFERENCE)}
+
+
+def get_spec(stage: str) -> StageSpec:
+    try:
+        return SPECS[stage]
+    except KeyError:
+        raise ValueError(f"no aggregation spec for stage {stage!r}; known: {sorted(SPECS)}") from None
+
+
+for _s in SPECS.values():
+    check_spec(_s)
