@@ -152,18 +152,24 @@ class HostBackend:
             self._rapl = None
             self.energy_missing_reason = f"no energy counter on this host (no NVML GPU; {e})"
 
+    # Finding children means reading every process's /proc entry (~10 ms on a busy host),
+    # so the tree is refreshed every few seconds only: a new child is missed for < 5 s.
+    CHILD_SCAN_S = 5.0
+
     def _tree(self) -> list[object]:
-        procs = [self._proc]
-        try:
-            procs += self._proc.children(recursive=True)
-        except self._psutil.Error:
-            pass
-        out = []
-        for p in procs:
+        import time
+
+        now = time.monotonic()
+        if now - getattr(self, "_scanned_at", -1e9) >= self.CHILD_SCAN_S:
+            self._scanned_at = now
+            procs = [self._proc]
+            try:
+                procs += self._proc.children(recursive=True)
+            except self._psutil.Error:
+                pass
             # cpu_percent needs the same Process object across calls to measure an interval.
-            p = self._cpu_seen.setdefault(p.pid, p)
-            out.append(p)
-        return out
+            self._members = [self._cpu_seen.setdefault(p.pid, p) for p in procs]
+        return self._members
 
     def read(self) -> list[Row]:
         rss = 0.0
