@@ -94,7 +94,7 @@ COLUMNS: tuple[Column, ...] = (
     _c("params_active", I, "Parameters active per token (MoE: top-k experts only).", PT),
     _c("params_non_embedding", I, "Parameters outside the embedding and output layers.", PT),
     _c("params_trainable", I, "Trainable parameters.", FT),
-    _c("flops_per_token", F, "Analytic training FLOPs per token (6·N_active + 12·L·H·S).", PT),
+    _c("flops_per_token", F, "Analytic training FLOPs per token: 6·(N_active non-embedding + output projection) + 12·L·H·S.", PT),
     _c("disk_bytes", I, "Size on disk of the run's model artefact (checkpoint, adapter, quantized model)."),
     _c("seq_length", I, "Sequence length (context) used.", PT + FT + IT),
     _c("settings_json", S, "The cell's resolved settings (JSON).", required=True),

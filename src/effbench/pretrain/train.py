@@ -173,7 +173,7 @@ def train_cell(
     busy = sum(step_times)
     fig = window.figures()
     wall = Figure.of
-    fpt = flops_per_token(m, seq)
+    fpt = flops_per_token(m, seq, vocab_size=vocab)  # the output projection is a real per-token matmul
     dtype = "bf16" if t["precision"] == "bf16" else "fp32"
     peak, peak_src = peak_flops(str(mon.describe().get("device_name")), dtype) if device == "cuda" else (
         None, "peak FLOP/s of a CPU is not tabulated")

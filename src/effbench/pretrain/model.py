@@ -1,0 +1,299 @@
+"""Build megatron-core GPT models (MHA / MQA / GQA / MLA, dense or MoE) from resolved settings.
+
+The settings dict is the resolved model section of the user config (see
+`transformer_config_from_settings` for the keys). Requires `parallel.init_single_process()`
+to have run (megatron needs its parallel state and RNG tracker to build layers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import (
+    get_gpt_layer_local_spec,
+    get_gpt_layer_with_transformer_engine_spec,
+)
+from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
+
+from effbench.pretrain.compat_cpu import apply_cpu_compat, apply_missing_te_fixes
+from effbench.pretrain.sdpa_attention import SDPAttention
+
+ATTENTION_KINDS = ("mha", "mqa", "gqa", "mla")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _have_transformer_engine() -> bool:
+    try:
+        import transformer_engine  # noqa: F401
+    except Exception:  # ImportError, or a broken CUDA install raising at import
+        return False
+    return True
+
+
+def uses_transformer_engine(device: str | torch.device) -> bool:
+    """TE layer spec only on GPU and only when transformer_engine imports."""
+    return torch.device(device).type == "cuda" and _have_transformer_engine()
+
+
+def num_query_groups(settings: dict[str, Any]) -> int:
+    """KV head count: 1 for MQA, num_query_groups for GQA, the head count for MHA / MLA."""
+    heads = int(settings["num_attention_heads"])
+    kind = settings["attention"]
+    groups = settings.get("num_query_groups")
+    if kind == "mqa":
+        return 1
+    if kind == "gqa":
+        if not groups or heads % int(groups):
+            raise ValueError(f"gqa needs num_query_groups dividing {heads} heads, got {groups}")
+        return int(groups)
+    if kind == "mha" and groups is not None and int(groups) != heads:
+        raise ValueError(f"mha has one KV head per query head; got num_query_groups={groups}")
+    return heads
+
+
+def transformer_config_from_settings(
+    settings: dict[str, Any], device: str | torch.device = "cpu"
+) -> TransformerConfig:
+    """Map resolved model settings to a (MLA)TransformerConfig.
+
+    Keys: num_layers, hidden_size, num_attention_heads, ffn_hidden_size, seq_length,
+    attention (mha|mqa|gqa|mla), num_query_groups, add_qkv_bias, rotary_base,
+    normalization, norm_epsilon, tie_embeddings, init_method_std, params_dtype,
+    mla (None | {q_lora_rank, kv_lora_rank, qk_head_dim, qk_pos_emb_head_dim, v_head_dim}),
+    moe (None | {num_experts, router_topk, aux_loss_coeff, expert_ffn_hidden_size}).
+    """
+    kind = settings["attention"]
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {kind!r}")
+    on_cpu = torch.device(device).type == "cpu"
+    dtype = _DTYPES[settings.get("params_dtype", "float32")]
+    if on_cpu and dtype != torch.float32:
+        raise ValueError("params_dtype bfloat16 is only supported on GPU")
+
+    kwargs: dict[str, Any] = dict(
+        num_layers=int(settings["num_layers"]),
+        hidden_size=int(settings["hidden_size"]),
+        num_attention_heads=int(settings["num_attention_heads"]),
+        ffn_hidden_size=int(settings["ffn_hidden_size"]),
+        num_query_groups=num_query_groups(settings),
+        add_qkv_bias=bool(settings.get("add_qkv_bias", False)),
+        add_bias_linear=False,
+        gated_linear_unit=True,  # SwiGLU: linear_fc1 = [gate; up], silu(gate) * up
+        activation_func=F.silu,
+        bias_activation_fusion=False,
+        normalization=settings.get("normalization", "RMSNorm"),
+        layernorm_epsilon=float(settings.get("norm_epsilon", 1e-6)),
+        init_method_std=float(settings.get("init_method_std", 0.02)),
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        params_dtype=dtype,
+        bf16=dtype == torch.bfloat16,
+        use_cpu_initialization=on_cpu,
+        # megatron >= 0.19 builds some MLA norms from this backend rather than the spec.
+        transformer_impl="transformer_engine" if uses_transformer_engine(device) else "local",
+        # These fusions need CUDA kernels (or TE); keep them off everywhere for parity.
+        masked_softmax_fusion=False,
+        bias_dropout_fusion=False,
+        apply_rope_fusion=False,
+        persist_layer_norm=False,
+    )
+    moe = settings.get("moe")
+    if moe:
+        kwargs.update(
+            num_moe_experts=int(moe["num_experts"]),
+            moe_router_topk=int(moe["router_topk"]),
+            moe_aux_loss_coeff=float(moe["aux_loss_coeff"]),
+            moe_ffn_hidden_size=int(moe["expert_ffn_hidden_size"]),
+            moe_router_load_balancing_type="aux_loss",
+            # allgather works over gloo (CPU); with EP = 1 both dispatchers are local
+            # permutations, and alltoall is what the GPU reference timings used.
+            moe_token_dispatcher_type="allgather" if on_cpu else "alltoall",
+            moe_grouped_gemm=False,
+            moe_router_dtype="fp32",
+        )
+    if kind == "mla":
+        mla = settings["mla"]
+        return MLATransformerConfig(
+            **kwargs,
+            multi_latent_attention=True,
+            q_lora_rank=None if mla.get("q_lora_rank") is None else int(mla["q_lora_rank"]),
+            kv_lora_rank=int(mla["kv_lora_rank"]),
+            qk_head_dim=int(mla["qk_head_dim"]),
+            qk_pos_emb_head_dim=int(mla["qk_pos_emb_head_dim"]),
+            v_head_dim=int(mla["v_head_dim"]),
+            # RMSNorm on the compressed q / kv latents (DeepSeek-V2) only with q-LoRA:
+            # megatron-core 0.19 rejects latent norms when q_lora_rank is None (its Q norm
+            # then needs a TE-fused norm+linear), so both versions build the same model.
+            qk_layernorm=mla.get("q_lora_rank") is not None,
+            rope_type="rope",
+            rotary_base=float(settings.get("rotary_base", 10000.0)),
+            rotary_scaling_factor=1.0,  # plain RoPE: mscale = 1, scale = 1/sqrt(qk+pe dim)
+        )
+    return TransformerConfig(**kwargs)
+
+
+def layer_spec(config: TransformerConfig, device: str | torch.device) -> ModuleSpec:
+    """TE spec on GPU when transformer_engine imports; otherwise the local spec with SDPA."""
+    moe_kwargs = dict(
+        num_experts=config.num_moe_experts,
+        moe_grouped_gemm=False,
+        qk_layernorm=bool(config.qk_layernorm),
+        multi_latent_attention=bool(config.multi_latent_attention),
+    )
+    if uses_transformer_engine(device):
+        return get_gpt_layer_with_transformer_engine_spec(**moe_kwargs)
+    spec = get_gpt_layer_local_spec(**moe_kwargs, normalization=config.normalization)
+    # The local DotProductAttention materialises [b, n, s, s] scores; SDPA does not.
+    spec.submodules.self_attention.submodules.core_attention = SDPAttention
+    return spec
+
+
+def build_gpt_model(settings: dict[str, Any], vocab_size: int, device: str) -> GPTModel:
+    """Build a megatron GPTModel on `device` ("cpu" or "cuda[:i]") from resolved settings."""
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        apply_cpu_compat()
+    apply_missing_te_fixes()  # no-op with TE or on megatron-core versions that fixed it
+    config = transformer_config_from_settings(settings, dev)
+    model = GPTModel(
+        config=config,
+        transformer_layer_spec=layer_spec(config, dev),
+        vocab_size=int(vocab_size),
+        max_sequence_length=int(settings["seq_length"]),
+        pre_process=True,
+        post_process=True,
+        share_embeddings_and_output_weights=bool(settings.get("tie_embeddings", False)),
+        position_embedding_type="rope",  # MLA applies its own decoupled RoPE instead
+        rotary_base=float(settings.get("rotary_base", 10000.0)),
+    )
+    return model.to(dev)
+
+
+# ---------------------------------------------------------------------------------------
+# Parameter and FLOP accounting
+# ---------------------------------------------------------------------------------------
+
+
+def _is_expert_param(name: str) -> bool:
+    # SequentialMLP: "...mlp.experts.local_experts.<i>.linear_fc1.weight";
+    # grouped variants: "...mlp.experts.linear_fc1.weight<i>" / "...mlp.experts.weight1".
+    return ".mlp.experts." in name
+
+
+def _is_embedding_param(name: str) -> bool:
+    return name.startswith("embedding.") or name.startswith("output_layer.")
+
+
+def count_parameters(model: torch.nn.Module, settings: dict[str, Any]) -> dict[str, int]:
+    """Count a built model's parameters (shared tensors counted once).
+
+    Returns:
+      total: all unique parameters.
+      embedding: the token-embedding table plus the untied output layer (0 extra if tied).
+      non_embedding: total - embedding (transformer layers, router, norms).
+      active_non_embedding: non_embedding with routed experts scaled to the top-k used
+        per token (experts have identical shapes, so the scaling is exact).
+      output_projection: vocab x hidden, the output-logits matmul weights, whether tied or
+        not (needed for FLOPs; see flops_per_token).
+    """
+    seen: set[int] = set()
+    total = embedding = experts = 0
+    out_proj = 0
+    for name, p in model.named_parameters():
+        if name in ("embedding.word_embeddings.weight", "output_layer.weight"):
+            out_proj = p.numel()  # same V x H either way
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        n = p.numel()
+        total += n
+        if _is_embedding_param(name):
+            embedding += n
+        elif _is_expert_param(name):
+            experts += n
+    non_embedding = total - embedding
+    active = non_embedding
+    moe = settings.get("moe")
+    if moe:
+        active = non_embedding - experts + experts * int(moe["router_topk"]) // int(
+            moe["num_experts"]
+        )
+    return {
+        "total": total,
+        "embedding": embedding,
+        "non_embedding": non_embedding,
+        "active_non_embedding": active,
+        "output_projection": out_proj,
+    }
+
+
+def analytic_parameter_counts(settings: dict[str, Any], vocab_size: int = 0) -> dict[str, int]:
+    """The same counts as count_parameters, computed from settings alone (no model)."""
+    L = int(settings["num_layers"])
+    H = int(settings["hidden_size"])
+    n = int(settings["num_attention_heads"])
+    F_ = int(settings["ffn_hidden_size"])
+    if settings["attention"] == "mla":
+        m = settings["mla"]
+        qk, pe, v = int(m["qk_head_dim"]), int(m["qk_pos_emb_head_dim"]), int(m["v_head_dim"])
+        kv_r, q_r = int(m["kv_lora_rank"]), m.get("q_lora_rank")
+        if q_r is None:  # no latent norms (see transformer_config_from_settings)
+            q, kv_norm = H * n * (qk + pe), 0
+        else:
+            q, kv_norm = H * q_r + q_r + q_r * n * (qk + pe), kv_r
+        attn = q + H * (kv_r + pe) + kv_norm + kv_r * n * (qk + v) + n * v * H
+    else:
+        d = H // n
+        qkv_out = (n + 2 * num_query_groups(settings)) * d
+        attn = H * qkv_out + (qkv_out if settings.get("add_qkv_bias") else 0) + n * d * H
+    moe = settings.get("moe")
+    if moe:
+        E, k = int(moe["num_experts"]), int(moe["router_topk"])
+        Fe = int(moe["expert_ffn_hidden_size"])
+        mlp = E * H + E * 3 * H * Fe  # router + SwiGLU experts
+        mlp_active = E * H + k * 3 * H * Fe
+    else:
+        mlp = mlp_active = 3 * H * F_
+    norms = 2 * H  # input + pre-MLP RMSNorm
+    non_emb = L * (attn + mlp + norms) + H  # + final norm
+    active = L * (attn + mlp_active + norms) + H
+    emb = vocab_size * H * (1 if settings.get("tie_embeddings") else 2)
+    return {
+        "total": non_emb + emb,
+        "embedding": emb,
+        "non_embedding": non_emb,
+        "active_non_embedding": active,
+        "output_projection": vocab_size * H,
+    }
+
+
+def flops_per_token(
+    settings: dict[str, Any], seq_length: int, vocab_size: int | None = None
+) -> float:
+    """Training FLOPs per token: 6 * N_active + attention term (PaLM-style MFU convention).
+
+    N_active = active non-embedding parameters (routed experts counted top-k of E), plus
+    the vocab x hidden output projection when `vocab_size` is given (it is a real matmul
+    per token; including it reproduces the toolchain.md MFU figures, e.g. 25.8% for the
+    Qwen2.5-0.5B shape).
+
+    Attention term = 12 * L * H * S for MHA/MQA/GQA (QK^T and AV: 2 matmuls x 2 FLOPs x 3
+    for forward+backward, no causal discount). For MLA, whose per-head qk and v dims
+    differ from H/n, the same count is 6 * L * S * n * (d_qk + d_pe + d_v), which equals
+    12 * L * H * S when d_qk = d_v = H/n.
+    """
+    counts = analytic_parameter_counts(settings, vocab_size or 0)
+    n_active = counts["active_non_embedding"] + (counts["output_projection"] if vocab_size else 0)
+    L, H = int(settings["num_layers"]), int(settings["hidden_size"])
+    n = int(settings["num_attention_heads"])
+    if settings["attention"] == "mla":
+        m = settings["mla"]
+        head_dims = int(m["qk_head_dim"]) + int(m["qk_pos_emb_head_dim"]) + int(m["v_head_dim"])
+        attn = 6 * L * seq_length * n * head_dims
+    else:
+        attn = 12 * L * H * seq_length
+    return float(6 * n_active + attn)

@@ -1,0 +1,94 @@
+"""torch.distributed + megatron parallel-state initialisation (data parallel only, TP=PP=1).
+
+Works standalone (world size 1 on a free local port) and under torchrun (reads RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT from the environment).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from effbench.pretrain.compat_cpu import apply_cpu_compat
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str
+    device: torch.device
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dist_info() -> DistInfo:
+    """Rank, world size, local rank, backend and device of this process (after init)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend(), device)
+
+
+def init_single_process(backend: str | None = None, seed: int | None = None) -> int:
+    """Initialise torch.distributed, megatron's parallel state (TP=PP=1) and its RNG seed.
+
+    backend: None picks nccl when CUDA is available, else gloo.
+    seed: seed of megatron's model-parallel RNG streams; None derives it from torch's
+      current seed (so a caller's earlier torch.manual_seed decides it).
+    Idempotent: later calls change nothing. Returns the world size (= data-parallel size);
+    dist_info() gives rank, local rank, backend and device.
+    """
+    from megatron.core import parallel_state, tensor_parallel
+
+    apply_cpu_compat()  # no-op on GPU
+    cuda = torch.cuda.is_available()
+    if backend is None:
+        backend = "nccl" if cuda else "gloo"
+
+    if not dist.is_initialized():
+        # Under torchrun these are already set; standalone we are rank 0 of 1.
+        rank = int(os.environ.get("RANK", "0"))
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        if "MASTER_PORT" not in os.environ:
+            if world_size != 1:
+                raise RuntimeError("WORLD_SIZE > 1 needs MASTER_PORT (launch with torchrun)")
+            os.environ["MASTER_PORT"] = str(_free_port())
+        if cuda:
+            # Bind this process to its GPU before NCCL creates communicators.
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=1, pipeline_model_parallel_size=1
+        )
+        if seed is None:
+            seed = torch.initial_seed() % 2**31
+        # Resolves to the CPU version installed by apply_cpu_compat() when CUDA is absent
+        # (looked up at call time, after patching).
+        tensor_parallel.model_parallel_cuda_manual_seed(seed)
+    return dist.get_world_size()
+
+
+def destroy() -> None:
+    """Tear down megatron parallel state and the process group (for tests and re-inits)."""
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,180 @@
+"""Real megatron-core GPT models on CPU: build, overfit one batch, check shapes and counts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+VOCAB = 512
+MLA = dict(q_lora_rank=None, kv_lora_rank=64, qk_head_dim=64, qk_pos_emb_head_dim=32, v_head_dim=64)
+MOE = dict(num_experts=4, router_topk=2, aux_loss_coeff=0.01, expert_ffn_hidden_size=256)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "mha": {},
+    "mqa": {"attention": "mqa"},
+    "gqa": {"attention": "gqa", "num_query_groups": 2},
+    "mla": {"attention": "mla", "mla": MLA},
+    "moe": {"attention": "gqa", "num_query_groups": 2, "moe": MOE},
+}
+
+
+def _batch(seq: int = 64, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, VOCAB, (batch, seq), generator=g)
+    pos = torch.arange(seq).unsqueeze(0).expand(batch, -1)
+    return ids, pos, torch.roll(ids, -1, dims=1)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_overfits_one_batch(dist_env: Any, tiny_settings: Any, variant: str) -> None:
+    from effbench.pretrain.model import build_gpt_model
+
+    settings = tiny_settings(**VARIANTS[variant])
+    torch.manual_seed(0)
+    model = build_gpt_model(settings, VOCAB, "cpu")
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    ids, pos, labels = _batch()
+    losses = []
+    for step in range(15):
+        loss = model(input_ids=ids, position_ids=pos, attention_mask=None, labels=labels)
+        assert loss.shape == ids.shape  # megatron returns per-token losses [b, s]
+        loss = loss.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if step == 0 and variant == "moe":
+            _check_moe_aux_loss(model)
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[0] == pytest.approx(math.log(VOCAB), abs=0.5)  # near-uniform at init
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def _check_moe_aux_loss(model: torch.nn.Module) -> None:
+    from megatron.core.transformer.moe.moe_utils import (
+        clear_aux_losses_tracker,
+        get_moe_layer_wise_logging_tracker,
+    )
+
+    tracker = get_moe_layer_wise_logging_tracker()
+    # The router records the load-balancing loss per layer and attaches its gradient to
+    # the activations (MoEAuxLossAutoScaler) rather than adding it to the returned loss.
+    values = tracker["load_balancing_loss"]["values"]
+    assert values.numel() == 2 and bool((values > 0).all())
+    clear_aux_losses_tracker()
+    routers = [p for n, p in model.named_parameters() if n.endswith("mlp.router.weight")]
+    assert len(routers) == 2
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in routers)
+
+
+@pytest.mark.parametrize(("variant", "groups"), [("mha", 4), ("mqa", 1), ("gqa", 2)])
+def test_query_group_shapes(dist_env: Any, tiny_settings: Any, variant: str, groups: int) -> None:
+    from effbench.pretrain.model import build_gpt_model
+    from effbench.pretrain.sdpa_attention import SDPAttention
+
+    model = build_gpt_model(tiny_settings(**VARIANTS[variant]), VOCAB, "cpu")
+    attn = model.decoder.layers[0].self_attention
+    head_dim = 256 // 4
+    assert attn.config.num_query_groups == groups
+    # Fused QKV rows: 4 query heads + one key and one value head per group.
+    assert attn.linear_qkv.weight.shape == ((4 + 2 * groups) * head_dim, 256)
+    assert isinstance(attn.core_attention, SDPAttention)
+
+
+def test_mla_uses_sdpa_with_distinct_head_dims(dist_env: Any, tiny_settings: Any) -> None:
+    from effbench.pretrain.model import build_gpt_model
+    from effbench.pretrain.sdpa_attention import SDPAttention
+
+    model = build_gpt_model(tiny_settings(**VARIANTS["mla"]), VOCAB, "cpu")
+    attn = model.decoder.layers[0].self_attention
+    assert isinstance(attn.core_attention, SDPAttention)
+    assert attn.linear_kv_up_proj.weight.shape == (4 * (64 + 64), 64)
+    assert attn.linear_proj.weight.shape == (256, 4 * 64)
+
+
+def test_count_parameters_by_hand(dist_env: Any, tiny_settings: Any) -> None:
+    from effbench.pretrain.model import (
+        analytic_parameter_counts,
+        build_gpt_model,
+        count_parameters,
+        flops_per_token,
+    )
+
+    settings = tiny_settings()
+    counts = count_parameters(build_gpt_model(settings, VOCAB, "cpu"), settings)
+    H, F, L, V, S = 256, 512, 2, VOCAB, 64
+    per_layer = 2 * H + H * 3 * H + H * H + H * 2 * F + F * H  # norms, qkv, proj, fc1, fc2
+    non_emb = L * per_layer + H  # + final norm
+    assert counts == {
+        "total": non_emb + 2 * V * H,
+        "embedding": 2 * V * H,  # untied input embedding + output layer
+        "non_embedding": non_emb,
+        "active_non_embedding": non_emb,
+        "output_projection": V * H,
+    }
+    assert analytic_parameter_counts(settings, VOCAB) == counts
+    assert flops_per_token(settings, S) == 6 * non_emb + 12 * L * H * S
+    assert flops_per_token(settings, S, vocab_size=V) == 6 * (non_emb + V * H) + 12 * L * H * S
+
+
+@pytest.mark.parametrize("variant", ["mqa", "gqa", "mla", "mla-qlora", "moe"])
+def test_analytic_counts_match_model(dist_env: Any, tiny_settings: Any, variant: str) -> None:
+    from effbench.pretrain.model import analytic_parameter_counts, build_gpt_model, count_parameters
+
+    overrides = (
+        {"attention": "mla", "mla": {**MLA, "q_lora_rank": 96}}
+        if variant == "mla-qlora"
+        else VARIANTS[variant]
+    )
+    settings = tiny_settings(**overrides, tie_embeddings=True, add_qkv_bias=True)
+    counts = count_parameters(build_gpt_model(settings, VOCAB, "cpu"), settings)
+    assert counts == analytic_parameter_counts(settings, VOCAB)
+    assert counts["embedding"] == VOCAB * 256  # tied: one table
+    if variant == "moe":
+        expert = 3 * 256 * 256
+        assert counts["non_embedding"] - counts["active_non_embedding"] == 2 * (4 - 2) * expert
+
+
+def test_sdpa_matches_megatron_dot_product_attention(dist_env: Any, tiny_settings: Any) -> None:
+    """The SDPA core attention reproduces megatron's own (causal, GQA) DotProductAttention.
+
+    Also exercises the CPU compat layer: the local attention builds its causal mask and
+    score buffer through the patched CUDA-only helpers.
+    """
+    from megatron.core.transformer.dot_product_attention import DotProductAttention
+    from megatron.core.transformer.enums import AttnMaskType
+
+    from effbench.pretrain.model import transformer_config_from_settings
+    from effbench.pretrain.sdpa_attention import SDPAttention
+
+    config = transformer_config_from_settings(tiny_settings(**VARIANTS["gqa"]))
+    kw: dict[str, Any] = dict(
+        config=config, layer_number=1, attn_mask_type=AttnMaskType.causal, attention_type="self"
+    )
+    ref, sdpa = DotProductAttention(**kw), SDPAttention(**kw)
+    g = torch.Generator().manual_seed(1)
+    s, b, d = 16, 2, 64
+    q = torch.randn(s, b, 4, d, generator=g)
+    k, v = (torch.randn(s, b, 2, d, generator=g) for _ in range(2))
+    expected = ref(q, k, v, None, attn_mask_type=AttnMaskType.causal)
+    got = sdpa(q, k, v, None, attn_mask_type=AttnMaskType.causal)
+    assert got.shape == expected.shape == (s, b, 4 * d)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_compat_idempotent(dist_env: Any) -> None:
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    from effbench.pretrain.compat_cpu import CpuRNGStatesTracker, apply_cpu_compat
+
+    apply_cpu_compat()
+    apply_cpu_compat()
+    tracker = get_cuda_rng_tracker()
+    assert isinstance(tracker, CpuRNGStatesTracker)
+    with tracker.fork():  # model-parallel stream
+        a = torch.rand(3)
+    with tracker.fork():
+        b = torch.rand(3)
+    assert not torch.equal(a, b)  # the forked stream advances between forks
