@@ -99,7 +99,7 @@ def train_cell(
             f"({t['micro_batch_size']} × {world})"
         )
     seq = m["seq_length"]
-    sampler = BatchSampler(data_dir, seed=settings["seed"])
+    sampler = BatchSampler.from_dir(data_dir, seed=settings["seed"])
     shash = settings_json(settings)
 
     # Resume only from a checkpoint of these exact settings: an edited cell starts afresh.
