@@ -27,18 +27,12 @@ from ..measure.monitor import Monitor
 from ..measure.peaks import peak_flops
 from ..progress import Progress
 from ..record import settings_json
+from ..torch_device import cuda_sync_or_none, free_cuda, pick_device  # noqa: F401 (re-exported)
+from .mixed_precision import MasterWeightAdamW
 from .model import build_gpt_model, count_parameters, flops_per_token
 from .parallel import init_single_process
 
 log = logging.getLogger("effbench.pretrain")
-
-
-def pick_device(requested: str) -> str:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config key `device` is cuda but torch sees no CUDA device")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
 
 
 def lr_at(step: int, t: dict[str, Any]) -> float:
@@ -49,14 +43,16 @@ def lr_at(step: int, t: dict[str, Any]) -> float:
     return t["min_lr"] + 0.5 * (t["lr"] - t["min_lr"]) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def make_optimizer(model: torch.nn.Module, t: dict[str, Any], device: str) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, t: dict[str, Any], device: str) -> torch.optim.AdamW | MasterWeightAdamW:
+    """AdamW; for bf16 models over fp32 master weights (which also own gradient clipping)."""
     # No weight decay on norms and biases (1-D tensors), as in Megatron and nanoGPT.
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=t["lr"], betas=(t["adam_beta1"], t["adam_beta2"]), fused=device == "cuda",
-    )
+    groups = [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    betas = (t["adam_beta1"], t["adam_beta2"])
+    if t["precision"] == "bf16":
+        return MasterWeightAdamW(groups, lr=t["lr"], betas=betas, fused=device == "cuda", clip_grad=t["clip_grad"])
+    return torch.optim.AdamW(groups, lr=t["lr"], betas=betas, fused=device == "cuda")
 
 
 def _forward_loss(model: torch.nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -83,14 +79,18 @@ def train_cell(
     if device == "cpu":
         torch.set_num_threads(t.get("threads", 1))
     world = init_single_process()
+    rank = torch.distributed.get_rank()
+    if world > 1:  # gradient all-reduce and rank-0-only records are not wired yet
+        raise NotImplementedError("multi-process pretraining is not supported yet (world size %d)" % world)
     meta = json.loads((data_dir / "meta.json").read_text())
     vocab = int(meta["vocab_size"])
-    model = build_gpt_model(m, vocab, device)
-    params = count_parameters(model, m)
-    opt = make_optimizer(model, t, device)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if t["precision"] == "bf16" else None
     if t["precision"] == "bf16" and device != "cuda":
         raise RuntimeError("pretrain.training.precision bf16 needs a GPU; use fp32 on a CPU")
+    # bf16: bf16 parameters and activations, fp32 master weights in the optimizer.
+    dtype = "bfloat16" if t["precision"] == "bf16" else "float32"
+    model = build_gpt_model({**m, "params_dtype": dtype}, vocab, device)
+    params = count_parameters(model, m)
+    opt = make_optimizer(model, t, device)
     sync = torch.cuda.synchronize if device == "cuda" else None
     accum = t["global_batch_size"] // (t["micro_batch_size"] * world)
     if accum < 1:
@@ -133,17 +133,13 @@ def train_cell(
         opt.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for micro in range(accum):
-            x, y = sampler.train_batch(step * accum + micro, t["micro_batch_size"], seq)
+            x, y = sampler.train_batch(step * accum + micro, t["micro_batch_size"], seq, rank=rank, world_size=world)
             ids = torch.from_numpy(x).to(device)
             labels = torch.from_numpy(y).to(device)
-            if amp is not None:
-                with amp:
-                    loss = _forward_loss(model, ids, labels)
-            else:
-                loss = _forward_loss(model, ids, labels)
+            loss = _forward_loss(model, ids, labels)
             (loss / accum).backward()
             loss_sum += loss.detach()
-        if t["clip_grad"] > 0:
+        if t["clip_grad"] > 0 and not isinstance(opt, MasterWeightAdamW):
             torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip_grad"])
         opt.step()
         if sync:
@@ -163,9 +159,11 @@ def train_cell(
         raise RuntimeError("no training steps left to measure (the resume checkpoint is already at train_steps)")
     window = mon.end_window("train")
 
-    val_loss = evaluate(model, sampler, t, seq, device, amp)
+    val_loss = evaluate(model, sampler, t, seq, device)
+    # The trained weights in full precision (bf16 runs keep them as the optimizer's masters).
+    weights = opt.master_state_dict(model) if isinstance(opt, MasterWeightAdamW) else model.state_dict()
     _save(checkpoint_path, {"settings": shash, "model_settings": m, "vocab_size": vocab, "step": total_steps,
-                            "model": model.state_dict()})
+                            "model": weights})
     if resume_file.exists():
         resume_file.unlink()
 
@@ -208,33 +206,19 @@ def train_cell(
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, sampler: BatchSampler, t: dict[str, Any], seq: int, device: str,
-             amp: Any) -> float:
+def evaluate(model: torch.nn.Module, sampler: BatchSampler, t: dict[str, Any], seq: int, device: str) -> float:
     """Mean token NLL over the first ``eval_batches`` contiguous windows of the validation split."""
     model.eval()
     total, n = 0.0, 0
     for x, y in sampler.eval_batches(t["micro_batch_size"], seq, t["eval_batches"]):
         ids, labels = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-        if amp is not None:
-            with amp:
-                loss = _forward_loss(model, ids, labels)
-        else:
-            loss = _forward_loss(model, ids, labels)
+        loss = _forward_loss(model, ids, labels)
         total += float(loss) * ids.numel()
         n += ids.numel()
     model.train()
     if n == 0:
         raise RuntimeError("the validation split is shorter than one batch")
     return total / n
-
-
-def cuda_sync_or_none(settings: dict[str, Any]) -> Any:
-    return torch.cuda.synchronize if pick_device(settings["device"]) == "cuda" else None
-
-
-def free_cuda() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
