@@ -137,7 +137,10 @@ def _draw(
         ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
     front = pareto_front(list(zip(xs, ys)), (xc.better or LOWER, yc.better or LOWER))
     fx, fy, style = front_steps([xs[i] for i in front], [ys[i] for i in front], xc.better or LOWER)
-    ax.plot(fx, fy, drawstyle=style, color="0.3", linestyle="--", linewidth=1, label="Pareto front", zorder=2)
+    ax.plot(fx, fy, drawstyle=style, color="0.3", linestyle="--", linewidth=1, zorder=2)
+    # Ring the non-dominated points too: a front of one point draws no line.
+    ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=160, facecolors="none", edgecolors="black",
+               linewidths=1.2, zorder=4, label="Pareto front (non-dominated)")
     ax.set_xlabel(xc.axis_label)
     ax.set_ylabel(yc.axis_label)
     ax.set_title(f"{spec.stage}: {yc.header} vs {xc.header}")
