@@ -9,7 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
-from effbench.pretrain.train import cuda_sync_or_none, free_cuda, train_cell
+from effbench.pretrain.train import train_cell
+from effbench.torch_device import cuda_sync_or_none, free_cuda
 from effbench.runner import Cell, run_cell, setup_logging
 
 LIBRARIES = ["torch", "megatron-core", "numpy", "nvidia-ml-py", "psutil", "pyarrow", "transformer-engine"]

@@ -37,12 +37,14 @@ class Cell:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Host MemoryError, torch's CUDA OOM, or an allocator message saying so."""
+    """Host MemoryError, torch's CUDA OOM, or an allocator message saying so (torch's CPU
+    allocator raises ``RuntimeError: DefaultCPUAllocator: can't allocate memory``)."""
     if isinstance(exc, MemoryError):
         return True
     name = type(exc).__name__
     text = str(exc).lower()
-    return name == "OutOfMemoryError" or "out of memory" in text or "cuda error: out of memory" in text
+    return (name == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text
+            or "cannot allocate memory" in text)
 
 
 def setup_logging() -> None:
