@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(driver pretrain)
+[ ${#stages[@]} -gt 0 ] || stages=(driver pretrain finetune)
 
 "$PY" - <<'PYEOF' || { echo "Python >= 3.11 is required (set PYTHON=...)" >&2; exit 1; }
 import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
@@ -34,6 +34,21 @@ for stage in "${stages[@]}"; do
   fi
   # The lock is a full freeze: install exactly it, nothing resolved anew.
   "$venv/bin/python" -m pip install -q --no-deps -r "$lock"
-  "$venv/bin/python" -m pip check
+  # A stage may fix up what a pin cannot (envs/<stage>.post-install.sh, given the venv).
+  if [ -f "envs/$stage.post-install.sh" ]; then
+    bash "envs/$stage.post-install.sh" "$venv"
+  fi
+  # Consistency: pip check, less the lines a stage documents as accepted (envs/<stage>.pip-check-allow.txt).
+  allow="envs/$stage.pip-check-allow.txt"
+  problems=$("$venv/bin/python" -m pip check 2>&1 || true)
+  if [ -f "$allow" ]; then
+    problems=$(printf '%s\n' "$problems" | grep -v -E -f <(grep -v '^#' "$allow") || true)
+  fi
+  problems=$(printf '%s\n' "$problems" | grep -v -E '^No broken requirements found\.$|^$' || true)
+  if [ -n "$problems" ]; then
+    echo "[setup] $stage: pip check found problems:" >&2
+    printf '%s\n' "$problems" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 done

@@ -3,11 +3,13 @@
 # folder in the environment whose libraries it exercises:
 #   tests/unit, tests/workflow -> .venvs/driver   (config, measurement core, records, DAG, aggregation)
 #   tests/pretrain             -> .venvs/pretrain (megatron-core, data, Hugging Face export)
+#   tests/finetune             -> .venvs/finetune (LlamaFactory methods, the real OOM path)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 export PYTHONPATH="$PWD/src"
 status=0
 .venvs/pretrain/bin/python -m pytest tests/pretrain -q "$@" || status=1
+.venvs/finetune/bin/python -m pytest tests/finetune -q -p no:cacheprovider "$@" || status=1
 .venvs/driver/bin/python -m pytest tests/unit tests/workflow -q "$@" || status=1
 exit $status

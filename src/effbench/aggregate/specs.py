@@ -163,6 +163,7 @@ FINETUNE = StageSpec(
     columns=(
         ColumnSpec("params_total", "Params", "params", metric=False),
         ColumnSpec("params_trainable", "Trainable", "params", metric=False),
+        ColumnSpec("params_trainable_frac", "Trainable share", "sig3", metric=False),
         ColumnSpec("train_loss", "Loss", "sig4", LOWER, label="Training loss"),
         _AMU,
         ColumnSpec("pcu_frac", "PCU", "sig3", HIGHER, label="PCU, compute utilisation (0-1)"),
@@ -170,6 +171,9 @@ FINETUNE = StageSpec(
         ColumnSpec("st_samples_per_param_s", "ST (samples/param/s)", "sci3", HIGHER),
         _AEC,
         ColumnSpec("energy_j_per_sample", "Energy (J/sample)", "sig4", LOWER),
+        ColumnSpec("val_loss", "Held-out loss", "sig4", LOWER, label="Held-out loss"),
+        ColumnSpec("accuracy", "Exact match", "sig3", HIGHER, label="Exact-match accuracy (0-1)"),
+        ColumnSpec("disk_bytes", "Saved (GB)", "bytes_gb", LOWER),
     ),
     quality="train_loss",
     group_by=("size_band", "task"),

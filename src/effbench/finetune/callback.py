@@ -1,0 +1,97 @@
+"""The trainer callback that hooks the shared measurement core into LlamaFactory's loop.
+
+Hugging Face's Trainer (which LlamaFactory drives) calls it at each optimizer step: the
+measured window opens at the start of step ``warmup_measure_steps`` and closes at the end
+of training, each step's wall time is taken from one step end to the next (after a device
+sync), and the logged training loss and the final held-out evaluation are kept. After the
+window closes, it scores exact-match accuracy by greedy generation on held-out items.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ..measure.monitor import Monitor, Window
+from ..progress import Progress
+
+log = logging.getLogger("effbench.finetune")
+
+
+class MeasureCallback(TrainerCallback):
+    def __init__(
+        self,
+        mon: Monitor,
+        *,
+        warmup_steps: int,
+        sync: Callable[[], None] | None,
+        after_train: Callable[[Any, Any], None] | None = None,
+    ) -> None:
+        self.mon = mon
+        self.warmup_steps = warmup_steps
+        self.sync = sync
+        self.after_train = after_train  # (model, tokenizer) -> None, run after the window closes
+        self.step_times: list[float] = []
+        self.losses: list[float] = []
+        self.eval_metrics: dict[str, float] = {}
+        self.window: Window | None = None
+        self.tokens_at_begin: int | None = None
+        self.tokens_at_end: int | None = None
+        self.max_steps = 0
+        self._open = False
+        self._last_edge = 0.0
+        self._progress: Progress | None = None
+
+    def _now(self) -> float:
+        if self.sync is not None:
+            self.sync()
+        return time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001 - Trainer's signature
+        self.max_steps = int(state.max_steps)
+        # Leave at least one step in the window, whatever warmup_measure_steps says.
+        self.warmup_steps = min(self.warmup_steps, max(self.max_steps - 1, 0))
+        self._progress = Progress(self.max_steps, "step", log)
+        log.info("training %d optimizer steps; measuring from step %d", self.max_steps, self.warmup_steps)
+
+    def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001
+        if not self._open and state.global_step == self.warmup_steps:
+            self.mon.begin_window("train")  # syncs the device and reads the energy counter
+            self._open = True
+            self._last_edge = time.monotonic()
+            self.tokens_at_begin = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+
+    def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+        if self._open:
+            now = self._now()
+            self.step_times.append(now - self._last_edge)
+            self._last_edge = now
+        if self._progress is not None:
+            last = f"loss {self.losses[-1]:.4f}" if self.losses else ""
+            self._progress.update(state.global_step, extra=last)
+
+    def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
+        if logs and "loss" in logs and "eval_loss" not in logs:
+            loss = float(logs["loss"])
+            if not math.isfinite(loss):
+                raise RuntimeError(f"training diverged at step {state.global_step}: loss {loss}")
+            self.losses.append(loss)
+
+    def on_train_end(self, args, state, control, model=None, processing_class=None, **kw):  # noqa: ANN001
+        if not self._open:
+            raise RuntimeError("no optimizer step was measured (is the dataset empty?)")
+        self.window = self.mon.end_window("train")
+        self._open = False
+        self.tokens_at_end = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        if self.after_train is not None:
+            tokenizer = processing_class if processing_class is not None else kw.get("tokenizer")
+            self.after_train(model, tokenizer)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):  # noqa: ANN001
+        if metrics:
+            self.eval_metrics.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
