@@ -20,7 +20,7 @@ import yaml
 from .provenance import REPO_ROOT
 
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-STAGES_WITH_ENV = ("pretrain",)
+STAGES_WITH_ENV = ("pretrain", "finetune")
 # Techniques that map onto a Llama/Qwen2-style Hugging Face checkpoint.
 EXPORTABLE_ATTENTION = ("mha", "mqa", "gqa")
 REQUIRED_MODEL_KEYS = (
@@ -190,10 +190,131 @@ def export_cells(config: dict[str, Any], cells: list[PretrainCell]) -> list[Pret
     return out
 
 
+# --- fine-tuning ------------------------------------------------------------------------
+
+LORA_ONLY_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "use_rslora", "use_dora",
+                  "loraplus_lr_ratio", "pissa_init", "pissa_iter", "pissa_convert")
+FREEZE_ONLY_KEYS = ("freeze_trainable_layers", "freeze_trainable_modules", "freeze_extra_modules")
+DEFAULT_TEMPLATE = "default"  # LlamaFactory's plain "Human: ... Assistant:" template (any tokenizer with an EOS)
+
+
+@dataclass(frozen=True)
+class FinetuneCell:
+    model: str
+    task: str
+    method: str
+    settings: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/{self.task}/{self.method}"
+
+
+def _check_method(where: str, m: dict[str, Any]) -> None:
+    ftype = m["finetuning_type"]
+    wrong = [k for k in LORA_ONLY_KEYS if ftype != "lora" and m.get(k) not in (None, False)]
+    wrong += [k for k in FREEZE_ONLY_KEYS if ftype != "freeze" and m.get(k) is not None]
+    if wrong:
+        raise ConfigError(f"config key `{where}`: {', '.join(wrong)} do(es) not apply to finetuning_type {ftype}")
+    if m.get("use_dora") and m.get("pissa_init"):
+        raise ConfigError(f"config key `{where}`: use_dora and pissa_init cannot be combined")
+
+
+def finetune_settings(config: dict[str, Any], model: str, method: str, task: str) -> dict[str, Any]:
+    """Everything a fine-tuning cell's result depends on (goes through ``params:``).
+
+    training: finetune.training < models.<model>.training;
+    method: methods.<method> < models.<model>.overrides.<method>.
+    """
+    ft = config["finetune"]
+    mcfg = ft["models"][model]
+    training = deep_merge(ft["training"], mcfg.get("training", {}))
+    if training.get("max_steps") is None and training.get("num_train_epochs") is None:
+        raise ConfigError(f"finetune cell {model}/{task}/{method}: set finetune.training.num_train_epochs or max_steps")
+    training.setdefault("threads", 1)
+    training.setdefault("warmup_measure_steps", 0)
+    if training["precision"] == "bf16" and config["device"] == "cpu":
+        raise ConfigError("config key `finetune.training.precision`: bf16 needs a GPU (device is cpu)")
+    method_settings = deep_merge(ft["methods"][method], mcfg.get("overrides", {}).get(method, {}))
+    where = f"finetune.models.{model}.overrides.{method}" if method in mcfg.get("overrides", {}) else \
+        f"finetune.methods.{method}"
+    _check_method(where, method_settings)
+    source = {k: mcfg[k] for k in ("pretrained", "hf_id", "path") if k in mcfg}
+    return {
+        "model": model,
+        "method": method,
+        "task": task,
+        "model_source": source,
+        "template": mcfg.get("template", DEFAULT_TEMPLATE),
+        "trust_remote_code": mcfg.get("trust_remote_code", False),
+        "method_settings": method_settings,
+        "training": training,
+        "task_settings": ft["tasks"][task],
+        "device": config["device"],
+        "seed": config["seed"],
+        "measure": config["measure"],
+    }
+
+
+def finetune_cells(config: dict[str, Any], exported: list[PretrainCell]) -> list[FinetuneCell]:
+    ft = config.get("finetune")
+    if not ft:
+        return []
+    exported_names = {c.name for c in exported}
+    for name, m in ft["models"].items():
+        ref = m.get("pretrained")
+        if ref is not None and ref not in exported_names:
+            raise ConfigError(
+                f"config key `finetune.models.{name}.pretrained`: {ref!r} is not a pretraining cell exported to "
+                f"Hugging Face format (pretrain.grid and pretrain.export_hf); exported: {sorted(exported_names)}"
+            )
+        for meth in m.get("overrides", {}):
+            if meth not in ft["methods"]:
+                raise ConfigError(f"config key `finetune.models.{name}.overrides.{meth}`: unknown method {meth!r}")
+        if "template" not in m and ref is None:
+            raise ConfigError(
+                f"config key `finetune.models.{name}.template`: set the LlamaFactory chat template of "
+                f"{m.get('hf_id') or m.get('path')} (e.g. llama3, qwen, mistral)"
+            )
+    cells: dict[tuple[str, str, str], FinetuneCell] = {}
+    for i, block in enumerate(ft["grid"]):
+        for kind, defined in (("models", ft["models"]), ("methods", ft["methods"]), ("tasks", ft["tasks"])):
+            for n in block[kind]:
+                if n not in defined:
+                    raise ConfigError(
+                        f"config key `finetune.grid.{i}.{kind}`: unknown {kind[:-1]} {n!r}; defined {kind}: {sorted(defined)}"
+                    )
+        for model in block["models"]:
+            for task in block["tasks"]:
+                for method in block["methods"]:
+                    cells[(model, task, method)] = FinetuneCell(
+                        model, task, method, finetune_settings(config, model, method, task))
+    return list(cells.values())
+
+
+def _is_local(p: str) -> bool:
+    return p.startswith((".", "/", "~")) or Path(p).exists()
+
+
 def data_paths(config: dict[str, Any]) -> list[tuple[str, str]]:
     """(config key, path) of every input the config reads from outside the pipeline."""
     d = config["data"]["pretrain"]
     out = []
+    ft = config.get("finetune") or {}
+    for name, m in ft.get("models", {}).items():
+        if "path" in m:
+            out.append((f"finetune.models.{name}.path", m["path"]))
+    for name, t in ft.get("tasks", {}).items():
+        if t["source"] == "local":
+            out.append((f"finetune.tasks.{name}.path", t["path"]))
+    places = [("finetune.training", ft.get("training", {}))]
+    places += [(f"finetune.methods.{n}", m) for n, m in ft.get("methods", {}).items()]
+    for n, m in ft.get("models", {}).items():
+        places.append((f"finetune.models.{n}.training", m.get("training", {})))
+        places += [(f"finetune.models.{n}.overrides.{k}", o) for k, o in m.get("overrides", {}).items()]
+    for where, t in places:
+        if t.get("deepspeed"):
+            out.append((f"{where}.deepspeed", t["deepspeed"]))
     if d["source"] == "shards":
         out.append(("data.pretrain.shards.path", d["shards"]["path"]))
         tok = d["shards"]["tokenizer"]
@@ -215,8 +336,10 @@ def stage_python(config: dict[str, Any], stage: str) -> str:
     return env or str(REPO_ROOT / ".venvs" / stage / "bin" / "python")
 
 
-def load_config(config: dict[str, Any]) -> tuple[list[PretrainCell], list[PretrainCell]]:
-    """Validate the whole config; return the pretraining cells and the cells to export."""
+def load_config(config: dict[str, Any]) -> tuple[list[PretrainCell], list[PretrainCell], list[FinetuneCell]]:
+    """Validate the whole config; return the pretraining cells, the cells to export and the
+    fine-tuning cells."""
     validate_schema(config)
     cells = pretrain_cells(config)
-    return cells, export_cells(config, cells)
+    exported = export_cells(config, cells)
+    return cells, exported, finetune_cells(config, exported)

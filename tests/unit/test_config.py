@@ -29,12 +29,15 @@ DELETE = object()
 
 
 def test_shipped_configs_are_valid():
-    cells, export = cfg.load_config(DEFAULT)
+    cells, export, ft = cfg.load_config(DEFAULT)
     assert {c.technique for c in cells} == {"mha", "mqa", "gqa", "mla", "moe"}
     assert {c.size for c in cells} == {"xs", "s"}
     assert {c.technique for c in export} == {"mha", "mqa", "gqa"}
-    paper, _ = cfg.load_config(PAPER)
+    assert {c.method for c in ft} == {"lora", "loraplus", "rslora", "dora", "pissa", "freeze", "full"}
+    assert {c.settings["model_source"]["pretrained"] for c in ft} <= {c.name for c in export}
+    paper, _, paper_ft = cfg.load_config(PAPER)
     assert len(paper) == 11
+    assert len(paper_ft) == 7 * 7 * 2
 
 
 def test_paper_shapes_match_the_reference():
@@ -95,3 +98,67 @@ def test_missing_paths_are_named():
     assert cfg.missing_paths(DEFAULT) == []
     keys = [k for k, _ in cfg.missing_paths(PAPER)]
     assert keys == ["data.pretrain.shards.path", "data.pretrain.shards.tokenizer"]
+
+
+# --- fine-tuning -------------------------------------------------------------------------
+
+def test_paper_finetune_settings_are_the_toolkits():
+    cells = {c.name: c.settings for c in cfg.load_config(PAPER)[2]}
+    lora = cells["qwen2.5-14b/openo1/rslora"]["method_settings"]
+    assert (lora["lora_rank"], lora["lora_alpha"], lora["lora_dropout"], lora["lora_target"]) == (64, 128, 0.1, "all")
+    assert lora["use_rslora"] is True
+    assert cells["llama-3.2-1b/openo1/loraplus"]["method_settings"]["loraplus_lr_ratio"] == 16
+    t = cells["mistral-small-24b/medical-o1/full"]["training"]
+    assert (t["cutoff_len"], t["lr_scheduler_type"], t["warmup_ratio"]) == (2048, "cosine", 0.1)
+    assert t["gradient_accumulation_steps"] == 16  # the model's own training settings win
+    assert cells["mistral-small-24b/medical-o1/full"]["method_settings"]["deepspeed"].endswith("ds_z3_offload.json")
+
+
+def test_unknown_finetune_method_names_the_key():
+    c = copy.deepcopy(DEFAULT)
+    c["finetune"]["grid"][0]["methods"].append("qlora")
+    with pytest.raises(cfg.ConfigError, match=r"config key `finetune.grid.0.methods`: unknown method 'qlora'"):
+        cfg.load_config(c)
+
+
+def test_finetune_model_needs_an_exported_pretraining_cell():
+    c = edited(DEFAULT, ("finetune", "models", "s-gqa", "pretrained"), "s/mla")
+    with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.s-gqa.pretrained`: 's/mla' is not"):
+        cfg.load_config(c)
+
+
+def test_finetune_model_needs_exactly_one_source():
+    c = edited(DEFAULT, ("finetune", "models", "s-gqa"), {"template": "default"})
+    with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.s-gqa`"):
+        cfg.load_config(c)
+
+
+def test_lora_keys_on_a_full_method_are_an_error():
+    c = edited(DEFAULT, ("finetune", "methods", "full", "use_dora"), True)
+    with pytest.raises(cfg.ConfigError, match=r"config key `finetune.methods.full`: use_dora"):
+        cfg.load_config(c)
+
+
+def test_missing_finetune_model_path_is_listed():
+    c = copy.deepcopy(DEFAULT)
+    c["finetune"]["models"]["local"] = {"path": "/nowhere/llama", "template": "llama3"}
+    assert ("finetune.models.local.path", "/nowhere/llama") in cfg.missing_paths(c)
+
+
+def test_a_method_edit_changes_only_that_methods_cells():
+    before = {c.name: c.settings for c in cfg.load_config(DEFAULT)[2]}
+    after = {c.name: c.settings for c in cfg.load_config(
+        edited(DEFAULT, ("finetune", "methods", "dora", "lora_rank"), 16))[2]}
+    assert sorted(n for n in before if before[n] != after[n]) == ["s-gqa/synthetic/dora", "xs-gqa/synthetic/dora"]
+
+
+def test_llamafactory_args_of_a_cell():
+    from effbench.finetune.args import llamafactory_args
+
+    cell = next(c for c in cfg.load_config(DEFAULT)[2] if c.name == "s-gqa/synthetic/loraplus")
+    a = llamafactory_args(cell.settings, model_path="m", dataset_dir=Path("d"),
+                          datasets={"train": "tr", "eval": "ev"}, output_dir=Path("o"), device="cpu")
+    assert a["stage"] == "sft" and a["finetuning_type"] == "lora" and a["loraplus_lr_ratio"] == 16
+    assert a["dataset"] == "tr" and a["eval_dataset"] == "ev" and a["do_eval"] is True
+    assert a["use_cpu"] is True and a["bf16"] is False and a["logging_steps"] == 1
+    assert "precision" not in a and "threads" not in a

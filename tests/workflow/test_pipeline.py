@@ -21,9 +21,11 @@ from effbench.record import read_records
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 PRETRAIN_PY = ROOT / ".venvs" / "pretrain" / "bin" / "python"
+FINETUNE_PY = ROOT / ".venvs" / "finetune" / "bin" / "python"
 
 pytestmark = pytest.mark.skipif(
-    not PRETRAIN_PY.exists(), reason="the pretraining environment is missing: run bash scripts/setup.sh"
+    not (PRETRAIN_PY.exists() and FINETUNE_PY.exists()),
+    reason="the pretraining or fine-tuning environment is missing: run bash scripts/setup.sh",
 )
 
 
@@ -37,6 +39,11 @@ def minimal_config(results: Path) -> dict:
         train_steps=6, warmup_steps=2, eval_batches=2, checkpoint_interval=3, warmup_measure_steps=1,
         micro_batch_size=4, global_batch_size=8,
     )
+    ft = c["finetune"]
+    ft["models"] = {"xs-mqa": {"pretrained": "xs/mqa", "template": "default"}}
+    ft["tasks"]["synthetic"].update(synthetic={"n_train": 32, "n_eval": 8}, exact_match_samples=8)
+    ft["grid"] = [{"models": ["xs-mqa"], "methods": ["lora", "full"], "tasks": ["synthetic"]}]
+    ft["training"].update(num_train_epochs=1, warmup_measure_steps=1)
     return c
 
 
@@ -96,6 +103,26 @@ def test_records_tables_and_exports(pipeline):
     assert re.search(r"step \d+ of 6", log)  # progress reported in the rule's log
 
 
+def test_finetune_cells_run_llamafactory_on_the_pipelines_own_export(pipeline):
+    work, config, _ = pipeline
+    res = Path(config["results"])
+    paths = [res / "finetune" / "xs-mqa" / "synthetic" / m / "record.parquet" for m in ("lora", "full")]
+    records = read_records(paths).to_pylist()
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    for r in records:
+        assert r["steps"] == 3 and r["samples"] == 24  # 32 samples / batch 8 = 4 steps, 1 of warm-up
+        assert r["train_loss"] > 0 and r["val_loss"] > 0 and r["accuracy"] is not None
+        assert r["al_s_per_iter"] > 0 and r["st_samples_per_param_s"] > 0 and r["amu_gb"] > 0
+    lora, full = records
+    assert lora["params_trainable"] < full["params_trainable"] == full["params_total"]
+    assert lora["disk_bytes"] < full["disk_bytes"]  # an adapter against a whole model
+    table = (res / "tables" / "finetune.md").read_text()
+    assert "| xs-mqa | synthetic | lora |" in table and "| xs-mqa | synthetic | full |" in table
+    for x in ("amu_gb", "al_s_per_iter"):
+        assert (res / "plots" / f"finetune_train_loss_vs_{x}.png").exists()
+    assert "finetune" in (res / "summary.md").read_text()
+
+
 def test_second_run_does_nothing(pipeline):
     work, config, _ = pipeline
     out = snakemake(work, config, "-n")
@@ -118,6 +145,38 @@ def test_a_changed_value_reruns_only_its_cells(pipeline):
     jobs = planned_jobs(snakemake(work, edited, "-n").stdout)
     assert jobs.count("pretrain[size=xs, technique=mqa]") == 1 and "export_hf[size=xs, technique=mqa]" in jobs
     assert "pretrain_data" not in jobs
+
+
+def test_a_changed_method_setting_reruns_only_that_methods_cells(pipeline):
+    work, config, _ = pipeline
+    edited = copy.deepcopy(config)
+    edited["finetune"]["methods"]["lora"]["lora_rank"] = 4
+    text = "".join(snakemake(work, edited, "-n").stdout)
+    assert planned_jobs(text) == sorted(
+        ["finetune[model=xs-mqa, task=synthetic, method=lora]", "aggregate_finetune", "summary", "all"]
+    ), text
+
+
+def test_missing_finetune_model_path_stops_a_real_run_but_not_a_dry_run(tmp_path):
+    config = minimal_config(tmp_path / "results")
+    config["finetune"]["models"]["local"] = {"path": str(tmp_path / "no-model"), "template": "llama3"}
+    config["finetune"]["grid"][0]["models"].append("local")
+    dry = snakemake(tmp_path, config, "-n")
+    text = dry.stdout + dry.stderr
+    assert "config key `finetune.models.local.path`" in text
+    assert "finetune[model=local, task=synthetic, method=lora]" in planned_jobs(dry.stdout)
+    real = snakemake(tmp_path, config, check=False)
+    assert real.returncode != 0
+    assert "config key `finetune.models.local.path`" in real.stdout + real.stderr
+    assert not (tmp_path / "results").exists()  # nothing started
+
+
+def test_unknown_finetune_method_stops_before_any_job(tmp_path):
+    config = minimal_config(tmp_path / "results")
+    config["finetune"]["grid"][0]["methods"].append("qlora")
+    p = snakemake(tmp_path, config, "-n", check=False)
+    assert p.returncode != 0
+    assert "config key `finetune.grid.0.methods`: unknown method 'qlora'" in p.stdout + p.stderr
 
 
 def test_missing_data_path_stops_a_real_run_but_not_a_dry_run(tmp_path):
@@ -150,3 +209,8 @@ def test_paper_config_builds_the_full_grid_in_a_dry_run(tmp_path):
     cells = [j for j in jobs if j.startswith("pretrain[")]
     assert len(cells) == 11
     assert "pretrain[size=1.5b, technique=moe]" in cells and "pretrain[size=3b, technique=mla]" in cells
+    ft = [j for j in jobs if j.startswith("finetune[")]
+    assert len(ft) == 7 * 7 * 2  # models × methods × datasets
+    assert "finetune[model=qwen2.5-14b, task=openo1, method=rslora]" in ft
+    assert "finetune[model=mistral-small-24b, task=medical-o1, method=full]" in ft
+    assert "aggregate_finetune" in jobs

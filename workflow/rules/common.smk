@@ -4,7 +4,7 @@ import re
 import shlex
 
 try:
-    PRETRAIN_CELLS, EXPORT_CELLS = cfg.load_config(config)
+    PRETRAIN_CELLS, EXPORT_CELLS, FINETUNE_CELLS = cfg.load_config(config)
 except cfg.ConfigError as e:
     raise WorkflowError(str(e)) from None
 
@@ -15,6 +15,8 @@ SCRIPTS = REPO / "scripts"
 SRC = REPO / "src"
 CONFIG_HASH = cfg.config_hash(config)
 PRETRAIN = {(c.size, c.technique): c for c in PRETRAIN_CELLS}
+FINETUNE = {(c.model, c.task, c.method): c for c in FINETUNE_CELLS}
+FT_CONFIG = config.get("finetune") or {"models": {}, "methods": {}, "tasks": {}}
 
 _missing = cfg.missing_paths(config)
 if _missing:
@@ -44,3 +46,6 @@ def _alternation(names):
 wildcard_constraints:
     size=_alternation(config["pretrain"]["sizes"]),
     technique=_alternation(config["pretrain"]["techniques"]),
+    model=_alternation(FT_CONFIG["models"]) or "(?!)",
+    method=_alternation(FT_CONFIG["methods"]) or "(?!)",
+    task=_alternation(FT_CONFIG["tasks"]) or "(?!)",
