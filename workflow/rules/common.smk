@@ -27,10 +27,36 @@ if _missing:
         raise WorkflowError(f"Input paths do not exist:\n{_lines}")
 
 
-def stage_shell(stage):
-    """The interpreter (and import path) a stage's script runs with."""
+def stage_shell(stage, layout=None):
+    """The interpreter (and import path) a stage's script runs with; with a parallel layout of
+    more than one process, its launcher (torchrun, or srun + torchrun across nodes)."""
     python = cfg.stage_python(config, stage)
-    return f"PYTHONPATH={shlex.quote(str(SRC))} {shlex.quote(python)}"
+    if layout is None:
+        return f"PYTHONPATH={shlex.quote(str(SRC))} {shlex.quote(python)}"
+    return f"PYTHONPATH={shlex.quote(str(SRC))} {cfg.launch_command(python, layout)}"
+
+
+def stage_env(stage):
+    """A stage's environment files (lock + conda file), listed as a rule's inputs: editing one
+    re-runs the jobs that use the stage."""
+    return [str(p) for p in cfg.env_files(stage)]
+
+
+PRETRAIN_LAYOUT = cfg.parallel_layout(config)
+
+
+def gpu_resources(layout):
+    """What a GPU job asks the scheduler for, from the config's parallel layout (the layout is
+    part of the experiment; the profile keeps the site's CPUs per GPU, memory, time, partition).
+    Single node: `gpu` (sbatch --gpus). Several nodes: one task per node, `gres` per node."""
+    if config["device"] == "cpu":
+        return {}
+    nodes, per_node = layout["nodes"], layout["gpus_per_node"]
+    if nodes == 1:
+        return {"gpu": per_node}
+    # mpi: the job step runs our command in the batch script, and our srun places one
+    # torchrun per node; tasks_per_gpu=0 keeps the plugin from adding --ntasks-per-gpu.
+    return {"nodes": nodes, "gres": f"gpu:{per_node}", "mpi": "torchrun", "tasks": nodes, "tasks_per_gpu": 0}
 
 
 # Light steps (aggregation) run with the driver's own interpreter: no torch there.
