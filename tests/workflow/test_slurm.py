@@ -57,7 +57,8 @@ test_resources.__test__ = False  # a helper, not a test
 
 @pytest.fixture(scope="module")
 def cluster():
-    state = Path(f"/tmp/effbench-slurm-test-{os.getpid()}")
+    # The script's state folder (its default unless set): .ci/run's exit trap stops the same daemons.
+    state = Path(os.environ.get("EFFBENCH_SLURM_DIR", "/tmp/effbench-slurm"))
     env = {**os.environ, "EFFBENCH_SLURM_DIR": str(state), "PYTHONPATH": "", "EFFBENCH_SLURM_ACCOUNT": "effbench-test",
            "EFFBENCH_SLURM_CPU_PARTITION": "gh200-debug"}  # light jobs elsewhere than GPU jobs
     env.pop("EFFBENCH_SLURM_GPU_PARTITION", None)  # the profile's default: gh200
@@ -69,8 +70,7 @@ def cluster():
         yield env
     finally:
         subprocess.run(["timeout", "-k", "5", "60", "bash", str(SLURM_LOCAL), "down"], env=env,
-                       capture_output=True, text=True)
-        shutil.rmtree(state, ignore_errors=True)
+                       capture_output=True, text=True)  # the daemons' logs stay in the state folder
 
 
 def slurm_snakemake(env: dict, workdir: Path, config: dict, *args: str, limit_s: int = 300,
