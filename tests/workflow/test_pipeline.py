@@ -95,3 +95,26 @@ def test_paper_config_builds_the_full_grid_in_a_dry_run(tmp_path):
     cells = [j for j in jobs if j.startswith("pretrain[")]
     assert len(cells) == 11
     assert "pretrain[size=1.5b, technique=moe]" in cells and "pretrain[size=3b, technique=mla]" in cells
+
+
+def test_multi_process_layout_launches_torchrun_and_asks_for_its_gpus(tmp_path):
+    config = minimal_config(tmp_path / "results")
+    config["pretrain"]["parallel"] = {"nodes": 1, "gpus_per_node": 2}
+    out = snakemake(tmp_path, config, "-n", "-p").stdout
+    assert "-m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2" in out
+    pretrain_resources = re.findall(r"rule pretrain:(?:\n(?!\S).*)*?\n\s+resources: (.*)", out)
+    assert len(pretrain_resources) == 2 and all("gpu=2" in r for r in pretrain_resources)
+
+
+def test_paper_config_on_the_slurm_profile(tmp_path):
+    """Every paper cell with its partition and GPU request; no GPU on a light step."""
+    config = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    out = snakemake(tmp_path, config, "-n", "--profile", str(ROOT / "profiles" / "slurm")).stdout
+    jobs = re.findall(r"\n(?:local)?rule (\w+):\n((?:\s+.*\n)+?)\s+resources: (.*)", out)
+    cells = [(rule, res) for rule, _, res in jobs if rule == "pretrain"]
+    assert len(cells) == 11
+    assert all("slurm_partition=gh200" in r and "gpu=4" in r and "cpus_per_gpu=" in r for _, r in cells)
+    light = [(rule, res) for rule, _, res in jobs if rule != "pretrain"]
+    assert {rule for rule, _ in light} >= {"pretrain_data", "aggregate_pretrain", "summary"}
+    assert not any("gpu" in r for _, r in light)
