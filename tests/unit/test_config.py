@@ -129,3 +129,9 @@ def test_stage_environments():
         assert (ROOT / "envs" / f"{stage}.yaml").exists()  # a conda file for the cluster, per stage
     with pytest.raises(cfg.ConfigError, match="unknown stage environment"):
         cfg.stage_python({}, "nope")
+
+
+def test_multi_node_step_gets_the_nodes_cpus_and_gpus():
+    layout = {"nodes": 2, "gpus_per_node": 4, "tensor_parallel": 1}
+    cmd = cfg.launch_command("py", layout, cpus_per_node=64, gpus=True)
+    assert "--ntasks-per-node=1 --cpus-per-task=64 --gres=gpu:4 --kill-on-bad-exit=1 py -m torch.distributed.run" in cmd

@@ -27,13 +27,23 @@ if _missing:
         raise WorkflowError(f"Input paths do not exist:\n{_lines}")
 
 
-def stage_shell(stage, layout=None):
-    """The interpreter (and import path) a stage's script runs with; with a parallel layout of
-    more than one process, its launcher (torchrun, or srun + torchrun across nodes)."""
+def stage_shell(stage):
+    """The interpreter (and import path) a stage's script runs with."""
     python = cfg.stage_python(config, stage)
-    if layout is None:
-        return f"PYTHONPATH={shlex.quote(str(SRC))} {shlex.quote(python)}"
-    return f"PYTHONPATH={shlex.quote(str(SRC))} {cfg.launch_command(python, layout)}"
+    return f"PYTHONPATH={shlex.quote(str(SRC))} {shlex.quote(python)}"
+
+
+def stage_launch(stage, layout):
+    """A params function: the stage's launcher for a parallel layout (the interpreter for one
+    process, torchrun on one node, srun + torchrun across nodes, sized from the job's resources)."""
+
+    def launch(wildcards, threads, resources):
+        gpus = "gpu" in resources.keys() or "gres" in resources.keys()
+        cpus = resources.get("cpus_per_gpu", threads) * layout["gpus_per_node"] if gpus else threads
+        python = cfg.stage_python(config, stage)
+        return f"PYTHONPATH={shlex.quote(str(SRC))} {cfg.launch_command(python, layout, cpus, gpus)}"
+
+    return launch
 
 
 def stage_env(stage):

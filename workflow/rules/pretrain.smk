@@ -14,7 +14,7 @@ rule pretrain:
     params:
         settings=pretrain_params,
         resume_dir=lambda w: RESULTS / "pretrain" / w.size / w.technique / "resume",
-        run=stage_shell("pretrain", PRETRAIN_LAYOUT),
+        run=stage_launch("pretrain", PRETRAIN_LAYOUT),
     log:
         LOGS / "pretrain" / "{size}" / "{technique}.log",
     benchmark:
