@@ -20,7 +20,9 @@ import yaml
 from .provenance import REPO_ROOT
 
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-STAGES_WITH_ENV = ("pretrain", "finetune")
+# Every stage that has (or will have) its own environment; rules name theirs.
+STAGES = ("driver", "pretrain", "finetune", "quantize", "inference")
+ENVS_DIR = REPO_ROOT / "envs"
 # Techniques that map onto a Llama/Qwen2-style Hugging Face checkpoint.
 EXPORTABLE_ATTENTION = ("mha", "mqa", "gqa")
 REQUIRED_MODEL_KEYS = (
@@ -141,15 +143,70 @@ def pretrain_settings(config: dict[str, Any], size: str, technique: str) -> dict
         raise ConfigError("pretrain.training.warmup_steps must be smaller than pretrain.training.train_steps")
     training.setdefault("warmup_measure_steps", 0)
     training.setdefault("threads", 1)
+    layout = parallel_layout(config)
+    if gb % (mb * layout["data_parallel"]):
+        raise ConfigError(
+            f"config key `pretrain.training.global_batch_size`: {gb} is not a multiple of micro_batch_size × "
+            f"data-parallel size ({mb} × {layout['data_parallel']}, from pretrain.parallel)"
+        )
     return {
         "size": size,
         "technique": technique,
         "model": resolve_model(config, size, technique),
         "training": training,
+        "parallel": layout,
         "device": config["device"],
         "seed": config["seed"],
         "measure": config["measure"],
     }
+
+
+PARALLEL_DEFAULTS = {"nodes": 1, "gpus_per_node": 1, "tensor_parallel": 1}
+
+
+def parallel_layout(config: dict[str, Any]) -> dict[str, int]:
+    """The pretraining job's parallel layout (``pretrain.parallel``), with the derived sizes.
+
+    One process per GPU (on a CPU: per ``gpus_per_node`` CPU processes), ``nodes`` nodes.
+    Data parallel only: tensor parallel > 1 is rejected (the training loop does not shard
+    layers; megatron's TP needs its CUDA-only optimizer and checkpointing paths).
+    """
+    layout = {**PARALLEL_DEFAULTS, **config["pretrain"].get("parallel", {})}
+    tp = layout["tensor_parallel"]
+    if tp != 1:
+        raise ConfigError(
+            f"config key `pretrain.parallel.tensor_parallel`: {tp} is not supported; this pipeline trains "
+            f"data parallel only (tensor_parallel: 1). Use more gpus_per_node or nodes instead."
+        )
+    world = layout["nodes"] * layout["gpus_per_node"]
+    return {**layout, "world_size": world, "data_parallel": world // tp, "pipeline_parallel": 1}
+
+
+def launch_command(python: str, layout: dict[str, int], cpus_per_node: int | None = None, gpus: bool = False) -> str:
+    """How a rule starts a stage script for this layout (a shell prefix; the script follows).
+
+    One process: the interpreter. One node, several processes: torchrun (``python -m
+    torch.distributed.run``) standalone, one process per GPU of the allocation. Several nodes:
+    ``srun`` starts one torchrun per node of the allocation, which rendezvous at the first node;
+    its step gets ``cpus_per_node`` CPUs and (``gpus``) the node's GPUs, which a step inside a
+    batch script is not given by default.
+    """
+    import shlex
+
+    py = shlex.quote(python)
+    nodes, per_node = layout["nodes"], layout["gpus_per_node"]
+    if nodes * per_node == 1:
+        return py
+    if nodes == 1:
+        return f"{py} -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node={per_node}"
+    # Inside the Slurm allocation (the rule is submitted with nodes=N, one task per node).
+    head = "$(scontrol show hostnames \"$(squeue -h -j \"$SLURM_JOB_ID\" -o %N)\" | head -n1)"
+    step = (f" --cpus-per-task={cpus_per_node}" if cpus_per_node else "") + (f" --gres=gpu:{per_node}" if gpus else "")
+    return (
+        f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1{step} --kill-on-bad-exit=1 "
+        f"{py} -m torch.distributed.run --nnodes={nodes} --nproc-per-node={per_node} "
+        f"--rdzv-backend=c10d --rdzv-id=\"$SLURM_JOB_ID\" --rdzv-endpoint={head}:29500"
+    )
 
 
 def pretrain_cells(config: dict[str, Any]) -> list[PretrainCell]:
@@ -332,8 +389,22 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def stage_python(config: dict[str, Any], stage: str) -> str:
+    """The interpreter of a stage's environment: ``environments.<stage>``, else the local venv."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage environment {stage!r}; stages: {', '.join(STAGES)}")
     env = config.get("environments", {}).get(stage)
-    return env or str(REPO_ROOT / ".venvs" / stage / "bin" / "python")
+    return str(Path(env).expanduser()) if env else str(REPO_ROOT / ".venvs" / stage / "bin" / "python")
+
+
+def env_files(stage: str) -> list[Path]:
+    """The files that define a stage's environment: the local lock and the cluster's conda file.
+
+    Rules list them as inputs, so editing either re-runs the cells that use the stage
+    (Snakemake compares checksums of small files: touching one without a change re-runs nothing).
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage environment {stage!r}; stages: {', '.join(STAGES)}")
+    return [p for p in (ENVS_DIR / f"{stage}.lock.txt", ENVS_DIR / f"{stage}.yaml") if p.exists()]
 
 
 def load_config(config: dict[str, Any]) -> tuple[list[PretrainCell], list[PretrainCell], list[FinetuneCell]]:

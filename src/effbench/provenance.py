@@ -42,10 +42,14 @@ def library_versions(names: list[str]) -> dict[str, str | None]:
 
 
 def slurm() -> dict[str, str | None]:
+    """The Slurm job a run belongs to (all None outside Slurm). The GPU model is the record's
+    ``device_name`` (from NVML); ``slurm_gpus`` is what Slurm allocated to the step or job."""
+    env = os.environ
     return {
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "slurm_node": os.environ.get("SLURMD_NODENAME"),
-        "slurm_partition": os.environ.get("SLURM_JOB_PARTITION"),
+        "slurm_job_id": env.get("SLURM_JOB_ID"),
+        "slurm_node": env.get("SLURMD_NODENAME"),
+        "slurm_partition": env.get("SLURM_JOB_PARTITION"),
+        "slurm_gpus": env.get("SLURM_STEP_GPUS") or env.get("SLURM_JOB_GPUS") if env.get("SLURM_JOB_ID") else None,
     }
 
 

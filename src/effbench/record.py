@@ -116,6 +116,7 @@ COLUMNS: tuple[Column, ...] = (
     _c("slurm_job_id", S, "SLURM_JOB_ID when run under Slurm."),
     _c("slurm_node", S, "SLURMD_NODENAME when run under Slurm."),
     _c("slurm_partition", S, "SLURM_JOB_PARTITION when run under Slurm."),
+    _c("slurm_gpus", S, "GPU indices Slurm allocated (SLURM_STEP_GPUS or SLURM_JOB_GPUS); the GPU model is device_name."),
 )
 
 SAMPLE_COLUMNS: tuple[Column, ...] = (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import provenance
+from .measure.backends import NullBackend, open_backend
 from .measure.monitor import Monitor
 from .record import settings_json, write_record, write_samples
 
@@ -51,6 +53,12 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
 
 
+def launch_ranks() -> tuple[int, int, int]:
+    """(rank, world size, processes on this node) as torchrun sets them; (0, 1, 1) standalone."""
+    env = os.environ
+    return int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def run_cell(
     cell: Cell,
     work: Callable[[Monitor], Mapping[str, Any]],
@@ -60,12 +68,30 @@ def run_cell(
     sync: Callable[[], None] | None = None,
     on_oom: Callable[[], None] | None = None,
 ) -> str:
-    """Measure ``work(monitor)`` and write the cell's record; returns the status."""
+    """Measure ``work(monitor)`` and write the cell's record; returns the status.
+
+    Under torchrun every rank calls this. Rank 0 measures its node (NVML sees every GPU of
+    the allocation; on a CPU the host backend measures all ranks under the launcher) and
+    writes the one record; the other ranks run the work under a monitor that reads nothing
+    and write nothing.
+    """
+    rank, _, local_world = launch_ranks()
+    if rank != 0:
+        with Monitor(device=device, interval_s=interval_s, backend=NullBackend()) as mon:
+            work(mon)  # a failure (OOM included) fails this rank, and torchrun stops the others
+        return "ok"
     started = dt.datetime.now(dt.timezone.utc)
     sjson = settings_json(cell.settings)
     run_id = f"{cell.stage}/{cell.name}/{started.strftime('%Y%m%dT%H%M%S.%fZ')}"
     values: dict[str, Any]
-    with Monitor(device=device, interval_s=interval_s, sync=sync) as mon:
+    backend, nvml_why_not = (
+        open_backend(device, host_pid=os.getppid(), host_include_root=False)  # every rank of the node
+        if local_world > 1
+        else (None, None)
+    )
+    with Monitor(device=device, interval_s=interval_s, sync=sync, backend=backend) as mon:
+        if backend is not None:
+            mon.nvml_unavailable_reason = nvml_why_not
         if mon.nvml_unavailable_reason:
             log.info("measuring the host: %s", mon.nvml_unavailable_reason)
         t0 = time.monotonic()

@@ -162,3 +162,43 @@ def test_llamafactory_args_of_a_cell():
     assert a["dataset"] == "tr" and a["eval_dataset"] == "ev" and a["do_eval"] is True
     assert a["use_cpu"] is True and a["bf16"] is False and a["logging_steps"] == 1
     assert "precision" not in a and "threads" not in a
+
+
+def test_parallel_layout_defaults_and_launch():
+    cell = cfg.load_config(DEFAULT)[0][0]
+    assert cell.settings["parallel"] == {"nodes": 1, "gpus_per_node": 1, "tensor_parallel": 1, "world_size": 1,
+                                         "data_parallel": 1, "pipeline_parallel": 1}
+    assert cfg.launch_command("/env/bin/python", cell.settings["parallel"]) == "/env/bin/python"
+    paper = cfg.load_config(PAPER)[0][0].settings["parallel"]
+    assert paper["world_size"] == paper["gpus_per_node"] == 4  # one GH200 node: 4 superchips
+    assert cfg.launch_command("py", paper) == "py -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=4"
+    two_nodes = cfg.launch_command("py", {**paper, "nodes": 2})
+    assert two_nodes.startswith("srun --nodes=2 --ntasks=2 --ntasks-per-node=1")
+    assert "--nnodes=2 --nproc-per-node=4 --rdzv-backend=c10d" in two_nodes
+
+
+def test_parallel_layout_errors_name_the_key():
+    with pytest.raises(cfg.ConfigError, match=r"`pretrain.parallel.tensor_parallel`: 2 is not supported"):
+        cfg.load_config(edited(DEFAULT, ["pretrain", "parallel"], {"tensor_parallel": 2}))
+    # global batch 8 = micro 8 × data parallel 1; with 2 processes it no longer divides
+    with pytest.raises(cfg.ConfigError, match=r"`pretrain.training.global_batch_size`: 8 is not a multiple"):
+        cfg.load_config(edited(DEFAULT, ["pretrain", "parallel"], {"gpus_per_node": 2}))
+    with pytest.raises(cfg.ConfigError, match=r"`pretrain.parallel.nodes`"):
+        cfg.load_config(edited(DEFAULT, ["pretrain", "parallel"], {"nodes": 0}))
+
+
+def test_stage_environments():
+    assert cfg.stage_python({}, "pretrain").endswith(".venvs/pretrain/bin/python")
+    assert cfg.stage_python({"environments": {"pretrain": "/conda/envs/p/bin/python"}}, "pretrain") == \
+        "/conda/envs/p/bin/python"
+    assert [p.name for p in cfg.env_files("pretrain")] == ["pretrain.lock.txt", "pretrain.yaml"]
+    for stage in cfg.STAGES:
+        assert (ROOT / "envs" / f"{stage}.yaml").exists()  # a conda file for the cluster, per stage
+    with pytest.raises(cfg.ConfigError, match="unknown stage environment"):
+        cfg.stage_python({}, "nope")
+
+
+def test_multi_node_step_gets_the_nodes_cpus_and_gpus():
+    layout = {"nodes": 2, "gpus_per_node": 4, "tensor_parallel": 1}
+    cmd = cfg.launch_command("py", layout, cpus_per_node=64, gpus=True)
+    assert "--ntasks-per-node=1 --cpus-per-task=64 --gres=gpu:4 --kill-on-bad-exit=1 py -m torch.distributed.run" in cmd

@@ -7,77 +7,15 @@ environment): two variants, a few steps. The DAG assertions read Snakemake's own
 from __future__ import annotations
 
 import copy
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import yaml
+from workflow_helpers import ROOT, minimal_config, needs_stage_envs, planned_jobs, snakemake
 
 from effbench.record import read_records
 
-ROOT = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-PRETRAIN_PY = ROOT / ".venvs" / "pretrain" / "bin" / "python"
-FINETUNE_PY = ROOT / ".venvs" / "finetune" / "bin" / "python"
-
-pytestmark = pytest.mark.skipif(
-    not (PRETRAIN_PY.exists() and FINETUNE_PY.exists()),
-    reason="the pretraining or fine-tuning environment is missing: run bash scripts/setup.sh",
-)
-
-
-def minimal_config(results: Path) -> dict:
-    c = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    c["results"] = str(results)
-    c["data"]["pretrain"]["synthetic"].update(train_tokens=60_000, val_tokens=8_000)
-    c["pretrain"]["grid"] = {"xs": ["mqa", "moe"]}
-    c["pretrain"]["export_hf"] = ["mqa"]
-    c["pretrain"]["training"].update(
-        train_steps=6, warmup_steps=2, eval_batches=2, checkpoint_interval=3, warmup_measure_steps=1,
-        micro_batch_size=4, global_batch_size=8,
-    )
-    ft = c["finetune"]
-    ft["models"] = {"xs-mqa": {"pretrained": "xs/mqa", "template": "default"}}
-    ft["tasks"]["synthetic"].update(synthetic={"n_train": 32, "n_eval": 8}, exact_match_samples=8)
-    ft["grid"] = [{"models": ["xs-mqa"], "methods": ["lora", "full"], "tasks": ["synthetic"]}]
-    ft["training"].update(num_train_epochs=1, warmup_measure_steps=1)
-    return c
-
-
-def snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cfg_path = workdir / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(config))
-    cmd = [str(SNAKEMAKE), "-s", str(ROOT / "workflow" / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(cfg_path), "--cores", "2", *args]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": ""})
-    if check and p.returncode != 0:
-        raise AssertionError(f"snakemake failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}")
-    return p
-
-
-def planned_jobs(output: str) -> list[str]:
-    """(rule, wildcards) of every job in a dry run, from Snakemake's own listing."""
-    jobs, rule = [], None
-    for line in output.splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):", line.strip())
-        if m:
-            rule = m.group(1)
-            jobs.append(rule)
-        m = re.match(r"^\s*wildcards: (.*)$", line)
-        if m and rule:
-            jobs[-1] = f"{rule}[{m.group(1)}]"
-    return sorted(jobs)
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    work = tmp_path_factory.mktemp("pipeline")
-    config = minimal_config(work / "results")
-    run = snakemake(work, config)
-    return work, config, run
+pytestmark = needs_stage_envs
 
 
 def test_records_tables_and_exports(pipeline):
@@ -214,3 +152,26 @@ def test_paper_config_builds_the_full_grid_in_a_dry_run(tmp_path):
     assert "finetune[model=qwen2.5-14b, task=openo1, method=rslora]" in ft
     assert "finetune[model=mistral-small-24b, task=medical-o1, method=full]" in ft
     assert "aggregate_finetune" in jobs
+
+
+def test_multi_process_layout_launches_torchrun_and_asks_for_its_gpus(tmp_path):
+    config = minimal_config(tmp_path / "results")
+    config["pretrain"]["parallel"] = {"nodes": 1, "gpus_per_node": 2}
+    out = snakemake(tmp_path, config, "-n", "-p").stdout
+    assert "-m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2" in out
+    pretrain_resources = re.findall(r"rule pretrain:(?:\n(?!\S).*)*?\n\s+resources: (.*)", out)
+    assert len(pretrain_resources) == 2 and all("gpu=2" in r for r in pretrain_resources)
+
+
+def test_paper_config_on_the_slurm_profile(tmp_path):
+    """Every paper cell with its partition and GPU request; no GPU on a light step."""
+    config = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    out = snakemake(tmp_path, config, "-n", "--profile", str(ROOT / "profiles" / "slurm")).stdout
+    jobs = re.findall(r"\n(?:local)?rule (\w+):\n((?:\s+.*\n)+?)\s+resources: (.*)", out)
+    cells = [(rule, res) for rule, _, res in jobs if rule == "pretrain"]
+    assert len(cells) == 11
+    assert all("slurm_partition=gh200" in r and "gpu=4" in r and "cpus_per_gpu=" in r for _, r in cells)
+    light = [(rule, res) for rule, _, res in jobs if rule != "pretrain"]
+    assert {rule for rule, _ in light} >= {"pretrain_data", "aggregate_pretrain", "summary"}
+    assert not any("gpu" in r for _, r in light)

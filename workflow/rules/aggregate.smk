@@ -8,14 +8,15 @@ def pretrain_records(wildcards=None):
 rule aggregate_pretrain:
     """The paper's pretraining table, the leaderboard and the Pareto plots."""
     input:
-        pretrain_records,
+        records=pretrain_records,
+        env=stage_env("driver"),
     output:
         manifest=RESULTS / "pretrain.manifest.json",
         table=RESULTS / "tables" / "pretrain.md",
     log:
         LOGS / "aggregate" / "pretrain.log",
     shell:
-        "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage pretrain --out {RESULTS:q} --records {input:q} > {log:q} 2>&1"
+        "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage pretrain --out {RESULTS:q} --records {input.records:q} > {log:q} 2>&1"
 
 
 def finetune_records(wildcards=None):

@@ -35,6 +35,42 @@ def stage_shell(stage):
     return f"PYTHONPATH={shlex.quote(str(SRC))} {shlex.quote(python)}"
 
 
+def stage_launch(stage, layout):
+    """A params function: the stage's launcher for a parallel layout (the interpreter for one
+    process, torchrun on one node, srun + torchrun across nodes, sized from the job's resources)."""
+
+    def launch(wildcards, threads, resources):
+        gpus = "gpu" in resources.keys() or "gres" in resources.keys()
+        cpus = resources.get("cpus_per_gpu", threads) * layout["gpus_per_node"] if gpus else threads
+        python = cfg.stage_python(config, stage)
+        return f"PYTHONPATH={shlex.quote(str(SRC))} {cfg.launch_command(python, layout, cpus, gpus)}"
+
+    return launch
+
+
+def stage_env(stage):
+    """A stage's environment files (lock + conda file), listed as a rule's inputs: editing one
+    re-runs the jobs that use the stage."""
+    return [str(p) for p in cfg.env_files(stage)]
+
+
+PRETRAIN_LAYOUT = cfg.parallel_layout(config)
+
+
+def gpu_resources(layout):
+    """What a GPU job asks the scheduler for, from the config's parallel layout (the layout is
+    part of the experiment; the profile keeps the site's CPUs per GPU, memory, time, partition).
+    Single node: `gpu` (sbatch --gpus). Several nodes: one task per node, `gres` per node."""
+    if config["device"] == "cpu":
+        return {}
+    nodes, per_node = layout["nodes"], layout["gpus_per_node"]
+    if nodes == 1:
+        return {"gpu": per_node}
+    # mpi: the job step runs our command in the batch script, and our srun places one
+    # torchrun per node; tasks_per_gpu=0 keeps the plugin from adding --ntasks-per-gpu.
+    return {"nodes": nodes, "gres": f"gpu:{per_node}", "mpi": "torchrun", "tasks": nodes, "tasks_per_gpu": 0}
+
+
 # Light steps (aggregation) run with the driver's own interpreter: no torch there.
 DRIVER_PYTHON = f"PYTHONPATH={shlex.quote(str(SRC))} {shlex.quote(sys.executable)}"
 

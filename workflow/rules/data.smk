@@ -3,6 +3,8 @@ DATA_PRETRAIN = RESULTS / "data" / "pretrain"
 
 rule pretrain_data:
     """Make (synthetic) or tokenize (shards) the pretraining corpus and its tokenizer."""
+    input:
+        env=stage_env("pretrain"),
     output:
         meta=DATA_PRETRAIN / "meta.json",
         train=DATA_PRETRAIN / "train.bin",

@@ -4,6 +4,8 @@ FINETUNE_DIR = RESULTS / "finetune"
 
 rule finetune_data:
     """Make (synthetic) or describe (hf, local) one fine-tuning task for LlamaFactory."""
+    input:
+        env=stage_env("finetune"),
     output:
         meta=DATA_FINETUNE / "{task}" / "task.json",
         info=DATA_FINETUNE / "{task}" / "dataset_info.json",
@@ -47,6 +49,7 @@ rule finetune:
     input:
         task=rules.finetune_data.output.meta,
         model=finetune_model_inputs,
+        env=stage_env("finetune"),
     output:
         record=FINETUNE_DIR / "{model}" / "{task}" / "{method}" / "record.parquet",
         samples=FINETUNE_DIR / "{model}" / "{task}" / "{method}" / "samples.parquet",
@@ -60,6 +63,9 @@ rule finetune:
     benchmark:
         BENCH / "finetune" / "{model}" / "{task}" / "{method}.tsv"
     threads: (config.get("finetune") or {}).get("training", {}).get("threads", 1)
+    resources:
+        # One GPU per cell (single-process LlamaFactory); site settings live in the Slurm profile.
+        **gpu_resources({"nodes": 1, "gpus_per_node": 1}),
     shell:
         "{params.run} {SCRIPTS}/finetune.py --settings {params.settings:q} --config-hash {CONFIG_HASH}"
         " --model-path {params.model_path:q} --data-dir $(dirname {input.task:q})"

@@ -5,7 +5,8 @@ def pretrain_params(wildcards):
 rule pretrain:
     """Train one size × technique cell with megatron-core, measured; one record per run."""
     input:
-        rules.pretrain_data.output,
+        data=rules.pretrain_data.output,
+        env=stage_env("pretrain"),
     output:
         record=RESULTS / "pretrain" / "{size}" / "{technique}" / "record.parquet",
         samples=RESULTS / "pretrain" / "{size}" / "{technique}" / "samples.parquet",
@@ -13,12 +14,14 @@ rule pretrain:
     params:
         settings=pretrain_params,
         resume_dir=lambda w: RESULTS / "pretrain" / w.size / w.technique / "resume",
-        run=stage_shell("pretrain"),
+        run=stage_launch("pretrain", PRETRAIN_LAYOUT),
     log:
         LOGS / "pretrain" / "{size}" / "{technique}.log",
     benchmark:
         BENCH / "pretrain" / "{size}" / "{technique}.tsv"
     threads: config["pretrain"]["training"].get("threads", 1)
+    resources:
+        **gpu_resources(PRETRAIN_LAYOUT),
     shell:
         "{params.run} {SCRIPTS}/pretrain.py --settings {params.settings:q} --config-hash {CONFIG_HASH}"
         " --data-dir {DATA_PRETRAIN:q} --record {output.record:q} --samples {output.samples:q}"
@@ -30,6 +33,7 @@ rule export_hf:
     input:
         checkpoint=rules.pretrain.output.checkpoint,
         tokenizer=rules.pretrain_data.output.tokenizer,
+        env=stage_env("pretrain"),
     output:
         config=RESULTS / "pretrain" / "{size}" / "{technique}" / "hf" / "config.json",
         weights=RESULTS / "pretrain" / "{size}" / "{technique}" / "hf" / "model.safetensors",

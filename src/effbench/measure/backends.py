@@ -135,11 +135,14 @@ class HostBackend:
     util_source = "psutil_cpu_percent"
     energy_source: str | None = None
 
-    def __init__(self, pid: int | None = None) -> None:
+    def __init__(self, pid: int | None = None, include_root: bool = True) -> None:
+        """pid: root of the measured tree (default: this process). include_root=False measures
+        the root's descendants only, e.g. the ranks under a torchrun launcher."""
         import psutil
 
         self._psutil = psutil
         self._proc = psutil.Process(pid or os.getpid())
+        self._include_root = include_root
         self._ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self._total = float(psutil.virtual_memory().total)
         self._cpu_seen: dict[int, psutil.Process] = {}
@@ -162,7 +165,7 @@ class HostBackend:
         now = time.monotonic()
         if now - getattr(self, "_scanned_at", -1e9) >= self.CHILD_SCAN_S:
             self._scanned_at = now
-            procs = [self._proc]
+            procs = [self._proc] if self._include_root else []
             try:
                 procs += self._proc.children(recursive=True)
             except self._psutil.Error:
@@ -244,8 +247,33 @@ class RaplEnergy:
         return self._total / 1e6
 
 
-def open_backend(device: str) -> tuple[Backend, str | None]:
-    """The backend for ``device`` ("cuda", "cpu" or "auto") and why NVML was not used, if not."""
+class NullBackend:
+    """Reads nothing: the monitor of a non-zero rank, whose node rank 0 already measures."""
+
+    name = "none"
+    mem_source = "none"
+    util_source = "none"
+    energy_source: str | None = None
+    energy_missing_reason = "measured by rank 0"
+
+    def read(self) -> list[Row]:
+        return []
+
+    def energy_j(self) -> float | None:
+        return None
+
+    def describe(self) -> dict[str, object]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def open_backend(device: str, host_pid: int | None = None, host_include_root: bool = True) -> tuple[Backend, str | None]:
+    """The backend for ``device`` ("cuda", "cpu" or "auto") and why NVML was not used, if not.
+
+    host_pid / host_include_root: the process tree the host backend measures (see HostBackend).
+    """
     if device not in ("auto", "cuda", "cpu"):
         raise ValueError(f"unknown device {device!r}: expected auto, cuda or cpu")
     why_not = None
@@ -256,4 +284,4 @@ def open_backend(device: str) -> tuple[Backend, str | None]:
             if device == "cuda":
                 raise
             why_not = str(e)
-    return HostBackend(), why_not
+    return HostBackend(host_pid, host_include_root), why_not

@@ -9,6 +9,7 @@ resumed from a checkpoint sees exactly the batches an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -80,8 +81,12 @@ def train_cell(
         torch.set_num_threads(t.get("threads", 1))
     world = init_single_process()
     rank = torch.distributed.get_rank()
-    if world > 1:  # gradient all-reduce and rank-0-only records are not wired yet
-        raise NotImplementedError("multi-process pretraining is not supported yet (world size %d)" % world)
+    layout = settings.get("parallel") or {"world_size": 1}
+    if world != layout["world_size"]:
+        raise RuntimeError(
+            f"{world} processes were launched but pretrain.parallel asks for {layout['world_size']} "
+            f"(nodes × gpus_per_node): launch through the workflow's rule, or fix the layout"
+        )
     meta = json.loads((data_dir / "meta.json").read_text())
     vocab = int(meta["vocab_size"])
     if t["precision"] == "bf16" and device != "cuda":
@@ -91,6 +96,18 @@ def train_cell(
     model = build_gpt_model({**m, "params_dtype": dtype}, vocab, device)
     params = count_parameters(model, m)
     opt = make_optimizer(model, t, device)
+    # Data parallel: every rank holds the whole model and trains on its slice of each global
+    # batch; DDP averages the gradients (overlapped with the backward pass). Rank 0 evaluates,
+    # saves and reports. MoE: an expert no token reached this step has no gradient.
+    ddp = None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(
+            model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
+            find_unused_parameters=bool(m["moe"]), broadcast_buffers=False,
+        )
+    train_model = ddp if ddp is not None else model
     sync = torch.cuda.synchronize if device == "cuda" else None
     accum = t["global_batch_size"] // (t["micro_batch_size"] * world)
     if accum < 1:
@@ -133,11 +150,18 @@ def train_cell(
         opt.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for micro in range(accum):
-            x, y = sampler.train_batch(step * accum + micro, t["micro_batch_size"], seq, rank=rank, world_size=world)
+            # The step's global batch is one draw of global_batch_size windows (seeded by the
+            # step); micro-batch `micro` of rank `rank` is its slice number micro × world + rank,
+            # so every layout (and a resumed run) trains on the same global batches.
+            x, y = sampler.train_batch(step, t["micro_batch_size"], seq, rank=micro * world + rank,
+                                       world_size=accum * world)
             ids = torch.from_numpy(x).to(device)
             labels = torch.from_numpy(y).to(device)
-            loss = _forward_loss(model, ids, labels)
-            (loss / accum).backward()
+            # Gradient accumulation: all-reduce once, on the last micro-batch of the step.
+            last = micro == accum - 1
+            with (ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()):
+                loss = _forward_loss(train_model, ids, labels)
+                (loss / accum).backward()
             loss_sum += loss.detach()
         if t["clip_grad"] > 0 and not isinstance(opt, MasterWeightAdamW):
             torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip_grad"])
@@ -145,19 +169,26 @@ def train_cell(
         if sync:
             sync()
         dt = time.monotonic() - t0
+        if world > 1:  # the global batch's loss: the mean over ranks
+            loss_sum = loss_sum.clone()
+            torch.distributed.all_reduce(loss_sum)
+            loss_sum /= world
         step_loss = float(loss_sum) / accum
         if not math.isfinite(step_loss):
             raise RuntimeError(f"training diverged at step {step}: loss {step_loss}")
         losses.append(step_loss)
         if window_open:
             step_times.append(dt)
-        progress.update(step + 1, items=(step + 1 - start) * tokens_per_step, extra=f"loss {step_loss:.4f}")
-        if (step + 1) % t["checkpoint_interval"] == 0 and step + 1 < total_steps:
+        if rank == 0:
+            progress.update(step + 1, items=(step + 1 - start) * tokens_per_step, extra=f"loss {step_loss:.4f}")
+        if rank == 0 and (step + 1) % t["checkpoint_interval"] == 0 and step + 1 < total_steps:
             _save(resume_file, {"settings": shash, "step": step + 1, "model": model.state_dict(),
                                 "optimizer": opt.state_dict()})
     if not window_open:
         raise RuntimeError("no training steps left to measure (the resume checkpoint is already at train_steps)")
     window = mon.end_window("train")
+    if rank != 0:  # rank 0 evaluates, saves and reports for the whole job
+        return {}
 
     val_loss = evaluate(model, sampler, t, seq, device)
     # The trained weights in full precision (bf16 runs keep them as the optimizer's masters).
@@ -200,8 +231,12 @@ def train_cell(
         "flops_per_token": float(fpt),
         "disk_bytes": checkpoint_path.stat().st_size,
         "seq_length": seq,
-        "parallel_json": json.dumps({"world_size": world, "data_parallel": world, "tensor_parallel": 1,
-                                     "pipeline_parallel": 1}),
+        "parallel_json": json.dumps({
+            "world_size": world, "data_parallel": world, "tensor_parallel": 1, "pipeline_parallel": 1,
+            "nodes": layout.get("nodes", 1), "gpus_per_node": layout.get("gpus_per_node", 1),
+            "launcher": "torchrun" if world > 1 else "none", "backend": torch.distributed.get_backend(),
+            "gradient_accumulation": accum, "measured": "node of rank 0",
+        }, sort_keys=True),
     }
 
 

@@ -1,0 +1,93 @@
+"""Data parallel pretraining: torchrun with two processes (gloo on a CPU) writes one record,
+from rank 0, whose parallel layout says world size 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from effbench import config as cfg
+from effbench.data.synthetic import make_pretraining_corpus
+from effbench.record import read_records
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    make_pretraining_corpus(d, vocab_size=512, train_tokens=40_000, val_tokens=4_000, seed=3)
+    return d
+
+
+def settings(technique: str, gpus_per_node: int) -> dict:
+    c = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    c["pretrain"]["training"].update(train_steps=4, warmup_steps=1, checkpoint_interval=2, eval_batches=1,
+                                     micro_batch_size=2, global_batch_size=8, warmup_measure_steps=1)
+    c["pretrain"]["sizes"]["xs"].update(num_layers=1, seq_length=32)
+    c["pretrain"]["parallel"] = {"nodes": 1, "gpus_per_node": gpus_per_node}
+    c["device"] = "cpu"
+    return cfg.pretrain_settings(c, "xs", technique)
+
+
+def run(out: Path, data_dir: Path, s: dict) -> subprocess.CompletedProcess:
+    launch = cfg.launch_command(sys.executable, s["parallel"])
+    cmd = [*launch.split(), str(ROOT / "scripts" / "pretrain.py"), "--settings", json.dumps(s),
+           "--config-hash", "t", "--data-dir", str(data_dir), "--record", str(out / "record.parquet"),
+           "--samples", str(out / "samples.parquet"), "--checkpoint", str(out / "model.pt"),
+           "--resume-dir", str(out / "resume")]
+    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
+    return p
+
+
+def test_two_processes_train_the_same_model_as_one(tmp_path, data_dir):
+    """Same global batches, gradients averaged over ranks: the weights match a one-process run."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run(one, data_dir, settings("gqa", 1))
+    s = settings("gqa", 2)
+    assert cfg.launch_command("py", s["parallel"]).startswith("py -m torch.distributed.run --standalone")
+    p = run(two, data_dir, s)
+    (r,) = read_records([two / "record.parquet"]).to_pylist()
+    layout = json.loads(r["parallel_json"])
+    assert layout["world_size"] == 2 and layout["data_parallel"] == 2 and layout["launcher"] == "torchrun"
+    assert layout["gradient_accumulation"] == 2  # 8 sequences = 2 per micro-batch × 2 ranks × 2
+    assert r["status"] == "ok" and r["steps"] == 3 and r["tokens"] == 3 * 8 * 32
+    assert r["ppl"] > 1 and r["amu_gb"] > 0
+    assert p.stderr.count("wrote ") == 1  # rank 0 alone writes the record
+    assert not (two / "resume" / "last.pt").exists()
+    w1 = torch.load(one / "model.pt", weights_only=False)["model"]
+    w2 = torch.load(two / "model.pt", weights_only=False)["model"]
+    assert w1.keys() == w2.keys()
+    for k, v in w1.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            torch.testing.assert_close(w2[k], v, rtol=1e-4, atol=1e-5, msg=k)
+    (r1,) = read_records([one / "record.parquet"]).to_pylist()
+    assert json.loads(r1["parallel_json"])["world_size"] == 1
+    assert abs(r1["val_loss"] - r["val_loss"]) < 1e-4
+
+
+def test_moe_with_two_processes(tmp_path, data_dir):
+    """Experts that no token reached on a rank have no gradient there; DDP still reduces."""
+    run(tmp_path, data_dir, settings("moe", 2))
+    (r,) = read_records([tmp_path / "record.parquet"]).to_pylist()
+    assert r["status"] == "ok" and json.loads(r["parallel_json"])["world_size"] == 2
+
+
+def test_layout_and_launch_must_agree(tmp_path, data_dir):
+    """A cell configured for two processes but started as one stops with the layout's key."""
+    s = settings("gqa", 2)
+    cmd = [sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--settings", json.dumps(s), "--config-hash", "t",
+           "--data-dir", str(data_dir), "--record", str(tmp_path / "r.parquet"), "--samples",
+           str(tmp_path / "s.parquet"), "--checkpoint", str(tmp_path / "m.pt"), "--resume-dir", str(tmp_path / "res")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert p.returncode != 0 and "pretrain.parallel" in p.stderr
+    assert not (tmp_path / "r.parquet").exists()
