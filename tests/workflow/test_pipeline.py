@@ -172,6 +172,8 @@ def test_paper_config_on_the_slurm_profile(tmp_path):
     cells = [(rule, res) for rule, _, res in jobs if rule == "pretrain"]
     assert len(cells) == 11
     assert all("slurm_partition=gh200" in r and "gpu=4" in r and "cpus_per_gpu=" in r for _, r in cells)
-    light = [(rule, res) for rule, _, res in jobs if rule != "pretrain"]
-    assert {rule for rule, _ in light} >= {"pretrain_data", "aggregate_pretrain", "summary"}
+    ft = [(rule, res) for rule, _, res in jobs if rule == "finetune"]
+    assert len(ft) == 98 and all("slurm_partition=gh200" in r and "gpu=1" in r for _, r in ft)
+    light = [(rule, res) for rule, _, res in jobs if rule not in ("pretrain", "finetune")]
+    assert {rule for rule, _ in light} >= {"pretrain_data", "finetune_data", "aggregate_pretrain", "summary"}
     assert not any("gpu" in r for _, r in light)
