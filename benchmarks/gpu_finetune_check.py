@@ -47,15 +47,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--methods", nargs="+", default=["lora", "dora"])
     ap.add_argument("--max-steps", type=int, default=40)
+    ap.add_argument("--device", default="cuda", help="cpu: a quick fp32 rehearsal of this script")
     a = ap.parse_args()
     model_dir = Path("/tmp/effbench-qwen05-shape")
     build_model(a.tokenizer_dir, model_dir)
     c = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    c["device"] = "cuda"
+    c["device"] = a.device
     c["measure"]["interval_s"] = 0.1
     ft = c["finetune"]
     ft["models"] = {"qwen05-shape": {"path": str(model_dir), "template": "default"}}
-    ft["training"].update(precision="bf16", max_steps=a.max_steps, warmup_measure_steps=5,
+    ft["training"].update(precision="bf16" if a.device == "cuda" else "fp32", max_steps=a.max_steps, warmup_measure_steps=5,
                           per_device_train_batch_size=8, threads=8)
     ft["training"].pop("num_train_epochs", None)
     for method in a.methods:

@@ -61,6 +61,7 @@ def main() -> None:
 
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     paper["device"] = "cuda"
+    paper["pretrain"]["parallel"] = {"nodes": 1, "gpus_per_node": 1}  # one GPU here
     paper["measure"]["interval_s"] = 0.05
     paper["pretrain"]["training"].update(
         micro_batch_size=4, global_batch_size=4, train_steps=args.steps, warmup_steps=2, eval_batches=2,

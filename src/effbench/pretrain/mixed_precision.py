@@ -38,14 +38,8 @@ class MasterWeightAdamW:
 
     @torch.no_grad()
     def step(self) -> None:
-        pairs = [(m, p.grad) for m, p in zip(self.master_params, self.model_params) if p.grad is not None]
         for m, p in zip(self.master_params, self.model_params):
-            if p.grad is None:
-                m.grad = None
-            elif m.grad is None:  # fp32 gradient buffers, allocated once and reused
-                m.grad = torch.empty_like(m)
-        if pairs:  # one multi-tensor kernel instead of one cast per parameter
-            torch._foreach_copy_([m.grad for m, _ in pairs], [g for _, g in pairs])
+            m.grad = None if p.grad is None else p.grad.float()
         if self.clip_grad > 0:  # clip the fp32 gradients: the norm is computed in full precision
             torch.nn.utils.clip_grad_norm_(self.master_params, self.clip_grad)
         self.optimizer.step()
