@@ -63,6 +63,8 @@ def cluster():
            "EFFBENCH_SLURM_CPU_PARTITION": "gh200-debug"}  # light jobs elsewhere than GPU jobs
     env.pop("EFFBENCH_SLURM_GPU_PARTITION", None)  # the profile's default: gh200
     env.pop("SLURM_CONF", None)  # the job step drops it: the cluster's config is /etc/slurm/slurm.conf
+    # a cluster left behind by a killed run is taken down first (down is idempotent)
+    subprocess.run(["timeout", "-k", "5", "60", "bash", str(SLURM_LOCAL), "down"], env=env, capture_output=True)
     up = subprocess.run(["timeout", "-k", "5", "60", "bash", str(SLURM_LOCAL), "up"], env=env,
                         capture_output=True, text=True)
     try:
