@@ -8,6 +8,8 @@ try:
 except cfg.ConfigError as e:
     raise WorkflowError(str(e)) from None
 
+SERVE = cfg.serve_cells(config)  # quantize / eval / inference cells (empty without a quantize section)
+
 RESULTS = Path(config["results"])
 LOGS = RESULTS / "logs"
 BENCH = RESULTS / "benchmarks"
@@ -44,3 +46,5 @@ def _alternation(names):
 wildcard_constraints:
     size=_alternation(config["pretrain"]["sizes"]),
     technique=_alternation(config["pretrain"]["techniques"]),
+    model=_alternation((config.get("quantize") or {}).get("models", {}) or ["-"]),
+    precision=_alternation((config.get("quantize") or {}).get("precisions", []) or ["-"]),
