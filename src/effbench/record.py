@@ -101,7 +101,7 @@ COLUMNS: tuple[Column, ...] = (
     _c("output_len", I, "Generated tokens per request (fixed: min = max new tokens).", IT),
     _c("engine", S, "Serving engine: vllm | transformers.", IT),
     _c("weight_bits", I, "Nominal bits per weight of the precision (bf16/fp16 16, int4 4).", QT + IT),
-    _c("quant_method", S, "int4 method: rtn | gptq | awq (null for casts).", QT + IT),
+    _c("quant_method", S, "How the checkpoint was made: cast (bf16/fp16) | rtn | gptq | awq (int4).", QT + IT),
     _c("mcr_nominal", F, "MCR with the nominal bit ratio (e.g. 16/4).", QT + IT, figure=True),
     _c("mcr_disk", F, "MCR with the measured on-disk size ratio.", QT + IT, figure=True),
     # quality

@@ -131,6 +131,7 @@ def quantize_cell(settings: dict[str, Any], src: str, data_dir: Path | None, out
         oneshot(model=model, recipe=_recipe(int4), **kwargs)
         model.save_pretrained(out_dir, save_compressed=True)
     else:
+        method = "cast"
         model.save_pretrained(out_dir)
     window = mon.end_window("quantize")
     tokenizer.save_pretrained(out_dir)
