@@ -3,11 +3,15 @@
 # folder in the environment whose libraries it exercises:
 #   tests/unit, tests/workflow -> .venvs/driver   (config, measurement core, records, DAG, aggregation)
 #   tests/pretrain             -> .venvs/pretrain (megatron-core, data, Hugging Face export)
+#   tests/quantize             -> .venvs/quantize (llm-compressor int4, compressed-tensors)
+#   tests/inference            -> .venvs/inference (vLLM CPU build, transformers fallback, lm-eval)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 export PYTHONPATH="$PWD/src"
 status=0
 .venvs/pretrain/bin/python -m pytest tests/pretrain -q "$@" || status=1
+.venvs/quantize/bin/python -m pytest tests/quantize -q "$@" || status=1
+.venvs/inference/bin/python -m pytest tests/inference -q "$@" || status=1
 .venvs/driver/bin/python -m pytest tests/unit tests/workflow -q "$@" || status=1
 exit $status

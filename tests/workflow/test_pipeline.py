@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -37,6 +38,15 @@ def minimal_config(results: Path) -> dict:
         train_steps=6, warmup_steps=2, eval_batches=2, checkpoint_interval=3, warmup_measure_steps=1,
         micro_batch_size=4, global_batch_size=8,
     )
+    # The serving axis on the exported model: bf16 and int4 (RTN), scored on two small offline
+    # tasks, served by the transformers fallback (tests/inference runs vLLM itself).
+    c["quantize"].update(models={"xs-mqa": {"pretrained": "xs/mqa"}}, precisions=["bf16", "int4"])
+    c["quantize"]["int4"]["method"] = "rtn"
+    c["eval"].update(tasks=["effbench_mc_fact", "effbench_mc_arithmetic"], local={"items_per_task": 16})
+    c["inference"].update(engine="transformers", warmup_requests=1, repeats=1, load_points={
+        "offline": {"mode": "offline", "requests": 4, "prompt_len": 16, "output_len": 8},
+        "c1": {"mode": "concurrency", "concurrency": 1, "requests": 2, "prompt_len": 16, "output_len": 8},
+    })
     return c
 
 
@@ -96,6 +106,42 @@ def test_records_tables_and_exports(pipeline):
     assert re.search(r"step \d+ of 6", log)  # progress reported in the rule's log
 
 
+def test_serving_axis_end_to_end(pipeline):
+    work, config, _ = pipeline
+    res = Path(config["results"])
+    quant = read_records([res / "quantize" / "xs-mqa" / p / "record.parquet" for p in ("bf16", "int4")]).to_pylist()
+    assert [q["weight_bits"] for q in quant] == [16, 4] and quant[1]["disk_bytes"] < quant[0]["disk_bytes"]
+    serve = read_records([res / "inference" / "xs-mqa" / p / lp / "record.parquet"
+                          for p in ("bf16", "int4") for lp in ("offline", "c1")]).to_pylist()
+    assert all(r["status"] == "ok" and r["engine"] == "transformers" for r in serve)
+    assert [r["tokens"] for r in serve] == [32, 16, 32, 16]
+    table = pd.read_csv(res / "tables" / "inference.csv")
+    assert list(table["precision"]) == ["bf16", "int4"] and set(table["load_point"]) == {"offline"}
+    assert table["accuracy"].notna().all() and table.iloc[0]["mcr_nominal"] == pytest.approx(1.0)
+    assert table.iloc[1]["mcr_nominal"] == pytest.approx(4 * table.iloc[1]["accuracy"] / table.iloc[0]["accuracy"])
+    tasks = pd.read_csv(res / "tables" / "inference_tasks.csv")
+    assert set(tasks["task"]) == {"effbench_mc_fact", "effbench_mc_arithmetic"} and tasks["stderr"].notna().all()
+    assert (res / "plots" / "inference_throughput_vs_latency.png").exists()
+    assert (res / "plots" / "inference_accuracy_vs_it_tokens_per_s.png").exists()
+    summary = (res / "summary.md").read_text()
+    assert "Table 9" in summary and "Accuracy per task" in summary and "quantize" in summary
+
+
+def test_a_serving_edit_reruns_only_what_depends_on_it(pipeline):
+    work, config, _ = pipeline
+    edited = copy.deepcopy(config)
+    edited["inference"]["load_points"]["c1"]["requests"] = 3
+    jobs = planned_jobs(snakemake(work, edited, "-n").stdout)
+    assert jobs == sorted(["inference[model=xs-mqa, precision=bf16]", "inference[model=xs-mqa, precision=int4]",
+                           "aggregate_inference", "summary", "all"]), jobs
+    edited = copy.deepcopy(config)
+    edited["quantize"]["int4"]["group_size"] = 64
+    jobs = planned_jobs(snakemake(work, edited, "-n").stdout)
+    assert jobs == sorted(["quantize[model=xs-mqa, precision=int4]", "evaluate[model=xs-mqa, precision=int4]",
+                           "inference[model=xs-mqa, precision=int4]", "aggregate_quantize", "aggregate_inference",
+                           "summary", "all"]), jobs
+
+
 def test_second_run_does_nothing(pipeline):
     work, config, _ = pipeline
     out = snakemake(work, config, "-n")
@@ -149,4 +195,7 @@ def test_paper_config_builds_the_full_grid_in_a_dry_run(tmp_path):
     jobs = planned_jobs(snakemake(tmp_path, config, "-n").stdout)
     cells = [j for j in jobs if j.startswith("pretrain[")]
     assert len(cells) == 11
+    for rule in ("quantize", "evaluate", "inference"):  # 9 models × bf16 / fp16 / int4
+        assert len([j for j in jobs if j.startswith(rule + "[")]) == 27, rule
+    assert "inference[model=qwen2.5-32b, precision=int4]" in jobs and "aggregate_inference" in jobs
     assert "pretrain[size=1.5b, technique=moe]" in cells and "pretrain[size=3b, technique=mla]" in cells
