@@ -17,6 +17,7 @@ try:
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from effbench.aggregate.serving import aggregate_inference, aggregate_quantize
 from effbench.aggregate.specs import SPECS
 from effbench.aggregate.stage import aggregate_stage
 
@@ -26,8 +27,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage", required=True, choices=sorted(SPECS))
     ap.add_argument("--out", required=True, type=Path, help="output folder (e.g. results)")
     ap.add_argument("--records", nargs="*", default=[], type=Path, help="record.parquet files of this stage")
+    ap.add_argument("--quantize-records", nargs="*", default=[], type=Path, help="(inference) quantize records")
+    ap.add_argument("--scores", nargs="*", default=[], type=Path, help="(quantize, inference) eval scores.json files")
+    ap.add_argument("--baseline", help="(quantize, inference) the precision MCR compares against")
+    ap.add_argument("--table-load-point", help="(inference) the load point of the paper's table")
     args = ap.parse_args(argv)
-    manifest = aggregate_stage(args.stage, args.records, args.out)
+    if args.stage == "quantize":
+        manifest = aggregate_quantize(args.records, args.scores, args.out, args.baseline)
+    elif args.stage == "inference":
+        manifest = aggregate_inference(args.records, args.quantize_records, args.scores, args.out, args.baseline,
+                                       args.table_load_point)
+    else:
+        manifest = aggregate_stage(args.stage, args.records, args.out)
     for s in manifest["skipped"]:
         print(f"skipped {s['name']}: {s['reason']}", file=sys.stderr)
     return 0

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(driver pretrain finetune)
+[ ${#stages[@]} -gt 0 ] || stages=(driver pretrain finetune quantize inference)
 
 "$PY" - <<'PYEOF' || { echo "Python >= 3.11 is required (set PYTHON=...)" >&2; exit 1; }
 import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
@@ -38,11 +38,14 @@ for stage in "${stages[@]}"; do
   if [ -f "envs/$stage.post-install.sh" ]; then
     bash "envs/$stage.post-install.sh" "$venv"
   fi
-  # Consistency: pip check, less the lines a stage documents as accepted (envs/<stage>.pip-check-allow.txt).
+  # Consistency: pip check, less the findings a stage documents as accepted: one regular
+  # expression per line in envs/<stage>.pip-check-allow.txt, or "# pip-check-allow: <regex>"
+  # lines in the lock file.
   allow="envs/$stage.pip-check-allow.txt"
   problems=$("$venv/bin/python" -m pip check 2>&1 || true)
-  if [ -f "$allow" ]; then
-    problems=$(printf '%s\n' "$problems" | grep -v -E -f <(grep -v '^#' "$allow") || true)
+  patterns=$( { [ -f "$allow" ] && grep -v '^#' "$allow"; sed -n 's/^# pip-check-allow: //p' "$lock"; } | grep -v '^$' || true)
+  if [ -n "$patterns" ]; then
+    problems=$(printf '%s\n' "$problems" | grep -v -E -f <(printf '%s\n' "$patterns") || true)
   fi
   problems=$(printf '%s\n' "$problems" | grep -v -E '^No broken requirements found\.$|^$' || true)
   if [ -n "$problems" ]; then

@@ -4,6 +4,9 @@
 #   tests/unit, tests/workflow -> .venvs/driver   (config, measurement core, records, DAG, aggregation)
 #   tests/pretrain             -> .venvs/pretrain (megatron-core, data, Hugging Face export)
 #   tests/finetune             -> .venvs/finetune (LlamaFactory methods, the real OOM path)
+
+#   tests/quantize             -> .venvs/quantize (llm-compressor int4, compressed-tensors)
+#   tests/inference            -> .venvs/inference (vLLM CPU build, transformers fallback, lm-eval)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
@@ -11,5 +14,8 @@ export PYTHONPATH="$PWD/src"
 status=0
 .venvs/pretrain/bin/python -m pytest tests/pretrain -q "$@" || status=1
 .venvs/finetune/bin/python -m pytest tests/finetune -q -p no:cacheprovider "$@" || status=1
+
+.venvs/quantize/bin/python -m pytest tests/quantize -q "$@" || status=1
+.venvs/inference/bin/python -m pytest tests/inference -q "$@" || status=1
 .venvs/driver/bin/python -m pytest tests/unit tests/workflow -q "$@" || status=1
 exit $status

@@ -353,6 +353,193 @@ def _is_local(p: str) -> bool:
     return p.startswith((".", "/", "~")) or Path(p).exists()
 
 
+# --- quantization, evaluation and inference ----------------------------------------------
+
+# Nominal bits per weight of each precision (MCR's nominal size ratio).
+WEIGHT_BITS = {"bf16": 16, "fp16": 16, "int4": 4}
+# The offline multiple-choice tasks the pipeline makes (one per kind of item).
+LOCAL_TASKS = {"effbench_mc_fact": "fact", "effbench_mc_context": "context", "effbench_mc_arithmetic": "arithmetic"}
+INT4_DEFAULTS = {"method": "gptq", "group_size": 128, "symmetric": True, "ignore": ["lm_head"],
+                 "dampening_frac": 0.01, "calibration": {"samples": 32, "seq_length": 128}}
+VLLM_DEFAULTS = {"max_model_len": 512, "max_num_seqs": 256, "enforce_eager": False, "gpu_memory_utilization": 0.9, "cpu_kvcache_gb": 1}
+
+
+@dataclass(frozen=True)
+class ServeCell:
+    """A quantize/eval cell (model × precision) or an inference cell (× load point)."""
+
+    model: str
+    precision: str
+    settings: dict[str, Any]
+    load_point: str | None = None
+
+    @property
+    def name(self) -> str:
+        return "/".join(x for x in (self.model, self.precision, self.load_point) if x)
+
+
+@dataclass(frozen=True)
+class ServeCells:
+    quantize: list[ServeCell]
+    eval: list[ServeCell]
+    inference: list[ServeCell]
+
+    def serving_job(self, model: str, precision: str) -> dict[str, dict[str, Any]]:
+        """Settings of every load point of one model × precision: one engine load serves them all."""
+        return {c.load_point: c.settings for c in self.inference if (c.model, c.precision) == (model, precision)}
+
+    @property
+    def empty(self) -> bool:
+        return not self.quantize
+
+
+def model_source(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """How to find model ``name``: {"kind": "pretrained"|"hf"|"path", "ref": ..., plus shape if known}.
+
+    The one place a model reference is resolved. A ``pretrained`` model is a pipeline export
+    (rule export_hf); a fine-tuned one (``finetuned``) will be resolved here too.
+    """
+    ref = config["quantize"]["models"][name]
+    (kind, value), = ref.items()
+    out: dict[str, Any] = {"kind": kind, "ref": value}
+    if kind == "pretrained":
+        size, technique = value.split("/")
+        key = f"quantize.models.{name}.pretrained"
+        cells = {(c.size, c.technique): c for c in pretrain_cells(config)}
+        if (size, technique) not in cells:
+            raise ConfigError(f"config key `{key}`: {value!r} is not a pretraining cell (pretrain.grid)")
+        if technique not in config["pretrain"].get("export_hf", []):
+            raise ConfigError(f"config key `{key}`: technique {technique!r} is not in pretrain.export_hf, "
+                              "so the pipeline makes no Hugging Face export of it")
+        m = cells[(size, technique)].settings["model"]
+        out["linear_in_features"] = sorted({m["hidden_size"], m["ffn_hidden_size"]})
+        out["max_positions"] = m["seq_length"]
+    return out
+
+
+def _quantize_settings(config: dict[str, Any], model: str, precision: str) -> dict[str, Any]:
+    q = config["quantize"]
+    s: dict[str, Any] = {
+        "model": model,
+        "source": model_source(config, model),
+        "precision": precision,
+        "weight_bits": WEIGHT_BITS[precision],
+        "threads": q.get("threads", 1),
+        "device": config["device"],
+        "seed": config["seed"],
+        "measure": config["measure"],
+    }
+    if precision == "int4":
+        int4 = deep_merge(INT4_DEFAULTS, q.get("int4", {}))
+        g = int4["group_size"]
+        bad = [n for n in s["source"].get("linear_in_features", []) if n % g]
+        if bad:
+            raise ConfigError(
+                f"config key `quantize.int4.group_size`: {g} does not divide the input size(s) {bad} of model "
+                f"{model!r}'s linear layers; pick a group size that divides them (32, 64 or 128)"
+            )
+        s["int4"] = int4
+    return s
+
+
+def _eval_settings(config: dict[str, Any], model: str, precision: str) -> dict[str, Any]:
+    e = config["eval"]
+    local = e.get("local")
+    wanted_local = [t for t in e["tasks"] if t in LOCAL_TASKS]
+    if wanted_local and not local:
+        raise ConfigError(f"config key `eval.local`: tasks {wanted_local} are made by the pipeline; "
+                          "set eval.local.items_per_task")
+    return {
+        "model": model,
+        "precision": precision,
+        "backend": e["model"],
+        "tasks": list(e["tasks"]),
+        "metrics": dict(e.get("metrics", {})),
+        "local": dict(local) if wanted_local else None,
+        "num_fewshot": e.get("num_fewshot"),
+        "batch_size": e.get("batch_size", 16),
+        "limit": e.get("limit"),
+        "max_model_len": e.get("max_model_len", 2048),
+        "threads": e.get("threads", 1),
+        "dtype": _serve_dtype(config, precision),
+        "vllm": _vllm_settings(config),
+        "device": config["device"],
+        "seed": config["seed"],
+    }
+
+
+def _serve_dtype(config: dict[str, Any], precision: str) -> str:
+    if precision == "int4":
+        return config.get("inference", {}).get("int4_dtype", "bf16")
+    return precision
+
+
+def _vllm_settings(config: dict[str, Any]) -> dict[str, Any]:
+    return deep_merge(VLLM_DEFAULTS, config.get("inference", {}).get("vllm", {}))
+
+
+def _inference_settings(config: dict[str, Any], model: str, precision: str, point: str) -> dict[str, Any]:
+    inf = config["inference"]
+    lp = dict(inf["load_points"][point])
+    key = f"inference.load_points.{point}"
+    if lp["mode"] == "offline":
+        if "concurrency" in lp:
+            raise ConfigError(f"config key `{key}.concurrency`: an offline load point submits every request at "
+                              "once (the engine batches up to inference.vllm.max_num_seqs); use mode: concurrency")
+        lp["concurrency"] = lp["requests"]
+    elif lp["concurrency"] > lp["requests"]:
+        raise ConfigError(f"config key `{key}.concurrency`: {lp['concurrency']} is more than requests "
+                          f"({lp['requests']})")
+    vllm = _vllm_settings(config)
+    total = lp["prompt_len"] + lp["output_len"]
+    if total > vllm["max_model_len"]:
+        raise ConfigError(f"config key `{key}`: prompt_len + output_len = {total} "
+                          f"exceeds inference.vllm.max_model_len {vllm['max_model_len']}")
+    limit = model_source(config, model).get("max_positions")
+    if limit and total > limit:
+        raise ConfigError(f"config key `{key}`: prompt_len + output_len = {total} exceeds the {limit} positions "
+                          f"model {model!r} was trained for (its seq_length)")
+    return {
+        "model": model,
+        "precision": precision,
+        "load_point": point,
+        "point": lp,
+        "engine": inf["engine"],
+        "dtype": _serve_dtype(config, precision),
+        "warmup_requests": inf["warmup_requests"],
+        "repeats": inf["repeats"],
+        "min_seconds": inf.get("min_seconds", 0.0),
+        "vllm": vllm,
+        "threads": inf.get("threads", 1),
+        "device": config["device"],
+        "seed": config["seed"],
+        "measure": config["measure"],
+    }
+
+
+def serve_cells(config: dict[str, Any]) -> ServeCells:
+    """The quantize, eval and inference cells (empty when the config has no quantize section)."""
+    q = config.get("quantize")
+    if not q:
+        return ServeCells([], [], [])
+    if q["baseline"] not in q["precisions"]:
+        raise ConfigError(f"config key `quantize.baseline`: {q['baseline']!r} is not in quantize.precisions "
+                          f"{q['precisions']} (MCR compares every precision with it)")
+    quant = [ServeCell(m, p, _quantize_settings(config, m, p)) for m in q["models"] for p in q["precisions"]]
+    ev = [ServeCell(m, p, _eval_settings(config, m, p)) for m in q["models"] for p in q["precisions"]] \
+        if config.get("eval") else []
+    inf = []
+    if config.get("inference"):
+        points = config["inference"]["load_points"]
+        if config["inference"]["table_load_point"] not in points:
+            raise ConfigError(f"config key `inference.table_load_point`: "
+                              f"{config['inference']['table_load_point']!r} is not one of inference.load_points "
+                              f"{sorted(points)}")
+        inf = [ServeCell(m, p, _inference_settings(config, m, p, lp), lp)
+               for m in q["models"] for p in q["precisions"] for lp in points]
+    return ServeCells(quant, ev, inf)
+
+
 def data_paths(config: dict[str, Any]) -> list[tuple[str, str]]:
     """(config key, path) of every input the config reads from outside the pipeline."""
     d = config["data"]["pretrain"]
@@ -377,6 +564,9 @@ def data_paths(config: dict[str, Any]) -> list[tuple[str, str]]:
         tok = d["shards"]["tokenizer"]
         if tok.startswith((".", "/", "~")) or Path(tok).exists():
             out.append(("data.pretrain.shards.tokenizer", tok))
+    for name, ref in (config.get("quantize") or {}).get("models", {}).items():
+        if "path" in ref:
+            out.append((f"quantize.models.{name}.path", ref["path"]))
     return out
 
 
@@ -413,4 +603,5 @@ def load_config(config: dict[str, Any]) -> tuple[list[PretrainCell], list[Pretra
     validate_schema(config)
     cells = pretrain_cells(config)
     exported = export_cells(config, cells)
+    serve_cells(config)  # the quantize / eval / inference sections' own checks
     return cells, exported, finetune_cells(config, exported)

@@ -383,4 +383,4 @@ def test_finetune_and_inference_specs_run(tmp_path: Path) -> None:
     s = write_summary(
         [tmp_path / "out" / "finetune.manifest.json", tmp_path / "out" / "inference.manifest.json"], tmp_path / "out"
     )
-    assert "## Inference" in s.read_text()
+    assert "## Quantization and inference" in s.read_text()

@@ -10,6 +10,8 @@ import copy
 import re
 from pathlib import Path
 
+import pandas as pd
+import pytest
 import yaml
 from workflow_helpers import ROOT, minimal_config, needs_stage_envs, planned_jobs, snakemake
 
@@ -59,6 +61,42 @@ def test_finetune_cells_run_llamafactory_on_the_pipelines_own_export(pipeline):
     for x in ("amu_gb", "al_s_per_iter"):
         assert (res / "plots" / f"finetune_train_loss_vs_{x}.png").exists()
     assert "finetune" in (res / "summary.md").read_text()
+
+
+def test_serving_axis_end_to_end(pipeline):
+    work, config, _ = pipeline
+    res = Path(config["results"])
+    quant = read_records([res / "quantize" / "xs-mqa" / p / "record.parquet" for p in ("bf16", "int4")]).to_pylist()
+    assert [q["weight_bits"] for q in quant] == [16, 4] and quant[1]["disk_bytes"] < quant[0]["disk_bytes"]
+    serve = read_records([res / "inference" / "xs-mqa" / p / lp / "record.parquet"
+                          for p in ("bf16", "int4") for lp in ("offline", "c1")]).to_pylist()
+    assert all(r["status"] == "ok" and r["engine"] == "transformers" for r in serve)
+    assert [r["tokens"] for r in serve] == [32, 16, 32, 16]
+    table = pd.read_csv(res / "tables" / "inference.csv")
+    assert list(table["precision"]) == ["bf16", "int4"] and set(table["load_point"]) == {"offline"}
+    assert table["accuracy"].notna().all() and table.iloc[0]["mcr_nominal"] == pytest.approx(1.0)
+    assert table.iloc[1]["mcr_nominal"] == pytest.approx(4 * table.iloc[1]["accuracy"] / table.iloc[0]["accuracy"])
+    tasks = pd.read_csv(res / "tables" / "inference_tasks.csv")
+    assert set(tasks["task"]) == {"effbench_mc_fact", "effbench_mc_arithmetic"} and tasks["stderr"].notna().all()
+    assert (res / "plots" / "inference_throughput_vs_latency.png").exists()
+    assert (res / "plots" / "inference_accuracy_vs_it_tokens_per_s.png").exists()
+    summary = (res / "summary.md").read_text()
+    assert "Table 9" in summary and "Accuracy per task" in summary and "quantize" in summary
+
+
+def test_a_serving_edit_reruns_only_what_depends_on_it(pipeline):
+    work, config, _ = pipeline
+    edited = copy.deepcopy(config)
+    edited["inference"]["load_points"]["c1"]["requests"] = 3
+    jobs = planned_jobs(snakemake(work, edited, "-n").stdout)
+    assert jobs == sorted(["inference[model=xs-mqa, precision=bf16]", "inference[model=xs-mqa, precision=int4]",
+                           "aggregate_inference", "summary", "all"]), jobs
+    edited = copy.deepcopy(config)
+    edited["quantize"]["int4"]["group_size"] = 64
+    jobs = planned_jobs(snakemake(work, edited, "-n").stdout)
+    assert jobs == sorted(["quantize[model=xs-mqa, precision=int4]", "evaluate[model=xs-mqa, precision=int4]",
+                           "inference[model=xs-mqa, precision=int4]", "aggregate_quantize", "aggregate_inference",
+                           "summary", "all"]), jobs
 
 
 def test_second_run_does_nothing(pipeline):
@@ -152,6 +190,9 @@ def test_paper_config_builds_the_full_grid_in_a_dry_run(tmp_path):
     assert "finetune[model=qwen2.5-14b, task=openo1, method=rslora]" in ft
     assert "finetune[model=mistral-small-24b, task=medical-o1, method=full]" in ft
     assert "aggregate_finetune" in jobs
+    for rule in ("quantize", "evaluate", "inference"):  # 9 models × bf16 / fp16 / int4
+        assert len([j for j in jobs if j.startswith(rule + "[")]) == 27, rule
+    assert "inference[model=qwen2.5-32b, precision=int4]" in jobs and "aggregate_inference" in jobs
 
 
 def test_multi_process_layout_launches_torchrun_and_asks_for_its_gpus(tmp_path):
@@ -174,6 +215,10 @@ def test_paper_config_on_the_slurm_profile(tmp_path):
     assert all("slurm_partition=gh200" in r and "gpu=4" in r and "cpus_per_gpu=" in r for _, r in cells)
     ft = [(rule, res) for rule, _, res in jobs if rule == "finetune"]
     assert len(ft) == 98 and all("slurm_partition=gh200" in r and "gpu=1" in r for _, r in ft)
-    light = [(rule, res) for rule, _, res in jobs if rule not in ("pretrain", "finetune")]
+    for rule in ("quantize", "evaluate", "inference"):
+        serving = [res for r, _, res in jobs if r == rule]
+        assert len(serving) == 27 and all("slurm_partition=gh200" in r and "gpu=1" in r for r in serving), rule
+    light = [(rule, res) for rule, _, res in jobs if rule not in ("pretrain", "finetune", "quantize", "evaluate",
+                                                                   "inference")]
     assert {rule for rule, _ in light} >= {"pretrain_data", "finetune_data", "aggregate_pretrain", "summary"}
     assert not any("gpu" in r for _, r in light)

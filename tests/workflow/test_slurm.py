@@ -108,7 +108,7 @@ def rule_of(log: str) -> str:
 @pytest.fixture(scope="module")
 def slurm_run(cluster, tmp_path_factory):
     work = tmp_path_factory.mktemp("slurm")
-    config = minimal_config(work / "results", finetune=False)  # pretraining cells are enough for Slurm
+    config = minimal_config(work / "results", later_stages=False)  # pretraining cells are enough for Slurm
     p = slurm_snakemake(cluster, work, config)
     return work, config, p.stdout + p.stderr
 

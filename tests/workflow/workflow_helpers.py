@@ -15,18 +15,21 @@ ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 PRETRAIN_PY = ROOT / ".venvs" / "pretrain" / "bin" / "python"
 FINETUNE_PY = ROOT / ".venvs" / "finetune" / "bin" / "python"
+SERVING_PYS = [ROOT / ".venvs" / s / "bin" / "python" for s in ("quantize", "inference")]
 
 needs_pretrain_env = pytest.mark.skipif(
     not PRETRAIN_PY.exists(), reason="the pretraining environment is missing: run bash scripts/setup.sh"
 )
 needs_stage_envs = pytest.mark.skipif(
-    not (PRETRAIN_PY.exists() and FINETUNE_PY.exists()),
-    reason="the pretraining or fine-tuning environment is missing: run bash scripts/setup.sh",
+    not all(p.exists() for p in [PRETRAIN_PY, FINETUNE_PY, *SERVING_PYS]),
+    reason="a stage environment is missing: run bash scripts/setup.sh",
 )
 
 
-def minimal_config(results: Path, finetune: bool = True) -> dict:
-    """Two pretraining variants for a few steps; with ``finetune``, two LoRA/full cells on the export."""
+def minimal_config(results: Path, later_stages: bool = True) -> dict:
+    """Two pretraining variants for a few steps; with ``later_stages``, also two fine-tuning cells
+    (LoRA, full) and the serving axis (bf16 and int4 by RTN, two offline tasks, the transformers
+    engine: tests/inference runs vLLM itself) on the export."""
     c = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     c["results"] = str(results)
     c["data"]["pretrain"]["synthetic"].update(train_tokens=60_000, val_tokens=8_000)
@@ -36,14 +39,22 @@ def minimal_config(results: Path, finetune: bool = True) -> dict:
         train_steps=6, warmup_steps=2, eval_batches=2, checkpoint_interval=3, warmup_measure_steps=1,
         micro_batch_size=4, global_batch_size=8,
     )
-    if not finetune:
-        del c["finetune"]
+    if not later_stages:
+        for section in ("finetune", "quantize", "eval", "inference"):
+            c.pop(section, None)
         return c
     ft = c["finetune"]
     ft["models"] = {"xs-mqa": {"pretrained": "xs/mqa", "template": "default"}}
     ft["tasks"]["synthetic"].update(synthetic={"n_train": 32, "n_eval": 8}, exact_match_samples=8)
     ft["grid"] = [{"models": ["xs-mqa"], "methods": ["lora", "full"], "tasks": ["synthetic"]}]
     ft["training"].update(num_train_epochs=1, warmup_measure_steps=1)
+    c["quantize"].update(models={"xs-mqa": {"pretrained": "xs/mqa"}}, precisions=["bf16", "int4"])
+    c["quantize"]["int4"]["method"] = "rtn"
+    c["eval"].update(tasks=["effbench_mc_fact", "effbench_mc_arithmetic"], local={"items_per_task": 16})
+    c["inference"].update(engine="transformers", warmup_requests=1, repeats=1, load_points={
+        "offline": {"mode": "offline", "requests": 4, "prompt_len": 16, "output_len": 8},
+        "c1": {"mode": "concurrency", "concurrency": 1, "requests": 2, "prompt_len": 16, "output_len": 8},
+    })
     return c
 
 

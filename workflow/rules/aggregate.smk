@@ -1,4 +1,4 @@
-localrules: aggregate_pretrain, aggregate_finetune, summary
+localrules: aggregate_pretrain, aggregate_finetune, aggregate_quantize, aggregate_inference, summary
 
 
 def pretrain_records(wildcards=None):
@@ -36,17 +36,63 @@ rule aggregate_finetune:
         "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage finetune --out {RESULTS:q} --records {input:q} > {log:q} 2>&1"
 
 
-def stage_manifests(wildcards=None):
+BASELINE = (config.get("quantize") or {}).get("baseline", "")
+
+
+rule aggregate_quantize:
+    """The quantized checkpoints: size on disk, accuracy and both MCRs per model × precision."""
+    input:
+        records=quantize_records(),
+        scores=eval_scores(),
+    output:
+        manifest=RESULTS / "quantize.manifest.json",
+        table=RESULTS / "tables" / "quantize.md",
+    params:
+        baseline=BASELINE,
+    log:
+        LOGS / "aggregate" / "quantize.log",
+    shell:
+        "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage quantize --out {RESULTS:q} --records {input.records:q}"
+        " --scores {input.scores:q} --baseline {params.baseline} > {log:q} 2>&1"
+
+
+rule aggregate_inference:
+    """The paper's Table 9, per-task accuracy, latency per load point, Pareto and throughput-latency plots."""
+    input:
+        records=inference_records(),
+        quantize=quantize_records(),
+        scores=eval_scores(),
+    output:
+        manifest=RESULTS / "inference.manifest.json",
+        table=RESULTS / "tables" / "inference.md",
+        tasks=RESULTS / "tables" / "inference_tasks.md",
+        latency=RESULTS / "tables" / "inference_latency.md",
+    params:
+        baseline=BASELINE,
+        table_load_point=(config.get("inference") or {}).get("table_load_point", ""),
+    log:
+        LOGS / "aggregate" / "inference.log",
+    shell:
+        "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage inference --out {RESULTS:q} --records {input.records:q}"
+        " --quantize-records {input.quantize:q} --scores {input.scores:q} --baseline {params.baseline}"
+        " --table-load-point {params.table_load_point} > {log:q} 2>&1"
+
+
+def stage_manifests():
     out = [rules.aggregate_pretrain.output.manifest]
     if FINETUNE_CELLS:
         out.append(rules.aggregate_finetune.output.manifest)
+    if SERVE.quantize:
+        out.append(rules.aggregate_quantize.output.manifest)
+    if SERVE.inference:
+        out.append(rules.aggregate_inference.output.manifest)
     return out
 
 
 rule summary:
     """One page linking every table, leaderboard and plot."""
     input:
-        stage_manifests,
+        stage_manifests(),
     output:
         RESULTS / "summary.md",
     log:

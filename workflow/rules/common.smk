@@ -8,6 +8,8 @@ try:
 except cfg.ConfigError as e:
     raise WorkflowError(str(e)) from None
 
+SERVE = cfg.serve_cells(config)  # quantize / eval / inference cells (empty without a quantize section)
+
 RESULTS = Path(config["results"])
 LOGS = RESULTS / "logs"
 BENCH = RESULTS / "benchmarks"
@@ -82,6 +84,8 @@ def _alternation(names):
 wildcard_constraints:
     size=_alternation(config["pretrain"]["sizes"]),
     technique=_alternation(config["pretrain"]["techniques"]),
-    model=_alternation(FT_CONFIG["models"]) or "(?!)",
+    # `model` names fine-tuning and serving models alike (both are config names).
+    model=_alternation(set(FT_CONFIG["models"]) | set((config.get("quantize") or {}).get("models", {}))) or "(?!)",
     method=_alternation(FT_CONFIG["methods"]) or "(?!)",
     task=_alternation(FT_CONFIG["tasks"]) or "(?!)",
+    precision=_alternation((config.get("quantize") or {}).get("precisions", []) or ["-"]),

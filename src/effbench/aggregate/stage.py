@@ -8,7 +8,7 @@ records; :mod:`.summary` builds the summary page from manifests alone.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,16 @@ def provenance(raw: pd.DataFrame) -> dict[str, Any]:
 
 
 def aggregate_stage(
-    stage: str, records: Iterable[Path | str], out: Path | str, spec: StageSpec | None = None
+    stage: str,
+    records: Iterable[Path | str],
+    out: Path | str,
+    spec: StageSpec | None = None,
+    enrich: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
     """Write a stage's tables, leaderboard and plots under ``out`` and return its manifest.
 
-    ``records`` are the record.parquet files to read, named explicitly.
+    ``records`` are the record.parquet files to read, named explicitly. ``enrich`` may
+    select runs and add columns joined from other files before rows are collapsed.
     """
     spec = spec or get_spec(stage)
     if spec.stage != stage:
@@ -67,6 +72,8 @@ def aggregate_stage(
     out = Path(out)
     records = [Path(p) for p in records]
     raw = read_stage_records(records, stage)
+    if enrich is not None:
+        raw = enrich(raw)
     df = stage_rows(raw, spec)
     tables = write_tables(df, spec, out)
     table = build_table(df, spec)

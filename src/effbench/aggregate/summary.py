@@ -70,6 +70,8 @@ def render_summary(manifests: list[dict[str, Any]], out: Path) -> str:
         links = " · ".join(f"[{ext}]({_link(m, t[ext], out)})" for ext in ("md", "csv", "tex"))
         parts = [f"table {links}"]
         parts.append(f"leaderboard [md]({_link(m, lb['md'], out)}) · [csv]({_link(m, lb['csv'], out)})")
+        for x in m.get("extra_tables", []):
+            parts.append(f"{x['title']} [md]({_link(m, x['md'], out)}) · [csv]({_link(m, x['csv'], out)})")
         for p in m["plots"]:
             parts.append(f"{p['title']} [png]({_link(m, p['png'], out)}) · [svg]({_link(m, p['svg'], out)})")
         lines.append(f"- **{m['stage']}** ({m['rows']} rows): " + "; ".join(parts))
@@ -80,6 +82,8 @@ def render_summary(manifests: list[dict[str, Any]], out: Path) -> str:
         manifest = _link(m, Path(m["_path"]).name, out)
         lines.append(f"{prov.get('runs', 0)} runs ({statuses or 'none'}) in {m['rows']} rows; [manifest]({manifest}).")
         lines += ["", "### Table", "", _embed(m, m["tables"]["md"])]
+        for x in m.get("extra_tables", []):
+            lines += ["", f"### {x['title']}", "", _embed(m, x["md"])]
         lines += ["", "### Leaderboard", "", _embed(m, m["leaderboard"]["md"])]
         lines += ["", "### Pareto plots", ""]
         if not m["plots"]:

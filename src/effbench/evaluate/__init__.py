@@ -1,0 +1,1 @@
+"""Accuracy with lm-evaluation-harness: the pipeline's offline tasks and the paper's benchmarks."""

@@ -1,0 +1,154 @@
+"""Serving engines behind one interface: ``run(prompts, output_len, concurrency)`` returns a
+:class:`~.latency.RequestTrace` per request, timed by the client.
+
+- :class:`VllmEngine` drives vLLM's engine step by step (``LLM.llm_engine.add_request`` /
+  ``step``), keeping ``concurrency`` requests in flight (offline: all of them, the engine
+  batches up to ``max_num_seqs``). Each step returns the tokens it generated, so each
+  token's time is the step at which the client received it: true per-request TTFT, TPOT
+  and ITL, as vLLM's serving benchmark measures them over a stream. (``LLM.get_metrics()``
+  gives only histograms over all requests; ``RequestOutput.metrics`` is not filled in by
+  the V1 engine.)
+- :class:`TransformersEngine` (fallback) runs a manual prefill + per-step decode loop over a
+  ``DynamicCache`` in static batches of ``concurrency`` requests (closed loop: a batch's
+  requests are submitted together and the next batch starts when it finishes).
+
+Output lengths are fixed (vLLM: ``min_tokens = max_tokens``, ``ignore_eos``; transformers:
+greedy decode for exactly ``output_len`` steps). Greedy sampling in both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from .latency import RequestTrace
+
+log = logging.getLogger("effbench.inference")
+
+TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+class VllmEngine:
+    name = "vllm"
+    trace_source = "vllm_engine_step_client_clock"
+
+    def __init__(self, model_dir: Path, dtype: str, seed: int, vllm: dict[str, Any], device: str, threads: int
+                 ) -> None:
+        if device == "cpu":
+            # The CPU build's KV cache is host memory; set before vLLM is imported.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(vllm["cpu_kvcache_gb"]))))
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+            os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = dict(
+            model=str(model_dir), tokenizer=str(model_dir), dtype=TORCH_DTYPES[dtype], seed=seed,
+            max_model_len=vllm["max_model_len"], max_num_seqs=vllm["max_num_seqs"], enforce_eager=vllm["enforce_eager"] or device == "cpu",
+            disable_log_stats=True,
+        )
+        if device == "cuda":
+            kwargs["gpu_memory_utilization"] = vllm["gpu_memory_utilization"]
+        self.batch_cap = vllm["max_num_seqs"]
+        self.llm = LLM(**kwargs)
+        self.engine = self.llm.llm_engine
+
+    def run(self, prompts: list[list[int]], output_len: int, concurrency: int, tag: str = "r") -> list[RequestTrace]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(temperature=0.0, max_tokens=output_len, min_tokens=output_len, ignore_eos=True,
+                                output_kind=RequestOutputKind.DELTA, detokenize=False)
+        pending = deque(enumerate(prompts))
+        traces: dict[str, RequestTrace] = {}
+        order: list[str] = []
+        in_flight = 0
+        while pending or in_flight:
+            while pending and in_flight < concurrency:
+                i, p = pending.popleft()
+                tr = RequestTrace(time.monotonic(), [], len(p))
+                rid = self.engine.add_request(f"{tag}-{i}", TokensPrompt(prompt_token_ids=p), params)
+                traces[rid] = traces[f"{tag}-{i}"] = tr  # the engine may suffix the id
+                order.append(rid)
+                in_flight += 1
+            outs = self.engine.step()
+            now = time.monotonic()
+            for o in outs:
+                tr = traces[o.request_id]
+                tr.token_times.extend([now] * len(o.outputs[0].token_ids))
+                if o.finished:
+                    in_flight -= 1
+        return [traces[r] for r in order]
+
+    def close(self) -> None:
+        try:
+            self.engine.engine_core.shutdown()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+class TransformersEngine:
+    name = "transformers"
+    trace_source = "transformers_decode_step_clock"
+
+    def __init__(self, model_dir: Path, dtype: str, device: str, threads: int) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        if device == "cpu":
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = device
+        self.batch_cap = None  # static batches of ``concurrency`` requests
+        self.model = AutoModelForCausalLM.from_pretrained(
+            str(model_dir), dtype=getattr(torch, TORCH_DTYPES[dtype])).to(device).eval()
+
+    def _sync(self) -> None:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+    def run(self, prompts: list[list[int]], output_len: int, concurrency: int, tag: str = "r") -> list[RequestTrace]:
+        from transformers import DynamicCache
+
+        torch = self.torch
+        traces: list[RequestTrace] = []
+        t_submit = time.monotonic()
+        offline = concurrency >= len(prompts)
+        with torch.inference_mode():
+            size = concurrency
+            for start in range(0, len(prompts), size):
+                chunk = prompts[start:start + size]
+                submitted = t_submit if offline else time.monotonic()
+                batch = [RequestTrace(submitted, [], len(p)) for p in chunk]
+                ids = torch.tensor(chunk, device=self.device)
+                cache = DynamicCache()
+                out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+                for step in range(output_len):
+                    nxt = out.logits[:, -1, :].argmax(-1, keepdim=True)
+                    self._sync()
+                    now = time.monotonic()
+                    for tr in batch:
+                        tr.token_times.append(now)
+                    if step + 1 < output_len:
+                        out = self.model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+                traces += batch
+        return traces
+
+    def close(self) -> None:
+        pass
+
+
+ENGINE_KEYS = ("engine", "dtype", "seed", "vllm", "threads", "device")
+
+
+def open_engine(settings: dict[str, Any], model_dir: Path, device: str):  # type: ignore[no-untyped-def]
+    """The engine for these settings; only ``ENGINE_KEYS`` matter (shared by a model's load points)."""
+    if settings["engine"] == "vllm":
+        return VllmEngine(model_dir, settings["dtype"], settings["seed"], settings["vllm"], device, settings["threads"])
+    if settings["engine"] == "transformers":
+        return TransformersEngine(model_dir, settings["dtype"], device, settings["threads"])
+    raise ValueError(f"unknown engine {settings['engine']!r}")

@@ -1,0 +1,97 @@
+"""Per-request latency from a client-side trace, and its statistics (pure functions).
+
+A request's trace is its submission time and the time the client saw each generated token
+(vLLM: the engine step that returned it; transformers: the decode step that produced it),
+the way vLLM's serving benchmark and MLPerf time streamed responses:
+
+- TTFT  = first token time - submission time
+- E2E   = last token time - submission time
+- TPOT  = (E2E - TTFT) / (tokens - 1)            one value per request, first token excluded
+- ITL   = gaps between consecutive token times    pooled over all requests' tokens
+
+Decode time is never derived as "generate minus prefill". Statistics are mean and the
+linear-interpolation p50 / p90 / p99 of :func:`effbench.measure.formulas.percentile`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..measure import formulas
+from ..measure.figure import Figure
+
+STATS = ("mean", "p50", "p90", "p99")
+METRICS = ("ttft", "tpot", "itl", "e2e")
+
+
+@dataclass
+class RequestTrace:
+    submitted: float  # monotonic seconds
+    token_times: list[float] = field(default_factory=list)  # one per generated token, ascending
+    prompt_tokens: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return len(self.token_times)
+
+    def ttft(self) -> float:
+        return self.token_times[0] - self.submitted
+
+    def e2e(self) -> float:
+        return self.token_times[-1] - self.submitted
+
+    def tpot(self) -> float | None:
+        """Mean time per output token after the first; None for a one-token response."""
+        if self.tokens < 2:
+            return None
+        return (self.e2e() - self.ttft()) / (self.tokens - 1)
+
+    def itls(self) -> list[float]:
+        t = self.token_times
+        return [t[i] - t[i - 1] for i in range(1, len(t))]
+
+
+def stats(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "mean": sum(values) / len(values),
+        "p50": formulas.percentile(values, 50),
+        "p90": formulas.percentile(values, 90),
+        "p99": formulas.percentile(values, 99),
+    }
+
+
+def per_request(traces: Sequence[RequestTrace]) -> dict[str, list[float]]:
+    """TTFT, TPOT, E2E per request and ITL per token gap, pooled."""
+    bad = [i for i, t in enumerate(traces) if not t.token_times]
+    if bad:
+        raise ValueError(f"requests {bad[:5]} produced no tokens")
+    return {
+        "ttft": [t.ttft() for t in traces],
+        "tpot": [v for t in traces if (v := t.tpot()) is not None],
+        "itl": [g for t in traces for g in t.itls()],
+        "e2e": [t.e2e() for t in traces],
+    }
+
+
+def latency_figures(traces: Sequence[RequestTrace], source: str) -> dict[str, Figure]:
+    """``<metric>_s_<stat>`` figures for TTFT, TPOT, ITL and E2E, plus AL (s/request)."""
+    values = per_request(traces)
+    out: dict[str, Figure] = {}
+    for metric in METRICS:
+        vs = values[metric]
+        for st in STATS:
+            key = f"{metric}_s_{st}"
+            out[key] = Figure.of(stats(vs)[st], source) if vs else Figure.missing(
+                f"every response was one token long: no {metric.upper()}")
+    out["al_s_per_request"] = Figure.of(formulas.average_latency(values["e2e"]), source + "_e2e_mean")
+    return out
+
+
+def throughput_figures(repeat_tokens: Sequence[int], repeat_seconds: Sequence[float], source: str) -> dict[str, Figure]:
+    """IT = Σ generated tokens / Σ time over the repeats, and its CV across repeats."""
+    it = formulas.inference_throughput(sum(repeat_tokens), sum(repeat_seconds))
+    per = [n / s for n, s in zip(repeat_tokens, repeat_seconds)]
+    cv = (Figure.of(formulas.coefficient_of_variation(per), source + "_per_repeat") if len(per) > 1
+          else Figure.missing("one repeat: no spread"))
+    return {"it_tokens_per_s": Figure.of(it, source), "tokens_per_s": Figure.of(it, source), "it_cv": cv}

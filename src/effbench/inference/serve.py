@@ -1,0 +1,129 @@
+"""Serve the load points of one model × precision and return each point's record values.
+
+One engine load serves every load point of a model × precision (the load dominates a point's
+run: 15-35 s for a tiny model on a CPU, minutes for a 30B model on a GPU); each point is its
+own cell with its own record. Per point: warm-up requests (not measured), then ``repeats``
+measured runs (more while ``min_seconds`` is not reached) inside one monitor window: AMU,
+AEC and energy come from that window, IT from Σ tokens / Σ run time, latencies from the
+requests' client-side traces (:mod:`.latency`). Prompts are fixed-length random token ids
+(seeded), as in vLLM's random-dataset benchmark; outputs have a fixed length.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from ..measure.monitor import Monitor
+from ..progress import Progress
+from .latency import latency_figures, throughput_figures
+
+log = logging.getLogger("effbench.inference")
+SIDE_CAR = "effbench.json"  # written by the quantize stage beside the weights
+
+
+def model_info(model_dir: Path) -> dict[str, Any]:
+    p = Path(model_dir) / SIDE_CAR
+    if not p.exists():
+        raise FileNotFoundError(f"{p} is missing: the model directory was not made by the quantize stage")
+    return json.loads(p.read_text())
+
+
+def make_prompts(n: int, length: int, vocab_size: int, special_ids: set[int], seed: int, tag: str) -> list[list[int]]:
+    rng = random.Random(f"prompts:{seed}:{tag}")
+    allowed = [i for i in range(vocab_size) if i not in special_ids]
+    return [[rng.choice(allowed) for _ in range(length)] for _ in range(n)]
+
+
+def vocab_of(model_dir: Path) -> tuple[int, set[int]]:
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    special: set[int] = set()
+    for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        v = cfg.get(k)
+        special.update(v if isinstance(v, list) else ([v] if v is not None else []))
+    tok = Path(model_dir) / "tokenizer.json"
+    if tok.exists():
+        special.update(int(t["id"]) for t in json.loads(tok.read_text()).get("added_tokens", []))
+    return int(cfg["vocab_size"]), special
+
+
+class SharedEngine:
+    """Opens the engine on first use (inside a measured cell, so a failed load is that cell's
+    OOM record) and keeps it for the next load points."""
+
+    def __init__(self, settings: dict[str, Any], model_dir: Path, device: str) -> None:
+        self.settings, self.model_dir, self.device = settings, model_dir, device
+        self.engine = None
+
+    def get(self):  # type: ignore[no-untyped-def]
+        if self.engine is None:
+            from .engines import open_engine
+
+            t0 = time.monotonic()
+            self.engine = open_engine(self.settings, self.model_dir, self.device)
+            log.info("engine %s loaded in %.1f s", self.engine.name, time.monotonic() - t0)
+        return self.engine
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+
+def serve_point(settings: dict[str, Any], shared: SharedEngine, mon: Monitor) -> dict[str, Any]:
+    lp = settings["point"]
+    info = model_info(shared.model_dir)
+    vocab, special = vocab_of(shared.model_dir)
+    n, plen, olen, concurrency = lp["requests"], lp["prompt_len"], lp["output_len"], lp["concurrency"]
+    engine = shared.get()
+    seed, tag = settings["seed"], settings["load_point"]
+    if settings["warmup_requests"]:
+        warm = make_prompts(settings["warmup_requests"], plen, vocab, special, seed, f"{tag}:warmup")
+        engine.run(warm, olen, min(concurrency, len(warm)), tag=f"{tag}-warmup")
+    traces, rep_tokens, rep_seconds = [], [], []
+    progress = Progress(settings["repeats"], "repeat", log)
+    mon.begin_window("serve")
+    t_begin = time.monotonic()
+    r = 0
+    while r < settings["repeats"] or time.monotonic() - t_begin < settings["min_seconds"]:
+        prompts = make_prompts(n, plen, vocab, special, seed, f"{tag}:repeat{r}")
+        t0 = time.monotonic()
+        got = engine.run(prompts, olen, concurrency, tag=f"{tag}-rep{r}")
+        rep_seconds.append(time.monotonic() - t0)
+        tokens = sum(t.tokens for t in got)
+        if tokens != n * olen:
+            raise RuntimeError(f"repeat {r}: {tokens} tokens generated, expected {n} × {olen} (fixed length)")
+        rep_tokens.append(tokens)
+        traces += got
+        r += 1
+        progress.update(min(r, settings["repeats"]), items=sum(rep_tokens),
+                        extra=f"{tokens / rep_seconds[-1]:.1f} tok/s")
+    window = mon.end_window("serve")
+    fig = window.figures()
+    generated = sum(rep_tokens)
+    energy = fig["energy_j"]
+    return {
+        "precision": settings["precision"],
+        **{k: fig[k] for k in ("amu_gb", "amu_frac", "peak_mem_gb", "pcu_frac", "aec_w", "energy_j")},
+        **latency_figures(traces, engine.trace_source),
+        **throughput_figures(rep_tokens, rep_seconds, "wall_clock_per_repeat"),
+        "energy_j_per_token": energy.derive(lambda e: e / generated, "/generated_tokens"),
+        "repeats": r,
+        "concurrency": concurrency,
+        "batch_size": engine.batch_cap or concurrency,
+        "prompt_len": plen,
+        "output_len": olen,
+        "engine": engine.name,
+        "weight_bits": info["weight_bits"],
+        "quant_method": info.get("quant_method"),
+        "tokens": generated,
+        "samples": len(traces),
+        "seconds": window.seconds,
+        "params_total": info["params_total"],
+        "disk_bytes": info["disk_bytes"],
+        "seq_length": plen + olen,
+    }

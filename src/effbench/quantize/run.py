@@ -1,0 +1,154 @@
+"""Materialise one model × precision for serving and describe it.
+
+- ``bf16`` / ``fp16``: the model cast to that dtype, saved as safetensors.
+- ``int4``: weight-only W4A16 through llm-compressor's ``oneshot`` — ``rtn``
+  (``QuantizationModifier``, round to nearest), ``gptq`` (``GPTQModifier``) or ``awq``
+  (``AWQModifier``, the paper's toolkit) — with groups of ``group_size`` input channels,
+  saved in the compressed-tensors format (``pack-quantized``) that vLLM and transformers
+  load. GPTQ and AWQ calibrate on windows of the pipeline's own corpus (offline).
+
+Beside the weights goes ``effbench.json`` (precision, nominal bits, logical parameter count,
+bytes on disk, method), which the inference and evaluation stages read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+from ..measure.monitor import Monitor
+
+log = logging.getLogger("effbench.quantize")
+SIDE_CAR = "effbench.json"
+DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def source_path(source: dict[str, Any], pretrained_dir: Path | None) -> str:
+    """Where ``from_pretrained`` finds the model (an HF id must already be in the local cache)."""
+    if source["kind"] == "pretrained":
+        if pretrained_dir is None:
+            raise ValueError("a pipeline export needs --source-dir")
+        return str(pretrained_dir)
+    if source["kind"] == "path":
+        return str(Path(source["ref"]).expanduser())
+    if source["kind"] == "hf":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded
+        return source["ref"]
+    raise ValueError(f"unknown model source {source['kind']!r}")
+
+
+def safetensors_bytes(model_dir: Path) -> int:
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors in {model_dir}")
+    return sum(f.stat().st_size for f in files)
+
+
+def calibration_texts(data_dir: Path, samples: int, seq_length: int, seed: int) -> list[str]:
+    """``samples`` windows of the pipeline corpus' training split, decoded to text.
+
+    Decoding to text lets any model's own tokenizer re-tokenize them (a pipeline export
+    shares the corpus tokenizer; a Hugging Face model does not).
+    """
+    from tokenizers import Tokenizer
+
+    meta = json.loads((data_dir / "meta.json").read_text())
+    tokens = np.memmap(data_dir / "train.bin", dtype=np.dtype(meta["dtype"]), mode="r")
+    if len(tokens) <= seq_length:
+        raise ValueError(f"the corpus ({len(tokens)} tokens) is shorter than one calibration window")
+    tok = Tokenizer.from_file(str(data_dir / "tokenizer" / "tokenizer.json"))
+    rng = random.Random(f"calibration:{seed}")
+    starts = [rng.randrange(0, len(tokens) - seq_length) for _ in range(samples)]
+    return [tok.decode([int(t) for t in tokens[s:s + seq_length]]) for s in starts]
+
+
+def _recipe(int4: dict[str, Any]):  # type: ignore[no-untyped-def]
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+
+    scheme = QuantizationScheme(
+        targets=["Linear"],
+        weights=QuantizationArgs(num_bits=4, type="int", symmetric=int4["symmetric"], strategy="group",
+                                 group_size=int4["group_size"]),
+    )
+    groups = {"group_0": scheme}
+    method = int4["method"]
+    if method == "rtn":
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+
+        return QuantizationModifier(config_groups=groups, ignore=list(int4["ignore"]))
+    if method == "gptq":
+        from llmcompressor.modifiers.quantization import GPTQModifier
+
+        return GPTQModifier(config_groups=groups, ignore=list(int4["ignore"]), dampening_frac=int4["dampening_frac"])
+    if method == "awq":
+        # AWQ scales salient channels from activation statistics, then the scheme is applied.
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+        from llmcompressor.modifiers.transform.awq import AWQModifier
+
+        return [AWQModifier(), QuantizationModifier(config_groups=groups, ignore=list(int4["ignore"]))]
+    raise ValueError(f"unknown int4 method {method!r}")
+
+
+def quantize_cell(settings: dict[str, Any], src: str, data_dir: Path | None, out_dir: Path, mon: Monitor
+                  ) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(settings["seed"])
+    torch.set_num_threads(settings["threads"])
+    precision = settings["precision"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    load_dtype = DTYPES.get(precision, "bfloat16")  # int4 quantizes the bf16 model; scales stay bf16
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=getattr(torch, load_dtype))
+    params_total = sum(p.numel() for p in model.parameters())
+    mon.begin_window("quantize")
+    method = None
+    if precision == "int4":
+        from llmcompressor import oneshot
+
+        int4 = settings["int4"]
+        method = int4["method"]
+        kwargs: dict[str, Any] = {}
+        if method in ("gptq", "awq"):
+            from datasets import Dataset
+
+            cal = int4["calibration"]
+            if data_dir is None:
+                raise ValueError(f"int4 method {method} needs calibration data (--data-dir)")
+            texts = calibration_texts(data_dir, cal["samples"], cal["seq_length"], settings["seed"])
+            enc = tokenizer(texts, truncation=True, max_length=cal["seq_length"])
+            kwargs = dict(dataset=Dataset.from_dict({"input_ids": enc["input_ids"],
+                                                     "attention_mask": enc["attention_mask"]}),
+                          max_seq_length=cal["seq_length"], num_calibration_samples=cal["samples"])
+        oneshot(model=model, recipe=_recipe(int4), **kwargs)
+        model.save_pretrained(out_dir, save_compressed=True)
+    else:
+        method = "cast"
+        model.save_pretrained(out_dir)
+    window = mon.end_window("quantize")
+    tokenizer.save_pretrained(out_dir)
+    disk = safetensors_bytes(out_dir)
+    info = {"precision": precision, "weight_bits": settings["weight_bits"], "params_total": params_total,
+            "disk_bytes": disk, "quant_method": method, "source": settings["source"],
+            "torch_dtype": load_dtype}
+    (out_dir / SIDE_CAR).write_text(json.dumps(info, indent=2) + "\n")
+    fig = window.figures()
+    return {
+        "precision": precision,
+        **{k: fig[k] for k in ("amu_gb", "amu_frac", "peak_mem_gb", "pcu_frac", "aec_w", "energy_j")},
+        "weight_bits": settings["weight_bits"],
+        "quant_method": method,
+        "params_total": params_total,
+        "disk_bytes": disk,
+        "seconds": window.seconds,
+    }
+
+

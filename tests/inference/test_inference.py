@@ -1,0 +1,122 @@
+"""The inference stage for real (inference environment): an int4 checkpoint made by the
+pipeline's quantize script, served by vLLM (the CPU build here) at two load points with one
+engine load, through the stage's own entry point; the transformers fallback; and
+lm-evaluation-harness on the pipeline's offline tasks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from effbench.record import read_records
+
+ROOT = Path(__file__).resolve().parents[2]
+QUANTIZE_PY = ROOT / ".venvs" / "quantize" / "bin" / "python"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+HIDDEN, FFN, VOCAB = 256, 512, 1024
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(VOCAB)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", bos_token="t1", eos_token="t2").save_pretrained(d)
+    return d
+
+
+def _quantize(src: Path, out: Path, precision: str) -> Path:
+    """The pipeline's quantize script, in the quantization environment (RTN: no corpus needed)."""
+    s = {"model": "tiny", "precision": precision, "weight_bits": 4 if precision == "int4" else 16, "threads": 1,
+         "device": "cpu", "seed": 0, "measure": {"interval_s": 0.1}, "source": {"kind": "path", "ref": str(src)}}
+    if precision == "int4":
+        s["int4"] = {"method": "rtn", "group_size": 128, "symmetric": True, "ignore": ["lm_head"],
+                     "dampening_frac": 0.01, "calibration": {"samples": 1, "seq_length": 8}}
+    p = subprocess.run([str(QUANTIZE_PY), str(ROOT / "scripts" / "quantize.py"), "--settings", json.dumps(s),
+                        "--config-hash", "test", "--source-dir", str(src), "--out-dir", str(out / "model"),
+                        "--record", str(out / "record.parquet"), "--samples", str(out / "samples.parquet")],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert p.returncode == 0, p.stderr[-4000:]
+    return out / "model"
+
+
+@pytest.fixture(scope="module")
+def int4_dir(tiny, tmp_path_factory) -> Path:
+    if not QUANTIZE_PY.exists():
+        pytest.skip("the quantization environment is missing: run bash scripts/setup.sh")
+    return _quantize(tiny, tmp_path_factory.mktemp("q"), "int4")
+
+
+def _point_settings(engine: str, point: str, mode: str, requests: int, concurrency: int) -> dict:
+    return {"model": "tiny", "precision": "int4", "load_point": point, "engine": engine, "dtype": "bf16",
+            "point": {"mode": mode, "requests": requests, "concurrency": concurrency, "prompt_len": 16,
+                      "output_len": 8},
+            "warmup_requests": 1, "repeats": 2, "min_seconds": 0, "threads": 1, "device": "cpu", "seed": 0,
+            "measure": {"interval_s": 0.1},
+            "vllm": {"max_model_len": 128, "max_num_seqs": 8, "enforce_eager": True, "gpu_memory_utilization": 0.9,
+                     "cpu_kvcache_gb": 1}}
+
+
+def _serve(engine: str, model_dir: Path, out: Path) -> list[dict]:
+    points = {"offline": _point_settings(engine, "offline", "offline", 6, 6),
+              "c2": _point_settings(engine, "c2", "concurrency", 4, 2)}
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "inference.py"), "--settings", json.dumps(points),
+                        "--config-hash", "test", "--model-dir", str(model_dir), "--out-dir", str(out)],
+                       capture_output=True, text=True, env=ENV, timeout=400)
+    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-6000:])
+    assert p.stderr.count("loaded in") == 1  # one engine load serves both points
+    return read_records([out / "offline" / "record.parquet", out / "c2" / "record.parquet"]).to_pylist()
+
+
+def _check(records: list[dict], engine: str) -> None:
+    off, c2 = records
+    for r, n in ((off, 6), (c2, 4)):
+        assert r["status"] == "ok" and r["engine"] == engine and r["precision"] == "int4"
+        assert r["tokens"] == 2 * n * 8 and r["samples"] == 2 * n and r["repeats"] == 2  # fixed output length
+        assert r["weight_bits"] == 4 and r["quant_method"] == "rtn" and r["disk_bytes"] > 0
+        assert 0 < r["ttft_s_p50"] <= r["e2e_s_p50"] and r["tpot_s_mean"] > 0 and r["itl_s_p99"] >= r["itl_s_p50"]
+        assert r["it_tokens_per_s"] > 0 and r["al_s_per_request"] == pytest.approx(r["e2e_s_mean"])
+        assert r["amu_gb"] > 0 and r["amu_gb__source"] in ("psutil_rss", "nvml_memory_used")
+        assert r["aec_w"] is not None or r["aec_w__missing"]
+    assert off["concurrency"] == 6 and c2["concurrency"] == 2
+
+
+def test_vllm_serves_the_pipelines_int4_checkpoint(int4_dir, tmp_path):
+    pytest.importorskip("vllm")
+    records = _serve("vllm", int4_dir, tmp_path / "vllm")
+    _check(records, "vllm")
+    # The engine process is a child of the measured process: its memory is in AMU.
+    assert records[0]["amu_gb"] > 0.2
+
+
+def test_transformers_fallback_engine(int4_dir, tmp_path):
+    _check(_serve("transformers", int4_dir, tmp_path / "hf"), "transformers")
+
+
+def test_lm_eval_scores_local_tasks_per_task_with_stderr(int4_dir, tmp_path):
+    from effbench.evaluate.run import evaluate_cell
+    from effbench.evaluate.tasks import make_local_tasks
+
+    make_local_tasks(tmp_path / "tasks", items_per_task=12, seed=0)
+    s = {"model": "tiny", "precision": "int4", "backend": "hf", "dtype": "bf16",
+         "tasks": ["effbench_mc_fact", "effbench_mc_arithmetic"], "metrics": {}, "num_fewshot": 0, "batch_size": 16,
+         "limit": None, "max_model_len": 128, "threads": 1, "seed": 0, "vllm": {}}
+    out = evaluate_cell(s, int4_dir, tmp_path / "tasks", "cpu")
+    assert set(out["tasks"]) == {"effbench_mc_fact", "effbench_mc_arithmetic"}
+    for v in out["tasks"].values():
+        assert v["metric"] == "acc" and 0 <= v["value"] <= 1 and v["stderr"] > 0 and v["n"] == 12
+    assert out["accuracy"] == pytest.approx(sum(v["value"] for v in out["tasks"].values()) / 2)
