@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ import pyarrow.parquet as pq
 from .atomic import atomic_path
 from .measure.figure import Figure
 
-SCHEMA_VERSION = 1
+# Versions only ever add columns: 2 added fine-tuning, serving and Slurm columns to 1. The reader
+# reads older records (their absent columns are null) and refuses newer ones.
+SCHEMA_VERSION = 2
 STAGES = ("pretrain", "finetune", "quantize", "inference")
 STATUSES = ("ok", "oom", "failed")
 ALL = frozenset(STAGES)
@@ -236,17 +239,25 @@ def write_samples(path: Path, run_id: str, rows: list[dict[str, Any]]) -> None:
 
 
 def read_records(paths: Iterable[Path]) -> "pa.Table":
-    """Read and check records; a record from another schema version is an error naming the file."""
+    """Read and check records. A record of an earlier schema version is read with the columns it
+    predates set to null (with a warning naming the file); a newer version, a record lacking a
+    required column or an unversioned file is an error naming the file."""
     tables = []
+    required = {c.name for c in COLUMNS if c.required}
     for p in paths:
         t = pq.read_table(p)
         meta = t.schema.metadata or {}
         version = meta.get(b"effbench_schema_version")
-        if version is None or int(version) != SCHEMA_VERSION:
-            raise SchemaError(f"{p}: record schema version {version!r}, this code reads {SCHEMA_VERSION}")
-        missing = set(RECORD_SCHEMA.names) - set(t.schema.names)
+        if version is None or int(version) > SCHEMA_VERSION:
+            raise SchemaError(f"{p}: record schema version {version!r}, this code reads up to {SCHEMA_VERSION}")
+        missing = [n for n in RECORD_SCHEMA.names if n not in t.schema.names]
+        if set(missing) & required:
+            raise SchemaError(f"{p}: required columns missing {sorted(set(missing) & required)}")
         if missing:
-            raise SchemaError(f"{p}: columns missing {sorted(missing)}")
+            warnings.warn(f"{p}: a schema v{int(version)} record, read as v{SCHEMA_VERSION}: "
+                          f"{len(missing)} newer columns are null", stacklevel=2)
+            for n in missing:
+                t = t.append_column(RECORD_SCHEMA.field(n), pa.nulls(t.num_rows, RECORD_SCHEMA.field(n).type))
         tables.append(t.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA))
     if not tables:
         return RECORD_SCHEMA.empty_table()

@@ -74,12 +74,21 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["r.parquet"]  # no temp file left
 
 
-def test_reader_refuses_other_schema_versions(tmp_path):
+def test_reader_refuses_newer_versions_and_reads_older_ones(tmp_path):
     p = tmp_path / "r.parquet"
     record.write_record(p, ok_row())
     t = pq.read_table(p)
-    pq.write_table(t.replace_schema_metadata({b"effbench_schema_version": b"0"}), p)
-    with pytest.raises(record.SchemaError, match="schema version b'0'"):
+    pq.write_table(t.replace_schema_metadata({b"effbench_schema_version": b"99"}), p)
+    with pytest.raises(record.SchemaError, match="schema version b'99'"):
+        record.read_records([p])
+    # An earlier version lacked some optional columns: they read as null, with a warning.
+    older = t.drop_columns(["slurm_gpus", "params_trainable_frac"])
+    pq.write_table(older.replace_schema_metadata({b"effbench_schema_version": b"1"}), p)
+    with pytest.warns(UserWarning, match="schema v1 record"):
+        (row,) = record.read_records([p]).to_pylist()
+    assert row["slurm_gpus"] is None and row["amu_gb"] == 1.25
+    pq.write_table(t.drop_columns(["host"]), p)
+    with pytest.raises(record.SchemaError, match=r"required columns missing \['host'\]"):
         record.read_records([p])
 
 
