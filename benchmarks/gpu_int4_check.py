@@ -83,7 +83,7 @@ def serve(int4: Path, out: Path, seconds: float) -> list[dict]:
     try:
         for name, lp in points.items():
             s = {**base, "load_point": name, "point": lp}
-            cell = Cell("inference", f"check/int4/{name}", {"model": "check", "precision": "int4", "load_point": name},
+            cell = Cell("inference", {"model": "check", "precision": "int4", "load_point": name},
                         s, out / name / "record.parquet", out / name / "samples.parquet", "gpu-check",
                         ["torch", "transformers", "compressed-tensors", "nvidia-ml-py"])
             run_cell(cell, lambda mon, s=s: serve_point(s, shared, mon), device="cuda", interval_s=0.1)

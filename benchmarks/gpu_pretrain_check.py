@@ -73,7 +73,7 @@ def main() -> None:
         s = cfg.pretrain_settings(paper, "0.5b", variant)
         name = f"0.5b-{variant}"
         out = args.out / name
-        cell = Cell("pretrain", f"0.5b/{variant}", {"size": "0.5b", "technique": variant}, s,
+        cell = Cell("pretrain", {"size": "0.5b", "technique": variant}, s,
                     out / "record.parquet", out / "samples.parquet", "gpu-check", ["torch", "megatron-core"])
         torch.cuda.reset_peak_memory_stats()
         t0 = time.time()

@@ -29,10 +29,9 @@ def main() -> None:
     a = p.parse_args()
     setup_logging()
     settings = json.loads(a.settings)
-    keys = {"model": settings["model"], "method": settings["method"], "task": settings["task"]}
+    keys = {"model": settings["model"], "task": settings["task"], "method": settings["method"]}
     cell = Cell(
         stage="finetune",
-        name="/".join(keys[k] for k in ("model", "task", "method")),
         keys=keys,
         settings=settings,
         record_path=a.record,

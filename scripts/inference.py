@@ -33,7 +33,6 @@ def main() -> None:
         for point, s in points.items():
             cell = Cell(
                 stage="inference",
-                name=f"{s['model']}/{s['precision']}/{point}",
                 keys={"model": s["model"], "precision": s["precision"], "load_point": point},
                 settings=s,
                 record_path=a.out_dir / point / "record.parquet",

@@ -30,7 +30,6 @@ def main() -> None:
     settings = json.loads(a.settings)
     cell = Cell(
         stage="pretrain",
-        name=f"{settings['size']}/{settings['technique']}",
         keys={"size": settings["size"], "technique": settings["technique"]},
         settings=settings,
         record_path=a.record,

@@ -32,7 +32,6 @@ def main() -> None:
     src = source_path(s["source"], a.source_dir)
     cell = Cell(
         stage="quantize",
-        name=f"{s['model']}/{s['precision']}",
         keys={"model": s["model"], "precision": s["precision"]},
         settings=s,
         record_path=a.record,

@@ -29,13 +29,17 @@ log = logging.getLogger("effbench")
 @dataclass
 class Cell:
     stage: str
-    name: str  # e.g. "xs/gqa"
-    keys: dict[str, Any]  # record columns naming the cell (size, technique, model, method ...)
+    keys: dict[str, Any]  # record columns naming the cell, in path order (size, technique; model, task, method ...)
     settings: dict[str, Any]
     record_path: Path
     samples_path: Path
     config_hash: str
     libraries: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The cell's path under its stage, e.g. "xs/gqa" (the record's `cell` column)."""
+        return "/".join(str(v) for v in self.keys.values())
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
