@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from config_edits import DELETE, edited
+
 from effbench import config as cfg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -13,19 +15,6 @@ DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
 
 
-def edited(base, path, value):
-    c = copy.deepcopy(base)
-    node = c
-    for k in path[:-1]:
-        node = node[k]
-    if value is DELETE:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return c
-
-
-DELETE = object()
 
 
 def test_shipped_configs_are_valid():

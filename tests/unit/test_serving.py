@@ -4,7 +4,6 @@ serving cells and the aggregation join (accuracy, sizes, both MCRs)."""
 
 from __future__ import annotations
 
-import copy
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
+from config_edits import DELETE, edited
 
 from effbench import config as cfg
 from effbench.aggregate.serving import aggregate_inference, aggregate_quantize, attach_quality, mcr_pair
@@ -95,15 +96,7 @@ def test_paper_serving_grid():
 
 
 def _edit(path, value, base=DEFAULT):
-    c = copy.deepcopy(base)
-    node = c
-    for k in path[:-1]:
-        node = node[k]
-    if value is None:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return c
+    return edited(base, path, DELETE if value is None else value)
 
 
 @pytest.mark.parametrize(
