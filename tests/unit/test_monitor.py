@@ -34,6 +34,46 @@ class ScriptedGpu:
         pass
 
 
+class ScriptedClock:
+    """Monotonic time the test advances by hand, so a 1 s sampling interval costs no wall time."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+class RampGpu(ScriptedGpu):
+    """Memory rising 0.3 GB per second of scripted time; each read takes 1 ms (as an NVML read does)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def read(self):
+        mem = 0.3e9 * self.clock.t
+        self.clock.t += 0.001
+        return [(0, "mem_used_bytes", mem), (0, "mem_total_bytes", 16e9), (0, "util_percent", 50.0)]
+
+    def energy_j(self):
+        return 100.0 * self.clock.t
+
+
+def test_window_keeps_the_sample_taken_at_its_start():
+    # Regression: the edge sample was taken before t0 was read, so the window dropped it and
+    # held the next sample (1 s later, higher on a ramp) back to its start.
+    clock = ScriptedClock()
+    mon = Monitor(backend=RampGpu(clock), interval_s=1.0, clock=clock)  # sampler thread not started
+    mon.begin_window("ramp")
+    for t in (1.0, 2.0, 3.0):
+        clock.t = t
+        mon.sample_now()  # what the 1 s sampler would do
+    clock.t = 4.0
+    w = mon.end_window("ramp")
+    # True AMU of 0.3·t GB over [0, 4] s is 0.6 GB (edge sample values are exact on the ramp).
+    assert w.figures()["amu_gb"].value == pytest.approx(0.6, abs=0.002)
+
+
 def test_window_figures_from_a_scripted_device():
     synced = []
     with Monitor(backend=ScriptedGpu(), interval_s=0.01, sync=lambda: synced.append(1)) as mon:

@@ -99,6 +99,7 @@ class Monitor:
         interval_s: float = 0.1,
         sync: Callable[[], None] | None = None,
         backend: Backend | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
@@ -107,6 +108,7 @@ class Monitor:
         else:
             self.nvml_unavailable_reason = None
         self.backend = backend
+        self._clock = clock  # monotonic seconds; a test may script it
         self.interval_s = interval_s
         self._sync = sync
         self._rows: list[tuple[float, int, str, float]] = []
@@ -115,22 +117,22 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._open: dict[str, tuple[float, float | None]] = {}
         self.wall_t0 = time.time()
-        self.mono_t0 = time.monotonic()
+        self.mono_t0 = clock()
 
     # -- sampling -------------------------------------------------------------
     def sample_now(self) -> None:
-        t = time.monotonic()
+        t = self._clock()
         rows: list[Row] = self.backend.read()
         with self._lock:
             self._rows.extend((t, d, k, v) for d, k, v in rows)
 
     def _run(self) -> None:
-        next_t = time.monotonic()
+        next_t = self._clock()
         while not self._stop.is_set():
             self.sample_now()
             next_t += self.interval_s
             # Sleep to a fixed schedule so sampling does not drift with read time.
-            self._stop.wait(max(0.0, next_t - time.monotonic()))
+            self._stop.wait(max(0.0, next_t - self._clock()))
 
     def start(self) -> "Monitor":
         if self._thread is None:
@@ -156,7 +158,7 @@ class Monitor:
         if self._sync is not None:
             self._sync()  # the device must have finished the work before the counter is read
         self.sample_now()
-        return time.monotonic(), self.backend.energy_j()
+        return self._clock(), self.backend.energy_j()
 
     def begin_window(self, name: str) -> None:
         if name in self._open:
