@@ -120,11 +120,13 @@ class Monitor:
         self.mono_t0 = clock()
 
     # -- sampling -------------------------------------------------------------
-    def sample_now(self) -> None:
+    def sample_now(self) -> float:
+        """Read the backend once; returns the time the reading is stamped with."""
         t = self._clock()
         rows: list[Row] = self.backend.read()
         with self._lock:
             self._rows.extend((t, d, k, v) for d, k, v in rows)
+        return t
 
     def _run(self) -> None:
         next_t = self._clock()
@@ -157,8 +159,10 @@ class Monitor:
     def _edge(self) -> tuple[float, float | None]:
         if self._sync is not None:
             self._sync()  # the device must have finished the work before the counter is read
-        self.sample_now()
-        return self._clock(), self.backend.energy_j()
+        # The edge is the edge sample's own timestamp, so the window's [t0, t1] filter keeps it
+        # (reading the clock after the sample dropped the window's first sample).
+        t = self.sample_now()
+        return t, self.backend.energy_j()
 
     def begin_window(self, name: str) -> None:
         if name in self._open:
