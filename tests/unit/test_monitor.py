@@ -102,7 +102,7 @@ def test_host_backend_measures_this_process():
         w = mon.end_window("busy")
         rows = mon.samples_rows()
     fig = w.figures()
-    assert fig["amu_gb"].value > 0.01 and fig["amu_gb"].source == "psutil_rss"
+    assert fig["amu_gb"].value > 0.01 and fig["amu_gb"].source == "psutil_pss"  # Linux reports PSS
     assert 0.1 < fig["pcu_frac"].value <= 1.0
     assert {r["key"] for r in rows} >= {"mem_used_bytes", "util_percent"}
     if not os.path.exists("/sys/class/powercap"):
@@ -145,3 +145,79 @@ def test_rapl_reads_a_powercap_tree_and_handles_wraparound(tmp_path):
     assert rapl.energy_j() == pytest.approx(0.2)
     with pytest.raises(BackendUnavailable):
         backends.RaplEnergy(root=str(tmp_path / "absent"))
+
+
+def ramp_window(marks=(1.0, 2.0, 3.0), hz=12.0):
+    """A 4 s window over RampGpu at a steady 100 W, marked (a step boundary) at ``marks``."""
+    clock = ScriptedClock()
+    gpu = RampGpu(clock)
+    gpu.energy_update_hz = hz
+    synced = []
+    mon = Monitor(backend=gpu, interval_s=1.0, clock=clock, sync=lambda: synced.append(clock.t))
+    mon.begin_window("ramp")
+    for t in marks:
+        clock.t = t
+        mon.mark()
+    clock.t = 4.0
+    return mon.end_window("ramp"), synced
+
+
+def test_marks_give_sub_windows_with_batch_means_intervals():
+    w, synced = ramp_window()
+    assert len(synced) == 5  # each mark syncs the device before reading the counter
+    subs = w.sub_windows(4)
+    assert [s.steps for s in subs] == [1, 1, 1, 1]
+    # AMU of 0.3·t GB over each 1 s step: 0.15, 0.45, 0.75, 1.05; steady 100 W in each
+    assert [s.figures()["amu_gb"].value for s in subs] == pytest.approx([0.15, 0.45, 0.75, 1.05], abs=2e-3)
+    assert [s.energy().value for s in subs] == pytest.approx([100.0] * 4, rel=1e-2)
+    figs = w.spread_figures(4)
+    amu = figs["amu_gb"]
+    assert amu.value == pytest.approx(0.6, abs=2e-3)
+    sd = 0.3 * (5 / 3) ** 0.5
+    assert amu.interval.half_width == pytest.approx(3.182446 * sd / 2, rel=1e-2)
+    assert amu.interval.n == 4 and amu.interval.method == "batch_means_k=4"
+    assert figs["aec_w"].interval.half_width == pytest.approx(0.0, abs=0.5)  # a steady draw: no spread
+    assert figs["energy_j"].interval.low <= figs["energy_j"].value <= figs["energy_j"].interval.high
+    assert figs["peak_mem_gb"].interval is None
+    # two sub-windows of two steps each
+    assert [s.steps for s in w.sub_windows(2)] == [2, 2]
+    with pytest.raises(ValueError, match="cannot fill"):
+        w.sub_windows(5)
+
+
+def test_without_marks_sub_windows_split_time_and_have_no_energy():
+    w, _ = ramp_window(marks=())
+    subs = w.sub_windows(2)
+    assert [s.seconds for s in subs] == pytest.approx([w.seconds / 2] * 2)
+    assert subs[0].energy().value is None and "no marks" in subs[0].energy().missing_reason
+    figs = w.spread_figures(2)
+    assert figs["amu_gb"].interval is not None and figs["aec_w"].interval is None
+
+
+def test_energy_window_flag_counts_counter_updates():
+    w, _ = ramp_window()
+    assert w.energy_flags()["energy_counter_updates"] == pytest.approx(48.0, rel=1e-2)  # 4 s × 12/s
+    assert w.energy_flags()["energy_window_short"] is False
+    assert w.sub_windows(4)[0].energy_flags()["energy_window_short"] is True  # 1 s: 12 updates
+    w, _ = ramp_window(hz=None)
+    assert w.energy_flags() == {"energy_counter_updates": None, "energy_window_short": None}
+
+
+def test_host_memory_is_pss_so_shared_pages_count_once():
+    # A forked child shares the parent's ~100 MB: summed RSS counts it twice, PSS once.
+    import psutil
+
+    ballast = bytearray(b"\x01" * 100_000_000)
+    pid = os.fork()
+    if pid == 0:  # the child only holds the shared pages
+        time.sleep(60)
+        os._exit(0)
+    try:
+        backend = HostBackend()
+        assert backend.mem_source == "psutil_pss"
+        mem = dict(((k, v) for _, k, v in backend.read()))["mem_used_bytes"]
+        rss_sum = sum(p.memory_info().rss for p in [psutil.Process()] + psutil.Process().children(recursive=True))
+        assert len(ballast) <= mem < 0.75 * rss_sum
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
