@@ -165,12 +165,13 @@ def test_repeats_collapse_to_median(tmp_path: Path) -> None:
     paths = [
         make_record(d, "xs", "gqa", 0, metrics=(8.0, 40.0, 0.10, 1e-4, 100.0)),
         make_record(d, "xs", "gqa", 1, metrics=(8.2, 44.0, 0.30, 3e-4, None)),
-        make_record(d, "xs", "gqa", 2, metrics=(8.4, 42.0, 0.20, 2e-4, 300.0)),
+        make_record(d, "xs", "gqa", 2, metrics=(8.4, 42.0, 0.20, 2e-4, 300.0), intervals={"ppl": (8.3, 8.5)}),
     ]
     df = load_frame(paths, PRETRAIN)
     assert len(df) == 1 and int(df.loc[0, "n_runs"]) == 3
     assert df.loc[0, "al_s_per_iter"] == pytest.approx(0.20)
     assert df.loc[0, "aec_w"] == pytest.approx(200.0) and df.loc[0, "aec_w__missing"] is None
+    assert pd.isna(df.loc[0, "ppl__ci_low"])  # the last run's interval does not describe the median
 
 
 def test_wrong_stage_is_an_error(records: list[Path], tmp_path: Path) -> None:
@@ -196,6 +197,8 @@ def test_leaderboard_ranks_match_hand_computation(records: list[Path]) -> None:
     # AEC is missing for xs/mla: left out of the xs score, and said so
     assert xs.used == ["ppl", "amu_gb", "al_s_per_iter", "tt_tokens_per_param_s"]
     assert xs.excluded == {"aec_w": "missing for xs/mla"}
+    # records without intervals: scored as exact, and the group says their noise is unknown
+    assert xs.noise_unknown == xs.used and xs.within_noise == {}
     # by hand: lower-is-better metrics inverted, (max - v) / (max - min)
     ppl = {"gqa": (8.23 - 8.09) / (8.23 - 7.79), "mqa": 0.0, "mla": 1.0}
     amu = {"gqa": (52.93 - 44.87) / (52.93 - 42.24), "mqa": 1.0, "mla": 0.0}

@@ -65,6 +65,13 @@ def test_mcr_interval_delta_method():
     assert iv.half_width == pytest.approx(1.959964 * 4 * se, rel=1e-6)
     assert iv.method == "delta_method"
     assert spread.se_from_interval(iv) == pytest.approx(4 * se, rel=1e-6)
+    assert spread.se_from_interval(spread.normal_interval(0.5, 0.02, 1000)) == pytest.approx(0.02)
+
+
+def test_requests_for_percentile():
+    assert spread.requests_for_percentile(99) == 500
+    assert spread.requests_for_percentile(90) == 50
+    assert spread.requests_for_percentile(50, tail=1) == 2
 
 
 def test_significance_at_two_combined_standard_errors():
@@ -86,3 +93,19 @@ def test_figure_interval_columns_and_derive():
     with pytest.raises(ValueError):
         Figure(None, "unavailable", "why", iv)
     assert Figure.missing("why").with_interval(iv).interval is None
+
+
+def test_figure_constructors_over_replicates_batches_and_rates():
+    fig = Figure.over_replicates([1.0, 2.0, 3.0], "wall_clock_per_repeat")
+    assert fig.value == 2.0 and fig.interval.half_width == pytest.approx(4.302653 / math.sqrt(3), abs=1e-6)
+    assert Figure.over_replicates([5.0], "x").interval is None
+    assert Figure.over_replicates([], "x").missing_reason == "no replicates were measured"
+    steps = [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 7.0]
+    al = Figure.batch_means(steps, 3, "wall_clock_per_step")
+    assert al.value == pytest.approx(2.5) and al.interval.method == "batch_means_k=3"
+    # batches of the last 9 steps: 1.33, 2.33, 4.33 -> the half-width of their t interval
+    _, iv = spread.mean_interval([4 / 3, 7 / 3, 13 / 3])
+    assert al.interval.half_width == pytest.approx(iv.half_width)
+    assert Figure.batch_means([1.0, 2.0], 3, "x").interval is None
+    tps = Figure.rate([100.0, 120.0], [1.0, 1.0], "wall_clock", "batch_means_k=2")
+    assert tps.value == pytest.approx(110.0) and tps.interval.n == 2

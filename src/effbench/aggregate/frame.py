@@ -2,7 +2,8 @@
 
 Repeated runs of a cell (same ``cell``) collapse to one row: when any run is ok, every
 figure is the median over the ok runs that measured it (its ``__missing`` reason is kept
-only when no ok run measured it; a median of several runs has no interval); otherwise the latest run's status and detail stand.
+only when no ok run measured it; a median of several runs has no interval); otherwise the
+latest run's status and detail stand.
 ``n_runs`` and ``n_ok`` say how many runs a row stands for.
 """
 

@@ -291,8 +291,8 @@ def render_markdown(board: Leaderboard, spec: StageSpec) -> str:
             )
         if g.within_noise:
             lines.append(
-                "Left out (spread within noise): " + "; ".join(f"{headers[m]} — {why}" for m, why in g.within_noise.items())
-                + ".")
+                "Left out (spread within noise): "
+                + "; ".join(f"{headers[m]} — {why}" for m, why in g.within_noise.items()) + ".")
         if g.noise_unknown:
             lines.append("Noise unknown (no intervals recorded), ranked as if exact: "
                          + ", ".join(headers[m] for m in g.noise_unknown) + ".")

@@ -7,8 +7,10 @@ A figure may carry its noise: a 95 % interval (see :mod:`.spread`), recorded as
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from . import spread
 from .spread import Interval
 
 
@@ -39,6 +41,38 @@ class Figure:
     @classmethod
     def of(cls, value: float, source: str, interval: Interval | None = None) -> "Figure":
         return cls(float(value), source, None, interval)
+
+    @classmethod
+    def over_replicates(cls, values: Sequence[float], source: str, method: str = "t_repeats") -> "Figure":
+        """The mean of independent replicates (serving repeats, batch means) with its t interval;
+        one replicate gives the value without an interval, none a missing figure."""
+        if not values:
+            return cls.missing("no replicates were measured")
+        if len(values) == 1:
+            return cls.of(values[0], source)
+        mean, iv = spread.mean_interval(values, method)
+        return cls.of(mean, source, iv)
+
+    @classmethod
+    def batch_means(cls, per_step: Sequence[float], k: int, source: str) -> "Figure":
+        """The mean of a per-step series (e.g. step times for AL) with a k-batch-means interval;
+        fewer than k steps give the mean without an interval."""
+        if not per_step:
+            return cls.missing("no steps were measured")
+        if len(per_step) < k:
+            return cls.of(sum(per_step) / len(per_step), source)
+        _, iv = spread.batch_means_interval(per_step, k)
+        mean = sum(per_step) / len(per_step)  # all steps; the batches drop the len % k earliest
+        return cls.of(mean, source, Interval(mean - iv.half_width, mean + iv.half_width, iv.n, iv.method))
+
+    @classmethod
+    def rate(cls, numerators: Sequence[float], denominators: Sequence[float], source: str, method: str) -> "Figure":
+        """Σx / Σy over sub-windows (tokens/s, J/token) with the ratio estimator's interval."""
+        if len(numerators) < 2:
+            total = sum(denominators)
+            return cls.of(sum(numerators) / total, source) if total > 0 else cls.missing("nothing was counted")
+        value, iv = spread.ratio_interval(numerators, denominators, method)
+        return cls.of(value, source, iv)
 
     def with_interval(self, interval: Interval | None) -> "Figure":
         return self if self.value is None else replace(self, interval=interval)

@@ -10,7 +10,11 @@ Pure functions over plain numbers (no scipy in the driver venv):
   ratio estimator's delta-method standard error;
 - :func:`mcr_interval` MCR = size ratio × Perf_q / Perf_base with the delta-method SE from
   the two accuracies' standard errors;
-- :func:`significant` / :func:`difference_label` |a − b| > 2·sqrt(se_a² + se_b²).
+- :func:`significant` / :func:`difference_label` |a − b| > 2·sqrt(se_a² + se_b²);
+- :func:`requests_for_percentile` how many requests a repeat needs for its p-th percentile.
+
+Figures carry these through :class:`effbench.measure.figure.Figure` (``over_replicates``,
+``batch_means``, ``rate``, ``with_interval``).
 
 docs/noise.md says which noise each figure carries and how these are used.
 """
@@ -174,6 +178,14 @@ def mcr_interval(
     return value, Interval(value - h, value + h, n, "delta_method")
 
 
+def requests_for_percentile(q: float, tail: int = 5) -> int:
+    """Requests one repeat needs so that at least ``tail`` of them lie above its q-th percentile
+    (p99 with 5 in the tail: 500), below which the percentile is set by one or two requests."""
+    if not 0 < q < 100:
+        raise ValueError("q must be in (0, 100)")
+    return math.ceil(tail / (1 - q / 100) - 1e-9)
+
+
 def significant(a: float, se_a: float, b: float, se_b: float) -> bool:
     """Whether two independent estimates differ by more than 2 combined standard errors."""
     return abs(a - b) > 2 * math.sqrt(se_a**2 + se_b**2)
@@ -183,7 +195,15 @@ def difference_label(a: float, se_a: float, b: float, se_b: float) -> str:
     return "significant" if significant(a, se_a, b, se_b) else "not significant"
 
 
+NORMAL_METHODS = ("delta_method", "normal_se")  # intervals built with z, not t
+
+
+def normal_interval(value: float, se: float, n: int) -> Interval:
+    """value ± 1.96·se: an estimate over many items with a known SE (e.g. an lm-eval accuracy)."""
+    return Interval(value - Z95 * se, value + Z95 * se, n, "normal_se")
+
+
 def se_from_interval(iv: Interval) -> float:
-    """Back out a standard error from a 95 % interval (t on n − 1 df, or z for the delta method)."""
-    crit = Z95 if iv.method == "delta_method" or iv.n < 2 else t95(iv.n - 1)
+    """Back out a standard error from a 95 % interval (z for normal methods, else t on n − 1 df)."""
+    crit = Z95 if iv.method in NORMAL_METHODS or iv.n < 2 else t95(iv.n - 1)
     return iv.half_width / crit
