@@ -133,6 +133,8 @@ def test_window_misuse_raises():
             mon.begin_window("a")
         with pytest.raises(RuntimeError):
             mon.end_window("b")
+    with pytest.raises(RuntimeError, match="open window"):
+        Monitor(backend=ScriptedGpu(), interval_s=0.05).mark()
 
 
 def test_rapl_reads_a_powercap_tree_and_handles_wraparound(tmp_path):

@@ -118,7 +118,7 @@ def noise_check(values: list[float], bounds: list[Bounds]) -> tuple[bool | None,
     if not halves:
         return None, spread_, None
     noise = statistics.median(halves)
-    return spread_ <= noise, spread_, noise
+    return spread_ <= noise and noise > 0, spread_, noise
 
 
 def _fmt(x: float) -> str:

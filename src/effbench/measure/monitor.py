@@ -258,6 +258,8 @@ class Monitor:
 
     def mark(self) -> None:
         """A step boundary inside the open windows: sync, sample, read the energy counter."""
+        if not self._open:
+            raise RuntimeError("mark() needs an open window")
         self._marks.append(self._edge())
 
     def begin_window(self, name: str) -> None:
