@@ -13,13 +13,14 @@ import pandas as pd
 import pytest
 
 from effbench.aggregate.frame import load_frame
-from effbench.aggregate.leaderboard import competition_rank, compute_leaderboard, normalise
+from effbench.aggregate.leaderboard import competition_rank, compute_leaderboard, normalise, tied_ranks
 from effbench.aggregate.pareto import front_steps, pareto_front
 from effbench.aggregate.specs import PRETRAIN, SPECS, check_spec
 from effbench.aggregate.stage import aggregate_stage
 from effbench.aggregate.summary import write_summary
 from effbench.aggregate.tables import build_table, format_value, render_latex, render_markdown
 from effbench.measure.figure import Figure
+from effbench.measure.spread import Interval
 from effbench.record import write_record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,8 +43,10 @@ def _f(v: float | None, source: str, reason: str = NO_NVML) -> Figure:
 
 
 def make_record(
-    path: Path, size: str, technique: str, i: int, status: str = "ok", metrics=None, host: str = "devbox"
+    path: Path, size: str, technique: str, i: int, status: str = "ok", metrics=None, host: str = "devbox",
+    intervals: dict[str, tuple[float, float]] | None = None, extra: dict | None = None,
 ) -> Path:
+    """intervals: metric -> (low, high), a 95 % interval over 5 repeats; extra: more columns."""
     ppl, amu, al, tt, aec = metrics or (None,) * 5
     values = {
         "stage": "pretrain",
@@ -78,6 +81,9 @@ def make_record(
             energy_j_per_token=_f(None if aec is None else aec / 1e4, "rapl"),
             mfu_frac=Figure.missing(NO_MFU),
         )
+        for m, (lo, hi) in (intervals or {}).items():
+            values[m] = values[m].with_interval(Interval(lo, hi, 5, "t_repeats"))
+        values.update(extra or {})
     else:
         values["status_detail"] = "CUDA out of memory at micro-batch 1"
     target = path / f"{size}_{technique}_{i}.parquet"
@@ -159,12 +165,13 @@ def test_repeats_collapse_to_median(tmp_path: Path) -> None:
     paths = [
         make_record(d, "xs", "gqa", 0, metrics=(8.0, 40.0, 0.10, 1e-4, 100.0)),
         make_record(d, "xs", "gqa", 1, metrics=(8.2, 44.0, 0.30, 3e-4, None)),
-        make_record(d, "xs", "gqa", 2, metrics=(8.4, 42.0, 0.20, 2e-4, 300.0)),
+        make_record(d, "xs", "gqa", 2, metrics=(8.4, 42.0, 0.20, 2e-4, 300.0), intervals={"ppl": (8.3, 8.5)}),
     ]
     df = load_frame(paths, PRETRAIN)
     assert len(df) == 1 and int(df.loc[0, "n_runs"]) == 3
     assert df.loc[0, "al_s_per_iter"] == pytest.approx(0.20)
     assert df.loc[0, "aec_w"] == pytest.approx(200.0) and df.loc[0, "aec_w__missing"] is None
+    assert pd.isna(df.loc[0, "ppl__ci_low"])  # the last run's interval does not describe the median
 
 
 def test_wrong_stage_is_an_error(records: list[Path], tmp_path: Path) -> None:
@@ -190,6 +197,8 @@ def test_leaderboard_ranks_match_hand_computation(records: list[Path]) -> None:
     # AEC is missing for xs/mla: left out of the xs score, and said so
     assert xs.used == ["ppl", "amu_gb", "al_s_per_iter", "tt_tokens_per_param_s"]
     assert xs.excluded == {"aec_w": "missing for xs/mla"}
+    # records without intervals: scored as exact, and the group says their noise is unknown
+    assert xs.noise_unknown == xs.used and xs.within_noise == {}
     # by hand: lower-is-better metrics inverted, (max - v) / (max - min)
     ppl = {"gqa": (8.23 - 8.09) / (8.23 - 7.79), "mqa": 0.0, "mla": 1.0}
     amu = {"gqa": (52.93 - 44.87) / (52.93 - 42.24), "mqa": 1.0, "mla": 0.0}
@@ -220,6 +229,67 @@ def test_leaderboard_files(records: list[Path], tmp_path: Path) -> None:
     md = (out / "leaderboard" / "pretrain.md").read_text()
     assert "### size = xs" in md and "Excluded (not present for every row): AEC (W) (missing for xs/mla)" in md
     assert "| 1 | xs/gqa | 0.768 |" in md
+
+
+def test_tied_ranks_share_the_leaders_rank_where_intervals_overlap() -> None:
+    vals = [10.0, 9.5, 8.0, 7.9]
+    bounds = [(9.0, 11.0), (9.2, 9.8), (7.5, 8.5), (7.0, 8.8)]
+    assert tied_ranks(vals, bounds) == [1, 1, 3, 3]
+    # overlap is with the tie group's leader, not the neighbour: 9.5 ties 10, 8.9 does not
+    assert tied_ranks([10.0, 9.5, 8.9], [(9.9, 10.1), (8.8, 10.2), (8.85, 8.95)]) == [1, 1, 3]
+    assert tied_ranks([3.0, 1.0, None], [None, None, None], higher_is_better=False) == [2, 1, None]
+
+
+def test_leaderboard_noise_ties_and_not_significant(tmp_path: Path) -> None:
+    d = tmp_path / "r"
+    # AMU's spread (52.93 - 42.24 = 10.7) is inside its ±11 noise: left out of the score.
+    amu = {c: (CELLS[c][1] - 11, CELLS[c][1] + 11) for c in CELLS}
+    ppl_half = {("xs", "gqa"): 0.5, ("xs", "mqa"): 0.05, ("xs", "mla"): 0.05, ("s", "gqa"): 0.05}
+    paths = [
+        make_record(d, s_, t_, i, metrics=m, intervals={
+            "amu_gb": amu[(s_, t_)], "ppl": (m[0] - ppl_half[(s_, t_)], m[0] + ppl_half[(s_, t_)])})
+        for i, ((s_, t_), m) in enumerate(CELLS.items())
+    ]
+    board = compute_leaderboard(load_frame(paths, PRETRAIN), PRETRAIN)
+    xs = {g.key: g for g in board.groups}[("xs",)]
+    assert xs.within_noise == {"amu_gb": "spread 11 within noise ±11"}
+    assert xs.used == ["ppl", "al_s_per_iter", "tt_tokens_per_param_s"]
+    assert xs.noise_unknown == ["al_s_per_iter", "tt_tokens_per_param_s"]
+    rows = xs.rows.set_index("cell").astype(object).where(lambda f: f.notna(), None)
+    ppl = {"gqa": 0.14 / 0.44, "mqa": 0.0, "mla": 1.0}
+    al = {"gqa": 1.0, "mqa": (0.2537 - 0.1298) / (0.2537 - 0.1283), "mla": 0.0}
+    tt = {"gqa": 1.0, "mqa": 1.0, "mla": 0.0}
+    for k in ppl:
+        assert rows.loc[f"xs/{k}", "score"] == pytest.approx((ppl[k] + al[k] + tt[k]) / 3)
+    # gqa's score interval (±0.5/0.44/3 = ±0.38) covers mqa's: they tie; mla's does not reach it
+    assert rows.loc["xs/gqa", "score_half_width"] == pytest.approx(0.5 / 0.44 / 3)
+    assert [rows.loc[f"xs/{k}", "rank"] for k in ("gqa", "mqa", "mla")] == [1, 1, 3]
+    # PPL: mla (7.79 ± 0.05) leads; gqa (8.09 ± 0.5) overlaps it, mqa (8.23 ± 0.05) does not
+    assert [rows.loc[f"xs/{k}", "ppl__rank"] for k in ("gqa", "mqa", "mla")] == [1, 3, 1]
+    # quality against the best (mla): gqa's difference 0.30 is inside 2 combined SEs
+    assert rows.loc["xs/gqa", "quality_vs_best"] == "not significant"
+    assert rows.loc["xs/mqa", "quality_vs_best"] == "significant"
+    assert rows.loc["xs/mla", "quality_vs_best"] is None
+    from effbench.aggregate.leaderboard import render_markdown as lb_markdown
+
+    md = lb_markdown(board, PRETRAIN)
+    assert "Left out (spread within noise): AMU (GB) — spread 11 within noise ±11." in md
+    assert "Noise unknown (no intervals recorded), ranked as if exact: AL (s/iter), TT (tok/param/s)." in md
+    assert "8.09 ± 0.50 (#1) n.s." in md and "| 1 | xs/gqa | 0.773 ± 0.379 |" in md
+
+
+def test_table_prints_intervals_and_flags_short_energy_windows(tmp_path: Path) -> None:
+    d = tmp_path / "r"
+    p = make_record(d, "xs", "gqa", 0, metrics=CELLS[("xs", "gqa")], intervals={"aec_w": (290.0, 310.0)},
+                    extra={"energy_window_short": True, "energy_counter_updates": 14.4})
+    t = build_table(load_frame([p], PRETRAIN), PRETRAIN)
+    row = dict(zip(t.headers, t.rows[0]))
+    mark = dict(zip(t.headers, t.marks[0]))
+    assert row["AEC (W)"] == "300.0 ± 10" and mark["AEC (W)"] == "E" and mark["Energy (J/token)"] == "E"
+    assert row["PPL"] == "8.09" and mark["PPL"] is None
+    md = render_markdown(t)
+    assert "300.0 ± 10 [E]" in md and "- [E] energy measured over a window of fewer than 20" in md
+    assert "---:" in md.splitlines()[3]  # the ± column still aligns as a number
 
 
 # --- Pareto -------------------------------------------------------------------------------

@@ -34,6 +34,46 @@ class ScriptedGpu:
         pass
 
 
+class ScriptedClock:
+    """Monotonic time the test advances by hand, so a 1 s sampling interval costs no wall time."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+class RampGpu(ScriptedGpu):
+    """Memory rising 0.3 GB per second of scripted time; each read takes 1 ms (as an NVML read does)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def read(self):
+        mem = 0.3e9 * self.clock.t
+        self.clock.t += 0.001
+        return [(0, "mem_used_bytes", mem), (0, "mem_total_bytes", 16e9), (0, "util_percent", 50.0)]
+
+    def energy_j(self):
+        return 100.0 * self.clock.t
+
+
+def test_window_keeps_the_sample_taken_at_its_start():
+    # Regression: the edge sample was taken before t0 was read, so the window dropped it and
+    # held the next sample (1 s later, higher on a ramp) back to its start.
+    clock = ScriptedClock()
+    mon = Monitor(backend=RampGpu(clock), interval_s=1.0, clock=clock)  # sampler thread not started
+    mon.begin_window("ramp")
+    for t in (1.0, 2.0, 3.0):
+        clock.t = t
+        mon.sample_now()  # what the 1 s sampler would do
+    clock.t = 4.0
+    w = mon.end_window("ramp")
+    # True AMU of 0.3·t GB over [0, 4] s is 0.6 GB (edge sample values are exact on the ramp).
+    assert w.figures()["amu_gb"].value == pytest.approx(0.6, abs=0.002)
+
+
 def test_window_figures_from_a_scripted_device():
     synced = []
     with Monitor(backend=ScriptedGpu(), interval_s=0.01, sync=lambda: synced.append(1)) as mon:
@@ -62,7 +102,7 @@ def test_host_backend_measures_this_process():
         w = mon.end_window("busy")
         rows = mon.samples_rows()
     fig = w.figures()
-    assert fig["amu_gb"].value > 0.01 and fig["amu_gb"].source == "psutil_rss"
+    assert fig["amu_gb"].value > 0.01 and fig["amu_gb"].source == "psutil_pss"  # Linux reports PSS
     assert 0.1 < fig["pcu_frac"].value <= 1.0
     assert {r["key"] for r in rows} >= {"mem_used_bytes", "util_percent"}
     if not os.path.exists("/sys/class/powercap"):
@@ -93,6 +133,8 @@ def test_window_misuse_raises():
             mon.begin_window("a")
         with pytest.raises(RuntimeError):
             mon.end_window("b")
+    with pytest.raises(RuntimeError, match="open window"):
+        Monitor(backend=ScriptedGpu(), interval_s=0.05).mark()
 
 
 def test_rapl_reads_a_powercap_tree_and_handles_wraparound(tmp_path):
@@ -105,3 +147,79 @@ def test_rapl_reads_a_powercap_tree_and_handles_wraparound(tmp_path):
     assert rapl.energy_j() == pytest.approx(0.2)
     with pytest.raises(BackendUnavailable):
         backends.RaplEnergy(root=str(tmp_path / "absent"))
+
+
+def ramp_window(marks=(1.0, 2.0, 3.0), hz=12.0):
+    """A 4 s window over RampGpu at a steady 100 W, marked (a step boundary) at ``marks``."""
+    clock = ScriptedClock()
+    gpu = RampGpu(clock)
+    gpu.energy_update_hz = hz
+    synced = []
+    mon = Monitor(backend=gpu, interval_s=1.0, clock=clock, sync=lambda: synced.append(clock.t))
+    mon.begin_window("ramp")
+    for t in marks:
+        clock.t = t
+        mon.mark()
+    clock.t = 4.0
+    return mon.end_window("ramp"), synced
+
+
+def test_marks_give_sub_windows_with_batch_means_intervals():
+    w, synced = ramp_window()
+    assert len(synced) == 5  # each mark syncs the device before reading the counter
+    subs = w.sub_windows(4)
+    assert [s.steps for s in subs] == [1, 1, 1, 1]
+    # AMU of 0.3·t GB over each 1 s step: 0.15, 0.45, 0.75, 1.05; steady 100 W in each
+    assert [s.figures()["amu_gb"].value for s in subs] == pytest.approx([0.15, 0.45, 0.75, 1.05], abs=2e-3)
+    assert [s.energy().value for s in subs] == pytest.approx([100.0] * 4, rel=1e-2)
+    figs = w.spread_figures(4)
+    amu = figs["amu_gb"]
+    assert amu.value == pytest.approx(0.6, abs=2e-3)
+    sd = 0.3 * (5 / 3) ** 0.5
+    assert amu.interval.half_width == pytest.approx(3.182446 * sd / 2, rel=1e-2)
+    assert amu.interval.n == 4 and amu.interval.method == "batch_means_k=4"
+    assert figs["aec_w"].interval.half_width == pytest.approx(0.0, abs=0.5)  # a steady draw: no spread
+    assert figs["energy_j"].interval.low <= figs["energy_j"].value <= figs["energy_j"].interval.high
+    assert figs["peak_mem_gb"].interval is None
+    # two sub-windows of two steps each
+    assert [s.steps for s in w.sub_windows(2)] == [2, 2]
+    with pytest.raises(ValueError, match="cannot fill"):
+        w.sub_windows(5)
+
+
+def test_without_marks_sub_windows_split_time_and_have_no_energy():
+    w, _ = ramp_window(marks=())
+    subs = w.sub_windows(2)
+    assert [s.seconds for s in subs] == pytest.approx([w.seconds / 2] * 2)
+    assert subs[0].energy().value is None and "no marks" in subs[0].energy().missing_reason
+    figs = w.spread_figures(2)
+    assert figs["amu_gb"].interval is not None and figs["aec_w"].interval is None
+
+
+def test_energy_window_flag_counts_counter_updates():
+    w, _ = ramp_window()
+    assert w.energy_flags()["energy_counter_updates"] == pytest.approx(48.0, rel=1e-2)  # 4 s × 12/s
+    assert w.energy_flags()["energy_window_short"] is False
+    assert w.sub_windows(4)[0].energy_flags()["energy_window_short"] is True  # 1 s: 12 updates
+    w, _ = ramp_window(hz=None)
+    assert w.energy_flags() == {"energy_counter_updates": None, "energy_window_short": None}
+
+
+def test_host_memory_is_pss_so_shared_pages_count_once():
+    # A forked child shares the parent's ~100 MB: summed RSS counts it twice, PSS once.
+    import psutil
+
+    ballast = bytearray(b"\x01" * 100_000_000)
+    pid = os.fork()
+    if pid == 0:  # the child only holds the shared pages
+        time.sleep(60)
+        os._exit(0)
+    try:
+        backend = HostBackend()
+        assert backend.mem_source == "psutil_pss"
+        mem = dict(((k, v) for _, k, v in backend.read()))["mem_used_bytes"]
+        rss_sum = sum(p.memory_info().rss for p in [psutil.Process()] + psutil.Process().children(recursive=True))
+        assert len(ballast) <= mem < 0.75 * rss_sum
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)

@@ -2,7 +2,8 @@
 
 Repeated runs of a cell (same ``cell``) collapse to one row: when any run is ok, every
 figure is the median over the ok runs that measured it (its ``__missing`` reason is kept
-only when no ok run measured it); otherwise the latest run's status and detail stand.
+only when no ok run measured it; a median of several runs has no interval); otherwise the
+latest run's status and detail stand.
 ``n_runs`` and ``n_ok`` say how many runs a row stands for.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..record import FIGURE_COLUMNS, read_records
+from ..record import CI_SUFFIXES, FIGURE_COLUMNS, read_records
 from .specs import StageSpec
 
 
@@ -65,6 +66,8 @@ def collapse_repeats(df: pd.DataFrame) -> pd.DataFrame:
                     row[c] = float(vals.median())
                     row[c + "__missing"] = None
                     row[c + "__source"] = ";".join(sorted(set(ok.loc[vals.index, c + "__source"].dropna())))
+                    if len(vals) > 1:  # one run's interval does not describe a median of runs
+                        row[[c + s for s, _ in CI_SUFFIXES]] = None
         row["n_runs"] = len(g)
         row["n_ok"] = len(ok)
         rows.append(row)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from ..record import RECORD_SCHEMA, STAGES
 
 LOWER, HIGHER = "lower", "higher"
+# Figures read from the energy counter: a table notes them when their window was short.
+ENERGY_COLUMNS = frozenset({"aec_w", "energy_j", "energy_j_per_token", "energy_j_per_sample"})
 _FMT = re.compile(r"^(f|sig|sci)(\d+)$|^(int|params|bytes_gb|str)$")
 
 

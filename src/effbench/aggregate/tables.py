@@ -4,7 +4,12 @@ A missing value prints as ``n/a`` with a numbered note giving the reason from th
 figure's ``__missing`` column (one note per distinct reason). A row whose status is
 ``oom`` prints ``OOM`` in every metric column (``failed`` prints ``failed``); the
 descriptive columns (Params, Context) still show what the record has. The CSV keeps the
-raw numbers (empty when missing) beside the status.
+raw numbers (empty when missing) beside the status, and each printed figure's 95 % interval
+(``X__ci_low`` / ``X__ci_high``) where the record has one.
+
+A figure with a recorded 95 % interval prints as ``value ± half-width`` (docs/noise.md). An
+energy figure measured over a window of fewer than 20 energy-counter updates
+(``energy_window_short``) carries a numbered note saying so.
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ import pandas as pd
 
 from ..atomic import atomic_path, write_text
 from .frame import is_missing
-from .specs import ColumnSpec, StageSpec
+from .specs import ENERGY_COLUMNS, ColumnSpec, StageSpec
 
 NOT_RECORDED = "not recorded in the run's record"
+SHORT_MARK = "E"  # the note mark of an energy figure from a short window
+SHORT_ENERGY_WINDOW = (f"[{SHORT_MARK}] energy measured over a window of fewer than 20 energy-counter updates "
+                       "(under ~1.7 s on NVML): coarse")
 STATUS_TEXT = {"oom": "OOM", "failed": "failed"}
 
 
@@ -50,6 +58,15 @@ def format_value(v: Any, fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r}")
 
 
+def format_with_interval(v: Any, low: Any, high: Any, fmt: str) -> str:
+    """``value ± half-width`` (half-width to 2 significant digits) when an interval is given."""
+    text = format_value(v, fmt)
+    if not text or is_missing(low) or is_missing(high) or fmt in ("str", "int", "params"):
+        return text
+    half = (float(high) - float(low)) / 2
+    return f"{text} ± {half:.1e}" if fmt.startswith("sci") else f"{text} ± {_sig(half, 2)}"
+
+
 def _sig(x: float, n: int) -> str:
     """n significant digits in fixed notation (scientific below 1e-3); no digits dropped left of the point."""
     if x == 0 or not math.isfinite(x):
@@ -69,8 +86,8 @@ class Table:
     title: str
     headers: list[str]
     rows: list[list[str]]  # cells without note markers
-    marks: list[list[int | None]]  # note number per cell (None: no note)
-    notes: list[str] = field(default_factory=list)  # note i+1 text
+    marks: list[list[int | str | None]]  # note number per cell, or SHORT_MARK (None: no note)
+    notes: list[str] = field(default_factory=list)  # note i+1 text (why a cell is n/a)
     status_notes: list[str] = field(default_factory=list)  # "OOM: cell — detail"
     other_notes: list[str] = field(default_factory=list)  # repeats etc.
 
@@ -79,13 +96,13 @@ def build_table(df: pd.DataFrame, spec: StageSpec) -> Table:
     headers = list(spec.key_headers) + [c.header for c in spec.columns]
     reasons: dict[str, int] = {}
     rows: list[list[str]] = []
-    marks: list[list[int | None]] = []
+    marks: list[list[int | str | None]] = []
     status_notes: list[str] = []
     other: list[str] = list(spec.notes)
     for _, r in df.iterrows():
         status = r["status"]
         cells = ["" if is_missing(r.get(k)) else str(r[k]) for k in spec.row_keys]
-        mk: list[int | None] = [None] * len(cells)
+        mk: list[int | str | None] = [None] * len(cells)
         for c in spec.columns:
             text, mark = _cell(r, c, status, df, reasons)
             cells.append(text)
@@ -99,6 +116,8 @@ def build_table(df: pd.DataFrame, spec: StageSpec) -> Table:
         if n_runs > 1:
             what = f"median of {n_ok} ok runs" if n_ok > 1 else ("1 ok run used" if n_ok == 1 else "latest run shown")
             other.append(f"{r['cell']}: {n_runs} runs ({what})")
+    if any(SHORT_MARK in mk for mk in marks):
+        other.append(SHORT_ENERGY_WINDOW)
     return Table(
         stage=spec.stage,
         title=spec.title,
@@ -113,12 +132,16 @@ def build_table(df: pd.DataFrame, spec: StageSpec) -> Table:
 
 def _cell(
     r: pd.Series, c: ColumnSpec, status: str, df: pd.DataFrame, reasons: dict[str, int]
-) -> tuple[str, int | None]:
+) -> tuple[str, int | str | None]:
     v = r.get(c.column)
     if status != "ok" and c.metric:
         return STATUS_TEXT.get(status, status), None
     if not is_missing(v):
-        return format_value(v, c.fmt), None
+        text = format_with_interval(v, r.get(c.column + "__ci_low"), r.get(c.column + "__ci_high"), c.fmt)
+        short = r.get("energy_window_short")
+        if c.column in ENERGY_COLUMNS and not is_missing(short) and bool(short):
+            return text, SHORT_MARK
+        return text, None
     if status != "ok":
         return "–", None
     reason_col = c.column + "__missing"
@@ -156,7 +179,7 @@ def _numeric_col(t: Table, i: int) -> bool:
 
 def _looks_numeric(s: str) -> bool:
     try:
-        float(s.rstrip("KMBT"))
+        float(s.split(" ± ")[0].rstrip("KMBT"))
         return True
     except ValueError:
         return False
@@ -224,6 +247,8 @@ def render_latex(t: Table) -> str:
 def csv_frame(df: pd.DataFrame, spec: StageSpec) -> pd.DataFrame:
     """Raw numbers (empty when missing), the status and why, and how many runs a row holds."""
     cols = list(spec.row_keys) + ["cell", "status", "status_detail", "n_runs"] + [c.column for c in spec.columns]
+    cols += [c.column + s for c in spec.columns for s in ("__ci_low", "__ci_high") if c.column + s in df.columns]
+    cols += ["energy_window_short"] if "energy_window_short" in df.columns else []
     out = pd.DataFrame({c: df[c] if c in df.columns else pd.Series([None] * len(df), dtype=object) for c in cols})
     return out
 

@@ -16,12 +16,20 @@ from typing import Protocol
 
 Row = tuple[int, str, float]
 
+# NVML's total-energy counter advances in steps about 12 times a second (it is refreshed with
+# the board's power reading, ~every 1/12 s on Volta-Hopper); a window's energy is only as
+# fine as that, so windows shorter than a few updates are flagged (monitor.MIN_ENERGY_UPDATES).
+NVML_ENERGY_UPDATE_HZ = 12.0
+# RAPL's package counter updates about every millisecond (Intel SDM vol. 3B, 14.9.1).
+RAPL_ENERGY_UPDATE_HZ = 1000.0
+
 
 class Backend(Protocol):
     name: str
     mem_source: str
     util_source: str
     energy_source: str | None  # None: this backend has no energy counter
+    # optional: energy_update_hz (float | None), how often the counter updates
 
     def read(self) -> list[Row]: ...
 
@@ -53,6 +61,7 @@ class NvmlBackend:
     mem_source: str = "nvml_memory_used"
     util_source: str = "nvml_utilization"
     energy_source: str | None = "nvml_energy_counter"
+    energy_update_hz: float | None = NVML_ENERGY_UPDATE_HZ
     _handles: list[object] = field(default_factory=list)
     _energy_ok: bool = True
 
@@ -84,6 +93,7 @@ class NvmlBackend:
             # Pre-Volta GPUs have no counter: fall back to integrating polled power.
             self._energy_ok = False
             self.energy_source = None
+            self.energy_update_hz = None
 
     def read(self) -> list[Row]:
         nv = self._nvml
@@ -124,16 +134,19 @@ class NvmlBackend:
 
 
 class HostBackend:
-    """The process tree on the CPU: resident memory and CPU utilisation via psutil.
+    """The process tree on the CPU: memory and CPU utilisation via psutil.
 
-    Children are included because some engines (vLLM) run the model in a subprocess.
+    Children are included because some engines (vLLM) run the model in a subprocess. Memory is
+    the tree's PSS (each shared page divided among the processes that map it), so pages shared
+    by the tree's processes count once, not once per process as summed RSS would; where PSS is
+    unreadable it falls back to USS, then RSS, and ``mem_source`` names what was summed.
     CPU utilisation is normalised by the cores this process may use, so 1.0 = all of them.
     """
 
     name = "host"
-    mem_source = "psutil_rss"
     util_source = "psutil_cpu_percent"
     energy_source: str | None = None
+    energy_update_hz: float | None = None
 
     def __init__(self, pid: int | None = None, include_root: bool = True) -> None:
         """pid: root of the measured tree (default: this process). include_root=False measures
@@ -147,9 +160,12 @@ class HostBackend:
         self._total = float(psutil.virtual_memory().total)
         self._cpu_seen: dict[int, psutil.Process] = {}
         self._tree()  # prime cpu_percent so the first reading is meaningful
+        self._mem_kind = _memory_kind(self._proc)
+        self._fell_back = False  # a process of the tree refused PSS/USS: its RSS was summed
         try:
             self._rapl: RaplEnergy | None = RaplEnergy()
             self.energy_source = RaplEnergy.source
+            self.energy_update_hz = RAPL_ENERGY_UPDATE_HZ
             self.energy_missing_reason: str | None = None
         except BackendUnavailable as e:
             self._rapl = None
@@ -174,18 +190,30 @@ class HostBackend:
             self._members = [self._cpu_seen.setdefault(p.pid, p) for p in procs]
         return self._members
 
+    @property
+    def mem_source(self) -> str:
+        return f"psutil_{self._mem_kind}" + ("+rss_fallback" if self._fell_back else "")
+
+    def _memory(self, p: object) -> float:
+        if self._mem_kind != "rss":
+            try:
+                return float(getattr(p.memory_full_info(), self._mem_kind))  # type: ignore[attr-defined]
+            except self._psutil.AccessDenied:
+                self._fell_back = True
+        return float(p.memory_info().rss)  # type: ignore[attr-defined]
+
     def read(self) -> list[Row]:
-        rss = 0.0
+        mem = 0.0
         cpu = 0.0
         for p in self._tree():
             try:
-                with p.oneshot():
-                    rss += p.memory_info().rss
-                    cpu += p.cpu_percent(None)
+                with p.oneshot():  # type: ignore[attr-defined]
+                    mem += self._memory(p)
+                    cpu += p.cpu_percent(None)  # type: ignore[attr-defined]
             except self._psutil.Error:
                 continue
         return [
-            (0, "mem_used_bytes", rss),
+            (0, "mem_used_bytes", mem),
             (0, "mem_total_bytes", self._total),
             (0, "util_percent", min(cpu / self._ncpu, 100.0)),
         ]
@@ -203,6 +231,17 @@ class HostBackend:
 
     def close(self) -> None:
         pass
+
+
+def _memory_kind(proc: object) -> str:
+    """"pss" where the kernel reports it (Linux smaps), else "uss", else "rss"."""
+    import psutil
+
+    try:
+        full = proc.memory_full_info()  # type: ignore[attr-defined]
+    except (psutil.AccessDenied, AttributeError):
+        return "rss"
+    return "pss" if hasattr(full, "pss") else ("uss" if hasattr(full, "uss") else "rss")
 
 
 def _cpu_model() -> str:
@@ -254,6 +293,7 @@ class NullBackend:
     mem_source = "none"
     util_source = "none"
     energy_source: str | None = None
+    energy_update_hz: float | None = None
     energy_missing_reason = "measured by rank 0"
 
     def read(self) -> list[Row]:

@@ -119,7 +119,7 @@ def mfu(flops_per_token: float, tokens: float, seconds: float, peak_flops: float
 
 
 def mcr(size_orig: float, size_comp: float, perf_comp: float, perf_orig: float) -> float:
-    """MCR: (Size_orig / Size_comp) × (Perf_comp / Perf_orig)."""
+    """MCR: (Size_orig / Size_comp) × (Perf_comp / Perf_orig); its interval: spread.mcr_interval."""
     _check_positive(size_comp=size_comp, perf_orig=perf_orig)
     return (size_orig / size_comp) * (perf_comp / perf_orig)
 

@@ -10,6 +10,26 @@
 A background thread samples memory, utilisation and power; energy is read from the
 hardware counter at the window's edges (after ``sync``), because polled power misses
 bursts shorter than the sampling period.
+
+Noise (sub-windows, batch means; see docs/noise.md). A stage marks step boundaries inside
+an open window; each mark syncs the device, takes a sample and reads the energy counter::
+
+    mon.begin_window("train")
+    for step in steps:
+        train_step()
+        mon.mark()                       # after each step (or every few steps)
+    window = mon.end_window("train")
+    figs = window.spread_figures(k=8)    # as figures(), with 95 % intervals over 8 sub-windows
+    subs = window.sub_windows(8)         # 8 sub-windows of equal numbers of marked steps
+    # e.g. J/token: spread.ratio_interval([w.energy().value for w in subs],
+    #                                     [tokens_per_step * w.steps for w in subs], "batch_means_k=8")
+
+Without marks, ``sub_windows(k)`` splits the window into k equal spans of time; memory and
+utilisation still get intervals, energy does not (the counter was read only at the edges).
+
+A window also knows how many energy-counter updates fell inside it
+(:meth:`Window.energy_flags`): fewer than :data:`MIN_ENERGY_UPDATES` makes its energy figures
+too coarse to trust, and the record carries ``energy_window_short``.
 """
 
 from __future__ import annotations
@@ -20,9 +40,15 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import formulas
+from . import formulas, spread
 from .backends import Backend, Row, open_backend
 from .figure import Figure
+
+# A window needs this many energy-counter updates for its energy to be trusted: the counter
+# is quantised in time, so with fewer the edges' rounding is more than ~5 % of the window.
+MIN_ENERGY_UPDATES = 20
+
+Mark = tuple[float, float | None]  # (monotonic time, energy counter in J or None)
 
 
 @dataclass
@@ -38,10 +64,75 @@ class Window:
     util_source: str
     # per key: device -> [(t, value)]
     series: dict[str, dict[int, list[tuple[float, float]]]] = field(default_factory=dict)
+    marks: list[Mark] = field(default_factory=list)  # inside (t0, t1), in time order
+    energy_update_hz: float | None = None  # how often the backend's energy counter updates
+    steps: int | None = None  # marked steps in this window (a sub-window's share of them)
 
     @property
     def seconds(self) -> float:
         return self.t1 - self.t0
+
+    def energy_flags(self) -> dict[str, object]:
+        """``energy_counter_updates`` (counter updates expected in the window, None when the
+        rate is unknown) and ``energy_window_short`` (fewer than MIN_ENERGY_UPDATES)."""
+        if self.energy_update_hz is None or self.energy_start_j is None:
+            return {"energy_counter_updates": None, "energy_window_short": None}
+        updates = self.seconds * self.energy_update_hz
+        return {"energy_counter_updates": updates, "energy_window_short": updates < MIN_ENERGY_UPDATES}
+
+    def _span(self, a: Mark, b: Mark, steps: int | None, reason: str | None) -> "Window":
+        """The sub-window between two edges (marks), with the samples inside it."""
+        series = {
+            k: {d: [(t, v) for t, v in pts if a[0] <= t <= b[0]] for d, pts in per.items()}
+            for k, per in self.series.items()
+        }
+        return Window(
+            name=self.name, t0=a[0], t1=b[0], energy_start_j=a[1], energy_end_j=b[1],
+            energy_source=self.energy_source, energy_missing_reason=reason or self.energy_missing_reason,
+            mem_source=self.mem_source, util_source=self.util_source, series=series,
+            marks=[m for m in self.marks if a[0] < m[0] < b[0]], energy_update_hz=self.energy_update_hz, steps=steps,
+        )
+
+    def sub_windows(self, k: int) -> list["Window"]:
+        """k consecutive sub-windows: of equal numbers of marked steps when the window has
+        marks (needs at least k steps), else of equal time (then without energy)."""
+        if k < 2:
+            raise ValueError("need k >= 2 sub-windows")
+        edges: list[Mark] = [(self.t0, self.energy_start_j), *self.marks, (self.t1, self.energy_end_j)]
+        if self.marks:
+            n = len(edges) - 1  # marked steps (the last runs from the last mark to t1)
+            if n < k:
+                raise ValueError(f"{n} marked steps cannot fill {k} sub-windows")
+            cut = [round(i * n / k) for i in range(k + 1)]
+            return [self._span(edges[cut[i]], edges[cut[i + 1]], cut[i + 1] - cut[i], None) for i in range(k)]
+        why = "no marks in the window: energy per sub-window needs the counter read inside it"
+        ts = [self.t0 + i * self.seconds / k for i in range(k + 1)]
+        return [self._span((ts[i], None), (ts[i + 1], None), None, why) for i in range(k)]
+
+    def spread_figures(self, k: int) -> dict[str, Figure]:
+        """:meth:`figures` with 95 % intervals from k sub-windows (batch means).
+
+        AMU, PCU and AEC are time averages, so the whole window's value is Σ ∫_i / Σ T_i over
+        the sub-windows; its interval is the ratio estimator's (:func:`spread.ratio_interval`).
+        Energy's interval is AEC's times the window length. The peak has none (a max, not a mean).
+        """
+        out = self.figures()
+        subs = self.sub_windows(k)
+        secs = [w.seconds for w in subs]
+        method = f"batch_means_k={k}"
+        per_sub = [w.figures() for w in subs]
+        for key in ("amu_gb", "amu_frac", "pcu_frac", "aec_w"):
+            vals = [f[key].value for f in per_sub]
+            if out[key].value is None or any(v is None for v in vals):
+                continue
+            _, iv = spread.ratio_interval([v * t for v, t in zip(vals, secs)], secs, method)  # type: ignore[operator]
+            out[key] = out[key].with_interval(iv)
+        aec = out["aec_w"]
+        if aec.interval is not None and out["energy_j"].value is not None:
+            iv = aec.interval
+            out["energy_j"] = out["energy_j"].with_interval(
+                spread.Interval(iv.low * self.seconds, iv.high * self.seconds, iv.n, iv.method))
+        return out
 
     def _per_device(self, key: str) -> dict[int, tuple[list[float], list[float]]]:
         return {d: ([t for t, _ in pts], [v for _, v in pts]) for d, pts in self.series.get(key, {}).items() if pts}
@@ -99,6 +190,7 @@ class Monitor:
         interval_s: float = 0.1,
         sync: Callable[[], None] | None = None,
         backend: Backend | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
@@ -107,30 +199,34 @@ class Monitor:
         else:
             self.nvml_unavailable_reason = None
         self.backend = backend
+        self._clock = clock  # monotonic seconds; a test may script it
         self.interval_s = interval_s
         self._sync = sync
         self._rows: list[tuple[float, int, str, float]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._open: dict[str, tuple[float, float | None]] = {}
+        self._open: dict[str, Mark] = {}
+        self._marks: list[Mark] = []
         self.wall_t0 = time.time()
-        self.mono_t0 = time.monotonic()
+        self.mono_t0 = clock()
 
     # -- sampling -------------------------------------------------------------
-    def sample_now(self) -> None:
-        t = time.monotonic()
+    def sample_now(self) -> float:
+        """Read the backend once; returns the time the reading is stamped with."""
+        t = self._clock()
         rows: list[Row] = self.backend.read()
         with self._lock:
             self._rows.extend((t, d, k, v) for d, k, v in rows)
+        return t
 
     def _run(self) -> None:
-        next_t = time.monotonic()
+        next_t = self._clock()
         while not self._stop.is_set():
             self.sample_now()
             next_t += self.interval_s
             # Sleep to a fixed schedule so sampling does not drift with read time.
-            self._stop.wait(max(0.0, next_t - time.monotonic()))
+            self._stop.wait(max(0.0, next_t - self._clock()))
 
     def start(self) -> "Monitor":
         if self._thread is None:
@@ -155,8 +251,16 @@ class Monitor:
     def _edge(self) -> tuple[float, float | None]:
         if self._sync is not None:
             self._sync()  # the device must have finished the work before the counter is read
-        self.sample_now()
-        return time.monotonic(), self.backend.energy_j()
+        # The edge is the edge sample's own timestamp, so the window's [t0, t1] filter keeps it
+        # (reading the clock after the sample dropped the window's first sample).
+        t = self.sample_now()
+        return t, self.backend.energy_j()
+
+    def mark(self) -> None:
+        """A step boundary inside the open windows: sync, sample, read the energy counter."""
+        if not self._open:
+            raise RuntimeError("mark() needs an open window")
+        self._marks.append(self._edge())
 
     def begin_window(self, name: str) -> None:
         if name in self._open:
@@ -184,6 +288,8 @@ class Monitor:
             mem_source=self.backend.mem_source,
             util_source=self.backend.util_source,
             series={k: dict(v) for k, v in series.items()},
+            marks=[m for m in self._marks if t0 < m[0] < t1],
+            energy_update_hz=getattr(self.backend, "energy_update_hz", None),
         )
 
     def samples_rows(self) -> list[dict[str, object]]:

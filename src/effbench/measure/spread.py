@@ -1,0 +1,209 @@
+"""Noise on a measured figure: 95 % confidence intervals, batch means, ratios, significance.
+
+Pure functions over plain numbers (no scipy in the driver venv):
+
+- :func:`t_quantile` the Student-t quantile, exact for integer degrees of freedom;
+- :func:`mean_interval` the t-based 95 % CI of a mean over n independent replicates
+  (serving repeats, or the k sub-window means of a training window);
+- :func:`batch_means` k equal sub-windows of a per-step series (batch means);
+- :func:`ratio_interval` a rate Σx / Σy (tokens/s, J/token) over k sub-windows, with the
+  ratio estimator's delta-method standard error;
+- :func:`mcr_interval` MCR = size ratio × Perf_q / Perf_base with the delta-method SE from
+  the two accuracies' standard errors;
+- :func:`significant` / :func:`difference_label` |a − b| > 2·sqrt(se_a² + se_b²);
+- :func:`requests_for_percentile` how many requests a repeat needs for its p-th percentile.
+
+Figures carry these through :class:`effbench.measure.figure.Figure` (``over_replicates``,
+``batch_means``, ``rate``, ``with_interval``).
+
+docs/noise.md says which noise each figure carries and how these are used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+LEVEL = 0.95  # every interval in the record is a 95 % interval
+Z95 = 1.959963984540054  # normal 97.5 % quantile (for SEs from large samples, e.g. lm-eval)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A 95 % interval [low, high] from n independent replicates, by ``method``."""
+
+    low: float
+    high: float
+    n: int
+    method: str  # e.g. "t_repeats", "batch_means_k=8", "delta_method"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low > self.high:
+            raise ValueError(f"bad interval [{self.low}, {self.high}]")
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def overlaps(self, other: "Interval") -> bool:
+        return self.low <= other.high and other.low <= self.high
+
+
+def _t_two_sided_mass(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with integer df (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    s = math.sin(theta)
+    if df % 2 == 1:
+        term, acc = math.cos(theta), 0.0
+        if df > 1:
+            acc = term
+            for k in range(3, df - 1, 2):  # terms cos^(k)θ · (2·4···(k−1)) / (1·3···k)
+                term *= c2 * (k - 1) / k
+                acc += term
+        return 2 / math.pi * (theta + s * acc)
+    term, acc = 1.0, 1.0
+    for k in range(2, df - 1, 2):  # terms cos^(k)θ · (1·3···(k−1)) / (2·4···k)
+        term *= c2 * (k - 1) / k
+        acc += term
+    return s * acc
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The p-quantile (p > 0.5) of Student's t with df degrees of freedom."""
+    if not 0.5 < p < 1:
+        raise ValueError("p must be in (0.5, 1)")
+    if df < 1:
+        raise ValueError("need at least one degree of freedom")
+    mass = 2 * p - 1
+    if df > 2000:  # the series is O(df); Cornish-Fisher is exact to < 1e-7 here
+        z = _normal_quantile(p)
+        return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+    lo, hi = 0.0, 1.0
+    while _t_two_sided_mass(hi, df) < mass:
+        hi *= 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_two_sided_mass(mid, df) < mass else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _normal_quantile(p: float) -> float:
+    lo, hi = 0.0, 10.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if 0.5 * math.erfc(-mid / math.sqrt(2)) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def t95(df: int) -> float:
+    """The two-sided 95 % critical value of Student's t."""
+    return t_quantile(0.5 + LEVEL / 2, df)
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n − 1)."""
+    if len(values) < 2:
+        raise ValueError("need at least two values for a spread")
+    m = sum(values) / len(values)
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def mean_interval(values: Sequence[float], method: str = "t_repeats") -> tuple[float, Interval]:
+    """The mean of n independent replicates and its t-based 95 % CI (n >= 2)."""
+    m, sd = mean_sd(values)
+    h = t95(len(values) - 1) * sd / math.sqrt(len(values))
+    return m, Interval(m - h, m + h, len(values), method)
+
+
+def batch_means(values: Sequence[float], k: int) -> list[float]:
+    """Means of k equal consecutive sub-windows of a per-step series.
+
+    The first len % k steps are dropped so every batch has the same length (they are
+    the earliest, warmest-up steps of the window). Needs at least one step per batch.
+    """
+    if k < 2:
+        raise ValueError("need k >= 2 batches for a spread")
+    size = len(values) // k
+    if size < 1:
+        raise ValueError(f"{len(values)} steps cannot fill {k} batches")
+    tail = list(values)[len(values) - size * k :]
+    return [sum(tail[i * size : (i + 1) * size]) / size for i in range(k)]
+
+
+def batch_means_interval(values: Sequence[float], k: int) -> tuple[float, Interval]:
+    """Mean of a per-step series with a 95 % CI from k batch means (k − 1 df)."""
+    return mean_interval(batch_means(values, k), f"batch_means_k={k}")
+
+
+def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], method: str) -> tuple[float, Interval]:
+    """R = Σx / Σy over k sub-windows (e.g. tokens and seconds) with a 95 % CI.
+
+    The ratio estimator's delta-method SE: sqrt(Σ (x_i − R·y_i)² / (k (k − 1))) / mean(y),
+    with t on k − 1 degrees of freedom. Sub-windows of unequal length are weighted by y.
+    """
+    k = len(numerators)
+    if k != len(denominators):
+        raise ValueError("numerators and denominators differ in length")
+    if k < 2:
+        raise ValueError("need at least two sub-windows for a spread")
+    sx, sy = sum(numerators), sum(denominators)
+    if sy <= 0:
+        raise ValueError("denominators must sum to a positive number")
+    r = sx / sy
+    resid = sum((x - r * y) ** 2 for x, y in zip(numerators, denominators))
+    se = math.sqrt(resid / (k * (k - 1))) / (sy / k)
+    h = t95(k - 1) * se
+    return r, Interval(r - h, r + h, k, method)
+
+
+def ratio_se(a: float, se_a: float, b: float, se_b: float) -> float:
+    """Delta-method SE of a / b for independent a, b."""
+    if b == 0 or a == 0:
+        raise ValueError("the delta method needs non-zero a and b")
+    return abs(a / b) * math.sqrt((se_a / a) ** 2 + (se_b / b) ** 2)
+
+
+def mcr_interval(
+    size_ratio: float, perf_q: float, se_q: float, perf_base: float, se_base: float, n: int
+) -> tuple[float, Interval]:
+    """MCR = size_ratio × perf_q / perf_base with a normal 95 % CI (delta method).
+
+    The sizes are exact; the accuracies are independent means with standard errors from
+    the harness (large samples, hence z rather than t). n: evaluated items behind them.
+    """
+    value = size_ratio * perf_q / perf_base
+    h = Z95 * size_ratio * ratio_se(perf_q, se_q, perf_base, se_base)
+    return value, Interval(value - h, value + h, n, "delta_method")
+
+
+def requests_for_percentile(q: float, tail: int = 5) -> int:
+    """Requests one repeat needs so that at least ``tail`` of them lie above its q-th percentile
+    (p99 with 5 in the tail: 500), below which the percentile is set by one or two requests."""
+    if not 0 < q < 100:
+        raise ValueError("q must be in (0, 100)")
+    return math.ceil(tail / (1 - q / 100) - 1e-9)
+
+
+def significant(a: float, se_a: float, b: float, se_b: float) -> bool:
+    """Whether two independent estimates differ by more than 2 combined standard errors."""
+    return abs(a - b) > 2 * math.sqrt(se_a**2 + se_b**2)
+
+
+def difference_label(a: float, se_a: float, b: float, se_b: float) -> str:
+    return "significant" if significant(a, se_a, b, se_b) else "not significant"
+
+
+NORMAL_METHODS = ("delta_method", "normal_se")  # intervals built with z, not t
+
+
+def normal_interval(value: float, se: float, n: int) -> Interval:
+    """value ± 1.96·se: an estimate over many items with a known SE (e.g. an lm-eval accuracy)."""
+    return Interval(value - Z95 * se, value + Z95 * se, n, "normal_se")
+
+
+def se_from_interval(iv: Interval) -> float:
+    """Back out a standard error from a 95 % interval (z for normal methods, else t on n − 1 df)."""
+    crit = Z95 if iv.method in NORMAL_METHODS or iv.n < 2 else t95(iv.n - 1)
+    return iv.half_width / crit

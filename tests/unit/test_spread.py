@@ -1,0 +1,111 @@
+"""Confidence intervals, batch means, ratio and MCR intervals, significance: against known values."""
+
+import math
+
+import pytest
+
+from effbench.measure import spread
+from effbench.measure.figure import Figure
+from effbench.record import flatten
+
+
+@pytest.mark.parametrize(
+    "df, t",  # two-sided 95 % critical values from standard t tables (R: qt(0.975, df))
+    [(1, 12.706205), (2, 4.302653), (3, 3.182446), (4, 2.776445), (9, 2.262157), (29, 2.045230),
+     (120, 1.979930), (5000, 1.960439)],
+)
+def test_t95_matches_tables(df, t):
+    assert spread.t95(df) == pytest.approx(t, abs=2e-6)
+
+
+def test_other_quantiles_and_bad_input():
+    assert spread.t_quantile(0.995, 10) == pytest.approx(3.169273, abs=2e-6)
+    with pytest.raises(ValueError):
+        spread.t_quantile(0.4, 5)
+    with pytest.raises(ValueError):
+        spread.t95(0)
+
+
+def test_mean_interval_by_hand():
+    # mean 2, sd 1, n 3: half-width 4.302653 / sqrt(3)
+    m, iv = spread.mean_interval([1.0, 2.0, 3.0])
+    assert m == 2.0 and iv.n == 3 and iv.method == "t_repeats"
+    assert iv.half_width == pytest.approx(4.302653 / math.sqrt(3), abs=1e-6)
+    assert (iv.low + iv.high) / 2 == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        spread.mean_interval([1.0])
+
+
+def test_batch_means_drop_the_earliest_remainder():
+    # 10 steps into 3 batches of 3: the first step is dropped
+    assert spread.batch_means([100, 1, 1, 1, 2, 2, 2, 3, 3, 3], 3) == [1, 2, 3]
+    m, iv = spread.batch_means_interval([100, 1, 1, 1, 2, 2, 2, 3, 3, 3], 3)
+    assert m == 2 and iv.method == "batch_means_k=3" and iv.n == 3
+    with pytest.raises(ValueError):
+        spread.batch_means([1.0, 2.0], 3)
+
+
+def test_ratio_interval_is_the_pooled_rate_with_a_ratio_estimator_se():
+    tokens, secs = [100.0, 120.0, 80.0, 100.0], [1.0, 1.0, 1.0, 1.0]
+    r, iv = spread.ratio_interval(tokens, secs, "batch_means_k=4")
+    assert r == pytest.approx(100.0)
+    # equal denominators: same as the t interval of the per-window rates
+    _, t_iv = spread.mean_interval([100.0, 120.0, 80.0, 100.0])
+    assert iv.half_width == pytest.approx(t_iv.half_width)
+    # a constant rate over unequal windows has no spread
+    r, iv = spread.ratio_interval([50.0, 150.0], [0.5, 1.5], "m")
+    assert r == pytest.approx(100.0) and iv.half_width == pytest.approx(0.0, abs=1e-9)
+
+
+def test_mcr_interval_delta_method():
+    # The paper's check: 4 × 0.4361 / 0.4719, with SEs of 0.01 on each accuracy.
+    value, iv = spread.mcr_interval(4.0, 0.4361, 0.01, 0.4719, 0.01, n=1000)
+    assert value == pytest.approx(3.6965, abs=5e-5)
+    se = (0.4361 / 0.4719) * math.sqrt((0.01 / 0.4361) ** 2 + (0.01 / 0.4719) ** 2)
+    assert iv.half_width == pytest.approx(1.959964 * 4 * se, rel=1e-6)
+    assert iv.method == "delta_method"
+    assert spread.se_from_interval(iv) == pytest.approx(4 * se, rel=1e-6)
+    assert spread.se_from_interval(spread.normal_interval(0.5, 0.02, 1000)) == pytest.approx(0.02)
+
+
+def test_requests_for_percentile():
+    assert spread.requests_for_percentile(99) == 500
+    assert spread.requests_for_percentile(90) == 50
+    assert spread.requests_for_percentile(50, tail=1) == 2
+
+
+def test_significance_at_two_combined_standard_errors():
+    # 2 · sqrt(0.03² + 0.04²) = 0.1
+    assert spread.difference_label(0.50, 0.03, 0.61, 0.04) == "significant"
+    assert spread.difference_label(0.50, 0.03, 0.59, 0.04) == "not significant"
+
+
+def test_figure_interval_columns_and_derive():
+    _, iv = spread.mean_interval([9.0, 10.0, 11.0])
+    fig = Figure.of(10.0, "wall_clock", iv)
+    cols = flatten({"aec_w": fig})
+    assert cols["aec_w__ci_low"] == iv.low and cols["aec_w__ci_high"] == iv.high
+    assert cols["aec_w__ci_n"] == 3 and cols["aec_w__ci_method"] == "t_repeats"
+    neg = fig.derive(lambda v: -2 * v, "/x")
+    assert neg.interval.low == pytest.approx(-2 * iv.high) and neg.interval.high == pytest.approx(-2 * iv.low)
+    missing = flatten({"aec_w": Figure.missing("no counter")})
+    assert missing["aec_w__ci_low"] is None and missing["aec_w__ci_n"] is None
+    with pytest.raises(ValueError):
+        Figure(None, "unavailable", "why", iv)
+    assert Figure.missing("why").with_interval(iv).interval is None
+
+
+def test_figure_constructors_over_replicates_batches_and_rates():
+    fig = Figure.over_replicates([1.0, 2.0, 3.0], "wall_clock_per_repeat")
+    assert fig.value == 2.0 and fig.interval.half_width == pytest.approx(4.302653 / math.sqrt(3), abs=1e-6)
+    assert Figure.over_replicates([5.0], "x").interval is None
+    assert Figure.over_replicates([], "x").missing_reason == "no replicates were measured"
+    steps = [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 7.0]
+    al = Figure.batch_means(steps, 3, "wall_clock_per_step")
+    assert al.value == pytest.approx(2.5) and al.interval.method == "batch_means_k=3"
+    # batches of the last 9 steps: 1.33, 2.33, 4.33 -> the half-width of their t interval
+    _, iv = spread.mean_interval([4 / 3, 7 / 3, 13 / 3])
+    assert al.interval.half_width == pytest.approx(iv.half_width)
+    assert Figure.batch_means([1.0, 2.0], 3, "x").interval is None
+    tps = Figure.rate([100.0, 120.0], [1.0, 1.0], "wall_clock", "batch_means_k=2")
+    assert tps.value == pytest.approx(110.0) and tps.interval.n == 2
