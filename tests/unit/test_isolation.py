@@ -1,0 +1,61 @@
+"""The isolation evidence: overlapping measured jobs see each other, sequential ones do not."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from effbench.isolation import JobRegistration
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_sequential_jobs_are_alone(tmp_path):
+    with JobRegistration("a", registry=tmp_path) as a:
+        pass
+    with JobRegistration("b", registry=tmp_path) as b:
+        pass
+    assert a.columns()["alone"] and b.columns()["alone"]
+    assert b.columns()["concurrent_jobs"] == 0 and json.loads(b.columns()["concurrent_jobs_json"]) == []
+
+
+def test_a_job_in_another_process_during_the_window_is_seen(tmp_path):
+    # A real second process registers, works for a moment and ends inside our window.
+    child = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(SRC)!r})
+        from pathlib import Path
+        from effbench.isolation import JobRegistration
+        with JobRegistration("finetune/xs/lora", registry=Path({str(tmp_path)!r})):
+            time.sleep(0.3)
+    """)
+    with JobRegistration("pretrain/xs/gqa", registry=tmp_path) as job:
+        subprocess.run([sys.executable, "-c", child], check=True)
+    cols = job.columns()
+    assert cols["alone"] is False and cols["concurrent_jobs"] == 1
+    assert json.loads(cols["concurrent_jobs_json"]) == ["finetune/xs/lora"]
+
+
+def test_a_running_job_is_seen_and_a_dead_unstamped_one_only_if_it_started_inside(tmp_path):
+    now = time.time()
+    # A live job (this test's own pid stands in for a running process) that started before us.
+    (tmp_path / "live.json").write_text(json.dumps({"cell": "live", "pid": 1, "started": now - 100, "ended": None}))
+    # A job whose process is gone and never stamped its end, started long before: not counted.
+    dead = tmp_path / "dead.json"
+    dead.write_text(json.dumps({"cell": "dead", "pid": 2**22 + 12345, "started": now - 100, "ended": None}))
+    old = now - 50
+    import os
+    os.utime(dead, (old, old))
+    with JobRegistration("me", registry=tmp_path) as job:
+        pass
+    assert json.loads(job.columns()["concurrent_jobs_json"]) == ["live"]
+
+
+def test_load_and_cpus_are_recorded(tmp_path):
+    with JobRegistration("me", registry=tmp_path) as job:
+        pass
+    cols = job.columns()
+    assert cols["host_cpus"] >= 1
+    assert cols["host_load_1m_start"] is not None and cols["host_load_1m_start"] >= 0
