@@ -1,6 +1,7 @@
 """Every cell's resolved settings for the shipped configs, as the rules pass them on.
 
-`python tests/unit/settings_snapshot.py` rewrites tests/unit/data/settings_snapshot.json;
+`python tests/unit/settings_snapshot.py` rewrites tests/unit/data/settings_snapshot.json (it was
+written by the config.py this package replaced, with cfg.load_config and cfg.serve_cells);
 test_settings_snapshot.py checks the config package still resolves exactly these settings
 (a changed setting re-runs its cell and changes its record)."""
 
@@ -22,14 +23,14 @@ def snapshot(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """stage -> cell name -> resolved settings (data: the corpus and task settings of the data rules)."""
     from effbench import config as cfg
 
-    cells, exported, finetune = cfg.load_config(config)
-    serve = cfg.serve_cells(config)
-    ft_tasks = (config.get("finetune") or {}).get("tasks", {})
+    p = cfg.plan(config)
+    serve = p.serve
+    ft_tasks = (p.config.get("finetune") or {}).get("tasks", {})
     return {
-        "data": {"pretrain": config["data"]["pretrain"], **{f"finetune/{k}": v for k, v in ft_tasks.items()}},
-        "pretrain": {c.name: c.settings for c in cells},
-        "export": {c.name: c.settings for c in exported},
-        "finetune": {c.name: c.settings for c in finetune},
+        "data": {"pretrain": p.config["data"]["pretrain"], **{f"finetune/{k}": v for k, v in ft_tasks.items()}},
+        "pretrain": {c.name: c.settings for c in p.pretrain},
+        "export": {c.name: c.settings for c in p.exported},
+        "finetune": {c.name: c.settings for c in p.finetune},
         "quantize": {c.name: c.settings for c in serve.quantize},
         "eval": {c.name: c.settings for c in serve.eval},
         "inference": {c.name: c.settings for c in serve.inference},
