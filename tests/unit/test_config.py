@@ -193,3 +193,46 @@ def test_multi_node_step_gets_the_nodes_cpus_and_gpus():
     layout = {"nodes": 2, "gpus_per_node": 4, "tensor_parallel": 1}
     cmd = cfg.launch_command("py", layout, cpus_per_node=64, gpus=True)
     assert "--ntasks-per-node=1 --cpus-per-task=64 --gres=gpu:4 --kill-on-bad-exit=1 py -m torch.distributed.run" in cmd
+
+
+# --- defaults and the model reference ---------------------------------------------------------
+
+def test_defaults_come_from_the_schema_and_the_input_is_not_changed():
+    raw = edited(DEFAULT, ("inference", "vllm"), {"max_model_len": 128})
+    valid = cfg.validate(raw)
+    assert "max_num_seqs" not in raw["inference"]["vllm"]  # a copy is filled, not the caller's config
+    assert valid["inference"]["vllm"]["max_num_seqs"] == 256 and valid["inference"]["vllm"]["max_model_len"] == 128
+    assert valid["pretrain"]["parallel"] == {"nodes": 1, "gpus_per_node": 1, "tensor_parallel": 1}
+    assert cfg.defaults_of("inference")["int4_dtype"] == "bf16"
+
+
+def test_a_layered_default_never_overrides_a_lower_layer():
+    # paper.yaml: add_qkv_bias true in model_defaults; finetune threads 8 in finetune.training only
+    p = cfg.plan(PAPER)
+    assert all(c.settings["model"]["add_qkv_bias"] is True for c in p.pretrain)
+    assert all(c.settings["training"]["threads"] == 8 for c in p.finetune)
+    c = edited(DEFAULT, ("pretrain", "model_defaults"), {k: v for k, v in DEFAULT["pretrain"]["model_defaults"].items()
+                                                           if k != "add_qkv_bias"})
+    c["pretrain"]["techniques"]["mha"]["add_qkv_bias"] = True
+    cells = {x.name: x.settings["model"]["add_qkv_bias"] for x in cfg.plan(c).pretrain}
+    assert cells["xs/mha"] is True and cells["xs/gqa"] is False
+
+
+def test_template_defaults_for_the_pipelines_own_export_only():
+    c = edited(DEFAULT, ("finetune", "models", "xs-gqa"), {"pretrained": "xs/gqa"})
+    assert {x.settings["template"] for x in cfg.plan(c).finetune if x.model == "xs-gqa"} == {"default"}
+    c = edited(DEFAULT, ("finetune", "models", "xs-gqa"), {"hf": "org/model"})
+    with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.xs-gqa.template`"):
+        cfg.plan(c)
+
+
+def test_one_model_reference_for_finetuning_and_serving():
+    c = edited(DEFAULT, ("finetune", "models", "xs-gqa"), {"hf": "org/model", "template": "llama3"})
+    c["quantize"]["models"]["xs-gqa"] = {"hf": "org/model"}
+    p = cfg.plan(c)
+    ft = next(x for x in p.finetune if x.model == "xs-gqa")
+    q = next(x for x in p.serve.quantize if x.model == "xs-gqa")
+    assert ft.source == q.source == cfg.ModelSource("hf", "org/model")
+    assert ft.settings["model_source"] == {"hf": "org/model"} and q.settings["source"] == {"kind": "hf", "ref": "org/model"}
+    with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.xs-gqa`"):  # the old spelling
+        cfg.plan(edited(DEFAULT, ("finetune", "models", "xs-gqa"), {"hf_id": "org/model", "template": "llama3"}))
