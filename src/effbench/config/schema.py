@@ -1,9 +1,11 @@
 """Validate a config against workflow/schemas/config.schema.yaml and fill its defaults.
 
 The schema's ``default:`` values are the only defaults: ``validate`` returns a copy of the
-config with every absent key that has one filled in (Snakemake's ``validate(...,
-set_default=True)``, reimplemented so that the package does not import Snakemake). A default
-is filled where the schema states it; keys merged in layers (model keys, fine-tuning training
+config with every absent key that has one filled in, as Snakemake's ``validate(...,
+set_default=True)`` does. The filling is this module's own walk of the schema rather than a
+jsonschema validator extension: the pretraining environment, where tests resolve cells from a
+config, has no jsonschema (the driver validates; every environment can fill). A default is
+filled where the schema states it; keys merged in layers (model keys, fine-tuning training
 keys) have theirs on the base layer only (``model_defaults``, ``finetune.training``), so a
 filled default never overrides a value set on a lower layer.
 """
@@ -28,34 +30,16 @@ def schema() -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
-@lru_cache(maxsize=1)
-def _validator_class() -> Any:
-    import jsonschema  # the driver's library; stage environments only import the constants
-
-    base = jsonschema.Draft202012Validator
-    check_properties = base.VALIDATORS["properties"]
-
-    def fill_then_check(validator: Any, properties: dict[str, Any], instance: Any, sub: dict[str, Any]) -> Any:
-        if validator.is_type(instance, "object"):
-            for name, prop in properties.items():
-                if "default" in prop and name not in instance:
-                    instance[name] = copy.deepcopy(prop["default"])
-        yield from check_properties(validator, properties, instance, sub)
-
-    return jsonschema.validators.extend(base, {"properties": fill_then_check})
-
-
 def _key(path: Any) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def validate(config: dict[str, Any]) -> dict[str, Any]:
-    """The config with its defaults filled (a copy); ConfigError naming every bad key."""
-    import jsonschema
+def check(config: dict[str, Any]) -> None:
+    """ConfigError naming every key that breaks the schema."""
+    import jsonschema  # the driver's library
 
-    filled = copy.deepcopy(config)
-    validator = _validator_class()(schema())
-    errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
         for e in errors[:20]:
@@ -63,6 +47,60 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             best = jsonschema.exceptions.best_match([e])
             lines.append(f"config key `{_key(best.absolute_path)}`: {best.message}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+
+
+def _holds(condition: dict[str, Any], instance: dict[str, Any]) -> bool:
+    """An ``if:`` of the kinds the schema uses: required keys, and keys with a const value."""
+    if set(condition) - {"required", "properties"}:
+        raise ValueError(f"schema `if` {condition} is not one fill_defaults evaluates")
+    consts = {k: p["const"] for k, p in condition.get("properties", {}).items()}
+    return all(k in instance for k in condition.get("required", [])) and \
+        all(instance.get(k) == v for k, v in consts.items())
+
+
+def fill_defaults(instance: Any, sub: dict[str, Any]) -> None:
+    """Set, in place, every default ``sub`` states for a key ``instance`` lacks, at every depth
+    (``properties``, ``additionalProperties``, ``$ref``, ``allOf``, ``if``/``then``; there are
+    no defaults under ``oneOf``/``anyOf``, whose branch is not known without validating)."""
+    if not isinstance(instance, dict):
+        return
+    if "$ref" in sub:
+        fill_defaults(instance, _resolve(sub["$ref"]))
+    props = sub.get("properties", {})
+    for name, prop in props.items():
+        if name not in instance and "default" in prop:
+            instance[name] = copy.deepcopy(prop["default"])
+        if name in instance:
+            fill_defaults(instance[name], prop)
+    extra = sub.get("additionalProperties")
+    if isinstance(extra, dict):
+        for name, value in instance.items():
+            if name not in props:
+                fill_defaults(value, extra)
+    for part in sub.get("allOf", []):
+        fill_defaults(instance, part)
+    if "if" in sub and "then" in sub and _holds(sub["if"], instance):
+        fill_defaults(instance, sub["then"])
+
+
+def _resolve(ref: str) -> dict[str, Any]:
+    prefix = "#/$defs/"
+    if not ref.startswith(prefix):
+        raise ValueError(f"schema $ref {ref!r} is not a local $defs entry")
+    return schema()["$defs"][ref[len(prefix):]]
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with its defaults filled (a copy); ConfigError naming every bad key."""
+    check(config)
+    return with_defaults(config)
+
+
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the config with the schema's defaults filled, without validating it (the
+    stage environments have no jsonschema)."""
+    filled = copy.deepcopy(config)
+    fill_defaults(filled, schema())
     return filled
 
 
@@ -73,7 +111,5 @@ def defaults_of(*section: str) -> dict[str, Any]:
     for name in section:
         sub = sub["properties"][name]
     instance: dict[str, Any] = {}
-    validator = _validator_class()(schema())
-    for _ in validator.evolve(schema=sub).iter_errors(instance):
-        pass  # an empty section misses its required keys; only the filled defaults matter
+    fill_defaults(instance, sub)
     return instance
