@@ -18,19 +18,21 @@ PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
 
 
 def test_shipped_configs_are_valid():
-    cells, export, ft = cfg.load_config(DEFAULT)
+    p = cfg.plan(DEFAULT)
+    cells, export, ft = p.pretrain, p.exported, p.finetune
     assert {c.technique for c in cells} == {"mha", "mqa", "gqa", "mla", "moe"}
     assert {c.size for c in cells} == {"xs", "s"}
     assert {c.technique for c in export} == {"mha", "mqa", "gqa"}
     assert {c.method for c in ft} == {"lora", "loraplus", "rslora", "dora", "pissa", "freeze", "full"}
     assert {c.settings["model_source"]["pretrained"] for c in ft} <= {c.name for c in export}
-    paper, _, paper_ft = cfg.load_config(PAPER)
+    paper_plan = cfg.plan(PAPER)
+    paper, paper_ft = paper_plan.pretrain, paper_plan.finetune
     assert len(paper) == 11
     assert len(paper_ft) == 7 * 7 * 2
 
 
 def test_paper_shapes_match_the_reference():
-    cells = {c.name: c.settings["model"] for c in cfg.load_config(PAPER)[0]}
+    cells = {c.name: c.settings["model"] for c in cfg.plan(PAPER).pretrain}
     shapes = {"0.5b": (24, 896, 14, 2, 4864), "1.5b": (28, 1536, 12, 2, 8960), "3b": (36, 2048, 16, 2, 11008)}
     for size, (layers, hidden, heads, kv, ffn) in shapes.items():
         m = cells[f"{size}/gqa"]
@@ -43,7 +45,7 @@ def test_paper_shapes_match_the_reference():
     moe = cells["0.5b/moe"]["moe"]
     assert moe == {"num_experts": 8, "router_topk": 2, "aux_loss_coeff": 0.01, "expert_ffn_hidden_size": 4864}
     assert "3b/moe" not in cells
-    t = cfg.load_config(PAPER)[0][0].settings["training"]
+    t = cfg.plan(PAPER).pretrain[0].settings["training"]
     assert (t["adam_beta1"], t["adam_beta2"], t["weight_decay"], t["lr"], t["min_lr"], t["clip_grad"],
             t["precision"]) == (0.9, 0.95, 0.1, 1e-4, 1e-5, 1.0, "bf16")
 
@@ -64,35 +66,35 @@ def test_paper_shapes_match_the_reference():
 )
 def test_errors_name_the_key(path, value, key):
     with pytest.raises(cfg.ConfigError, match=f"`{key}`"):
-        cfg.load_config(edited(DEFAULT, path, value))
+        cfg.plan(edited(DEFAULT, path, value))
 
 
 def test_semantic_errors_name_the_cell():
     with pytest.raises(cfg.ConfigError, match="xs/gqa: gqa needs num_query_groups"):
-        cfg.load_config(edited(DEFAULT, ("pretrain", "sizes", "xs", "num_query_groups"), 3))
+        cfg.plan(edited(DEFAULT, ("pretrain", "sizes", "xs", "num_query_groups"), 3))
     with pytest.raises(cfg.ConfigError, match="moe.router_topk 9"):
-        cfg.load_config(edited(DEFAULT, ("pretrain", "techniques", "moe", "moe", "router_topk"), 9))
+        cfg.plan(edited(DEFAULT, ("pretrain", "techniques", "moe", "moe", "router_topk"), 9))
     with pytest.raises(cfg.ConfigError, match="export_hf.*'mla'"):
-        cfg.load_config(edited(DEFAULT, ("pretrain", "export_hf"), ["mla"]))
+        cfg.plan(edited(DEFAULT, ("pretrain", "export_hf"), ["mla"]))
 
 
 def test_a_changed_value_changes_only_its_cells():
-    before = {c.name: c.settings for c in cfg.load_config(DEFAULT)[0]}
-    after = {c.name: c.settings for c in cfg.load_config(
-        edited(DEFAULT, ("pretrain", "techniques", "mla", "mla", "kv_lora_rank"), 32))[0]}
+    before = {c.name: c.settings for c in cfg.plan(DEFAULT).pretrain}
+    after = {c.name: c.settings for c in cfg.plan(
+        edited(DEFAULT, ("pretrain", "techniques", "mla", "mla", "kv_lora_rank"), 32)).pretrain}
     assert sorted(n for n in before if before[n] != after[n]) == ["s/mla", "xs/mla"]
 
 
 def test_missing_paths_are_named():
-    assert cfg.missing_paths(DEFAULT) == []
-    keys = [k for k, _ in cfg.missing_paths(PAPER)]
+    assert cfg.plan(DEFAULT).missing == []
+    keys = [k for k, _ in cfg.plan(PAPER).missing]
     assert keys == ["data.pretrain.shards.path", "data.pretrain.shards.tokenizer"]
 
 
 # --- fine-tuning -------------------------------------------------------------------------
 
 def test_paper_finetune_settings_are_the_toolkits():
-    cells = {c.name: c.settings for c in cfg.load_config(PAPER)[2]}
+    cells = {c.name: c.settings for c in cfg.plan(PAPER).finetune}
     lora = cells["qwen2.5-14b/openo1/rslora"]["method_settings"]
     assert (lora["lora_rank"], lora["lora_alpha"], lora["lora_dropout"], lora["lora_target"]) == (64, 128, 0.1, "all")
     assert lora["use_rslora"] is True
@@ -107,44 +109,44 @@ def test_unknown_finetune_method_names_the_key():
     c = copy.deepcopy(DEFAULT)
     c["finetune"]["grid"][0]["methods"].append("qlora")
     with pytest.raises(cfg.ConfigError, match=r"config key `finetune.grid.0.methods`: unknown method 'qlora'"):
-        cfg.load_config(c)
+        cfg.plan(c)
 
 
 def test_finetune_model_needs_an_exported_pretraining_cell():
     c = edited(DEFAULT, ("finetune", "models", "s-gqa", "pretrained"), "s/mla")
     with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.s-gqa.pretrained`: 's/mla' is not"):
-        cfg.load_config(c)
+        cfg.plan(c)
 
 
 def test_finetune_model_needs_exactly_one_source():
     c = edited(DEFAULT, ("finetune", "models", "s-gqa"), {"template": "default"})
     with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.s-gqa`"):
-        cfg.load_config(c)
+        cfg.plan(c)
 
 
 def test_lora_keys_on_a_full_method_are_an_error():
     c = edited(DEFAULT, ("finetune", "methods", "full", "use_dora"), True)
     with pytest.raises(cfg.ConfigError, match=r"config key `finetune.methods.full`: use_dora"):
-        cfg.load_config(c)
+        cfg.plan(c)
 
 
 def test_missing_finetune_model_path_is_listed():
     c = copy.deepcopy(DEFAULT)
     c["finetune"]["models"]["local"] = {"path": "/nowhere/llama", "template": "llama3"}
-    assert ("finetune.models.local.path", "/nowhere/llama") in cfg.missing_paths(c)
+    assert ("finetune.models.local.path", "/nowhere/llama") in cfg.plan(c).missing
 
 
 def test_a_method_edit_changes_only_that_methods_cells():
-    before = {c.name: c.settings for c in cfg.load_config(DEFAULT)[2]}
-    after = {c.name: c.settings for c in cfg.load_config(
-        edited(DEFAULT, ("finetune", "methods", "dora", "lora_rank"), 16))[2]}
+    before = {c.name: c.settings for c in cfg.plan(DEFAULT).finetune}
+    after = {c.name: c.settings for c in cfg.plan(
+        edited(DEFAULT, ("finetune", "methods", "dora", "lora_rank"), 16)).finetune}
     assert sorted(n for n in before if before[n] != after[n]) == ["s-gqa/synthetic/dora", "xs-gqa/synthetic/dora"]
 
 
 def test_llamafactory_args_of_a_cell():
     from effbench.finetune.args import llamafactory_args
 
-    cell = next(c for c in cfg.load_config(DEFAULT)[2] if c.name == "s-gqa/synthetic/loraplus")
+    cell = next(c for c in cfg.plan(DEFAULT).finetune if c.name == "s-gqa/synthetic/loraplus")
     a = llamafactory_args(cell.settings, model_path="m", dataset_dir=Path("d"),
                           datasets={"train": "tr", "eval": "ev"}, output_dir=Path("o"), device="cpu")
     assert a["stage"] == "sft" and a["finetuning_type"] == "lora" and a["loraplus_lr_ratio"] == 16
@@ -154,11 +156,11 @@ def test_llamafactory_args_of_a_cell():
 
 
 def test_parallel_layout_defaults_and_launch():
-    cell = cfg.load_config(DEFAULT)[0][0]
+    cell = cfg.plan(DEFAULT).pretrain[0]
     assert cell.settings["parallel"] == {"nodes": 1, "gpus_per_node": 1, "tensor_parallel": 1, "world_size": 1,
                                          "data_parallel": 1, "pipeline_parallel": 1}
     assert cfg.launch_command("/env/bin/python", cell.settings["parallel"]) == "/env/bin/python"
-    paper = cfg.load_config(PAPER)[0][0].settings["parallel"]
+    paper = cfg.plan(PAPER).pretrain[0].settings["parallel"]
     assert paper["world_size"] == paper["gpus_per_node"] == 4  # one GH200 node: 4 superchips
     assert cfg.launch_command("py", paper) == "py -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=4"
     two_nodes = cfg.launch_command("py", {**paper, "nodes": 2})
@@ -168,17 +170,17 @@ def test_parallel_layout_defaults_and_launch():
 
 def test_parallel_layout_errors_name_the_key():
     with pytest.raises(cfg.ConfigError, match=r"`pretrain.parallel.tensor_parallel`: 2 is not supported"):
-        cfg.load_config(edited(DEFAULT, ["pretrain", "parallel"], {"tensor_parallel": 2}))
+        cfg.plan(edited(DEFAULT, ["pretrain", "parallel"], {"tensor_parallel": 2}))
     # global batch 8 = micro 8 × data parallel 1; with 2 processes it no longer divides
     with pytest.raises(cfg.ConfigError, match=r"`pretrain.training.global_batch_size`: 8 is not a multiple"):
-        cfg.load_config(edited(DEFAULT, ["pretrain", "parallel"], {"gpus_per_node": 2}))
+        cfg.plan(edited(DEFAULT, ["pretrain", "parallel"], {"gpus_per_node": 2}))
     with pytest.raises(cfg.ConfigError, match=r"`pretrain.parallel.nodes`"):
-        cfg.load_config(edited(DEFAULT, ["pretrain", "parallel"], {"nodes": 0}))
+        cfg.plan(edited(DEFAULT, ["pretrain", "parallel"], {"nodes": 0}))
 
 
 def test_stage_environments():
     assert cfg.stage_python({}, "pretrain").endswith(".venvs/pretrain/bin/python")
-    assert cfg.stage_python({"environments": {"pretrain": "/conda/envs/p/bin/python"}}, "pretrain") == \
+    assert cfg.stage_python({"pretrain": "/conda/envs/p/bin/python"}, "pretrain") == \
         "/conda/envs/p/bin/python"
     assert [p.name for p in cfg.env_files("pretrain")] == ["pretrain.lock.txt", "pretrain.yaml"]
     for stage in cfg.STAGES:
@@ -191,3 +193,46 @@ def test_multi_node_step_gets_the_nodes_cpus_and_gpus():
     layout = {"nodes": 2, "gpus_per_node": 4, "tensor_parallel": 1}
     cmd = cfg.launch_command("py", layout, cpus_per_node=64, gpus=True)
     assert "--ntasks-per-node=1 --cpus-per-task=64 --gres=gpu:4 --kill-on-bad-exit=1 py -m torch.distributed.run" in cmd
+
+
+# --- defaults and the model reference ---------------------------------------------------------
+
+def test_defaults_come_from_the_schema_and_the_input_is_not_changed():
+    raw = edited(DEFAULT, ("inference", "vllm"), {"max_model_len": 128})
+    valid = cfg.validate(raw)
+    assert "max_num_seqs" not in raw["inference"]["vllm"]  # a copy is filled, not the caller's config
+    assert valid["inference"]["vllm"]["max_num_seqs"] == 256 and valid["inference"]["vllm"]["max_model_len"] == 128
+    assert valid["pretrain"]["parallel"] == {"nodes": 1, "gpus_per_node": 1, "tensor_parallel": 1}
+    assert cfg.defaults_of("inference")["int4_dtype"] == "bf16"
+
+
+def test_a_layered_default_never_overrides_a_lower_layer():
+    # paper.yaml: add_qkv_bias true in model_defaults; finetune threads 8 in finetune.training only
+    p = cfg.plan(PAPER)
+    assert all(c.settings["model"]["add_qkv_bias"] is True for c in p.pretrain)
+    assert all(c.settings["training"]["threads"] == 8 for c in p.finetune)
+    c = edited(DEFAULT, ("pretrain", "model_defaults"), {k: v for k, v in DEFAULT["pretrain"]["model_defaults"].items()
+                                                           if k != "add_qkv_bias"})
+    c["pretrain"]["techniques"]["mha"]["add_qkv_bias"] = True
+    cells = {x.name: x.settings["model"]["add_qkv_bias"] for x in cfg.plan(c).pretrain}
+    assert cells["xs/mha"] is True and cells["xs/gqa"] is False
+
+
+def test_template_defaults_for_the_pipelines_own_export_only():
+    c = edited(DEFAULT, ("finetune", "models", "xs-gqa"), {"pretrained": "xs/gqa"})
+    assert {x.settings["template"] for x in cfg.plan(c).finetune if x.model == "xs-gqa"} == {"default"}
+    c = edited(DEFAULT, ("finetune", "models", "xs-gqa"), {"hf": "org/model"})
+    with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.xs-gqa.template`"):
+        cfg.plan(c)
+
+
+def test_one_model_reference_for_finetuning_and_serving():
+    c = edited(DEFAULT, ("finetune", "models", "xs-gqa"), {"hf": "org/model", "template": "llama3"})
+    c["quantize"]["models"]["xs-gqa"] = {"hf": "org/model"}
+    p = cfg.plan(c)
+    ft = next(x for x in p.finetune if x.model == "xs-gqa")
+    q = next(x for x in p.serve.quantize if x.model == "xs-gqa")
+    assert ft.source == q.source == cfg.ModelSource("hf", "org/model")
+    assert ft.settings["model_source"] == {"hf": "org/model"} and q.settings["source"] == {"kind": "hf", "ref": "org/model"}
+    with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.xs-gqa`"):  # the old spelling
+        cfg.plan(edited(DEFAULT, ("finetune", "models", "xs-gqa"), {"hf_id": "org/model", "template": "llama3"}))

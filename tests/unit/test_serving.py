@@ -74,7 +74,7 @@ def test_mcr_matches_the_papers_check():
 
 
 def test_default_serving_cells():
-    s = cfg.serve_cells(DEFAULT)
+    s = cfg.plan(DEFAULT).serve
     assert {(c.model, c.precision) for c in s.quantize} == {
         (m, p) for m in ("xs-gqa", "s-gqa") for p in ("bf16", "fp16", "int4")}
     assert len(s.inference) == 2 * 3 * len(DEFAULT["inference"]["load_points"])
@@ -87,7 +87,7 @@ def test_default_serving_cells():
 
 
 def test_paper_serving_grid():
-    s = cfg.serve_cells(PAPER)
+    s = cfg.plan(PAPER).serve
     models = PAPER["quantize"]["models"]
     assert len(models) == 9 and {p for p in PAPER["quantize"]["precisions"]} == {"bf16", "fp16", "int4"}
     assert len(s.quantize) == 27 and len(s.eval) == 27
@@ -122,31 +122,31 @@ def _edit(path, value, base=DEFAULT):
 def test_serving_config_errors_name_the_key(path, value, message):
     c = _edit(path, value)
     if message is None:
-        cfg.load_config(c)
+        cfg.plan(c)
         return
     with pytest.raises(cfg.ConfigError) as e:
-        cfg.load_config(c)
+        cfg.plan(c)
     assert message in str(e.value)
 
 
 def test_group_size_must_divide_the_models_linear_inputs():
     c = _edit(("pretrain", "sizes", "xs", "ffn_hidden_size"), 320)
     with pytest.raises(cfg.ConfigError, match=r"config key `quantize.int4.group_size`: 128 does not divide .*320"):
-        cfg.load_config(c)
+        cfg.plan(c)
 
 
 def test_inference_needs_quantize_and_eval():
     c = _edit(("eval",), None)
     with pytest.raises(cfg.ConfigError, match="eval"):
-        cfg.load_config(c)
+        cfg.plan(c)
     c = _edit(("quantize",), None, _edit(("eval",), None, _edit(("inference",), None)))
-    cells = cfg.serve_cells(c)
+    cells = cfg.plan(c).serve
     assert cells.empty and not cells.inference
 
 
 def test_a_load_point_edit_changes_only_that_points_settings():
-    a = cfg.serve_cells(DEFAULT)
-    b = cfg.serve_cells(_edit(("inference", "load_points", "c1", "requests"), 6))
+    a = cfg.plan(DEFAULT).serve
+    b = cfg.plan(_edit(("inference", "load_points", "c1", "requests"), 6)).serve
     changed = {c.name for c, d in zip(a.inference, b.inference) if c.settings != d.settings}
     assert changed == {f"{m}/{p}/c1" for m in ("xs-gqa", "s-gqa") for p in ("bf16", "fp16", "int4")}
     assert [c.settings for c in a.quantize] == [c.settings for c in b.quantize]

@@ -1,51 +1,77 @@
-# Validate the config once, when the DAG is built: a bad value stops the run before any job.
-import json
+# Every helper of the rules, and the only reads of the config: the config is validated (its
+# defaults filled) and expanded into cells once, here, when the DAG is built, so a bad value
+# stops the run before any job starts. Rule files stay declarations.
 import re
 import shlex
 
+from effbench.record import settings_json
+
 try:
-    PRETRAIN_CELLS, EXPORT_CELLS, FINETUNE_CELLS = cfg.load_config(config)
+    PLAN = cfg.plan(config)
 except cfg.ConfigError as e:
     raise WorkflowError(str(e)) from None
 
-SERVE = cfg.serve_cells(config)  # quantize / eval / inference cells (empty without a quantize section)
-
-RESULTS = Path(config["results"])
+SERVE = PLAN.serve  # quantize / eval / inference cells (empty without a quantize section)
+RESULTS = Path(PLAN.config["results"])
 LOGS = RESULTS / "logs"
 BENCH = RESULTS / "benchmarks"
 SCRIPTS = REPO / "scripts"
-SRC = REPO / "src"
-CONFIG_HASH = cfg.config_hash(config)
-PRETRAIN = {(c.size, c.technique): c for c in PRETRAIN_CELLS}
-FINETUNE = {(c.model, c.task, c.method): c for c in FINETUNE_CELLS}
-FT_CONFIG = config.get("finetune") or {"models": {}, "methods": {}, "tasks": {}}
+DATA_PRETRAIN = RESULTS / "data" / "pretrain"
+DATA_FINETUNE = RESULTS / "data" / "finetune"
+EVAL_TASKS = RESULTS / "data" / "eval"
+FINETUNE_DIR = RESULTS / "finetune"
+CONFIG_HASH = PLAN.config_hash
+SEED = PLAN.config["seed"]
+LOAD_POINTS = SERVE.load_points
+# Light steps (aggregation) run with the driver's own interpreter: no torch there.
+DRIVER_PYTHON = cfg.with_package(shlex.quote(sys.executable))
 
-_missing = cfg.missing_paths(config)
-if _missing:
+PRETRAIN = {(c.size, c.technique): c for c in PLAN.pretrain}
+FINETUNE = {(c.model, c.task, c.method): c for c in PLAN.finetune}
+QUANTIZE = {(c.model, c.precision): c for c in SERVE.quantize}
+EVALS = {(c.model, c.precision): c for c in SERVE.eval}
+
+if PLAN.missing:
     # Plan on a laptop, run on the cluster: a dry run lists the whole DAG and names what is
     # absent here; a real run stops in onstart (which dry runs skip), before any job starts.
-    _lines = "\n".join(f"  config key `{k}`: {p}" for k, p in _missing)
+    _lines = "\n".join(f"  config key `{k}`: {p}" for k, p in PLAN.missing)
     logger.warning(f"These input paths do not exist on this machine:\n{_lines}")
 
     onstart:
         raise WorkflowError(f"Input paths do not exist:\n{_lines}")
 
 
+def name_pattern(kind):
+    """A wildcard's regex: exactly the config's names of that kind (matching nothing if none)."""
+    return "|".join(re.escape(n) for n in PLAN.names(kind)) or "(?!)"
+
+
+wildcard_constraints:
+    size=name_pattern("size"),
+    technique=name_pattern("technique"),
+    # `model` names fine-tuning and serving models alike (both are config names).
+    model=name_pattern("model"),
+    method=name_pattern("method"),
+    task=name_pattern("task"),
+    precision=name_pattern("precision"),
+
+
+# --- environments, launchers, threads and resources ------------------------------------------
+
+
 def stage_shell(stage):
     """The interpreter (and import path) a stage's script runs with."""
-    python = cfg.stage_python(config, stage)
-    return f"PYTHONPATH={shlex.quote(str(SRC))} {shlex.quote(python)}"
+    return cfg.with_package(shlex.quote(cfg.stage_python(PLAN.config["environments"], stage)))
 
 
-def stage_launch(stage, layout):
-    """A params function: the stage's launcher for a parallel layout (the interpreter for one
+def stage_launch(stage):
+    """A params function: the stage's launcher for the pretraining layout (the interpreter for one
     process, torchrun on one node, srun + torchrun across nodes, sized from the job's resources)."""
 
     def launch(wildcards, threads, resources):
-        gpus = "gpu" in resources.keys() or "gres" in resources.keys()
-        cpus = resources.get("cpus_per_gpu", threads) * layout["gpus_per_node"] if gpus else threads
-        python = cfg.stage_python(config, stage)
-        return f"PYTHONPATH={shlex.quote(str(SRC))} {cfg.launch_command(python, layout, cpus, gpus)}"
+        cpus, gpus = cfg.step_cpus(PLAN.layout, threads, resources)
+        python = cfg.stage_python(PLAN.config["environments"], stage)
+        return cfg.with_package(cfg.launch_command(python, PLAN.layout, cpus, gpus))
 
     return launch
 
@@ -56,36 +82,147 @@ def stage_env(stage):
     return [str(p) for p in cfg.env_files(stage)]
 
 
-PRETRAIN_LAYOUT = cfg.parallel_layout(config)
+def stage_threads(stage):
+    return PLAN.threads(stage)
 
 
-def gpu_resources(layout):
-    """What a GPU job asks the scheduler for, from the config's parallel layout (the layout is
-    part of the experiment; the profile keeps the site's CPUs per GPU, memory, time, partition).
-    Single node: `gpu` (sbatch --gpus). Several nodes: one task per node, `gres` per node."""
-    if config["device"] == "cpu":
-        return {}
-    nodes, per_node = layout["nodes"], layout["gpus_per_node"]
-    if nodes == 1:
-        return {"gpu": per_node}
-    # mpi: the job step runs our command in the batch script, and our srun places one
-    # torchrun per node; tasks_per_gpu=0 keeps the plugin from adding --ntasks-per-gpu.
-    return {"nodes": nodes, "gres": f"gpu:{per_node}", "mpi": "torchrun", "tasks": nodes, "tasks_per_gpu": 0}
+def stage_resources(stage):
+    """The GPUs a stage's job asks for: pretraining's parallel layout, one GPU for the others."""
+    return cfg.gpu_resources(PLAN.config["device"], PLAN.layout if stage == "pretrain" else cfg.ONE_GPU)
 
 
-# Light steps (aggregation) run with the driver's own interpreter: no torch there.
-DRIVER_PYTHON = f"PYTHONPATH={shlex.quote(str(SRC))} {shlex.quote(sys.executable)}"
+# --- settings (params) --------------------------------------------------------------------------
 
 
-def _alternation(names):
-    return "|".join(re.escape(n) for n in sorted(names))
+def cell_settings(cells, *keys):
+    """A params function: the resolved settings of the job's cell, looked up by its wildcards."""
+    return lambda w: settings_json(cells[tuple(getattr(w, k) for k in keys)].settings)
 
 
-wildcard_constraints:
-    size=_alternation(config["pretrain"]["sizes"]),
-    technique=_alternation(config["pretrain"]["techniques"]),
-    # `model` names fine-tuning and serving models alike (both are config names).
-    model=_alternation(set(FT_CONFIG["models"]) | set((config.get("quantize") or {}).get("models", {}))) or "(?!)",
-    method=_alternation(FT_CONFIG["methods"]) or "(?!)",
-    task=_alternation(FT_CONFIG["tasks"]) or "(?!)",
-    precision=_alternation((config.get("quantize") or {}).get("precisions", []) or ["-"]),
+def data_settings():
+    return settings_json(PLAN.config["data"]["pretrain"])
+
+
+def task_settings(wildcards):
+    return settings_json(PLAN.config["finetune"]["tasks"][wildcards.task])
+
+
+def serving_job_settings(wildcards):
+    """Every load point of one model × precision (one engine load serves them all)."""
+    return settings_json(SERVE.serving_job(wildcards.model, wildcards.precision))
+
+
+def folder_of(files, name=0):
+    """A params function: the folder of one of the job's ``input`` or ``output`` files (by name,
+    or the first), so that no shell command needs `dirname`."""
+
+    def folder(wildcards, input, output):
+        io = input if files == "input" else output
+        return str(Path(io[name] if isinstance(name, int) else getattr(io, name)).parent)
+
+    return folder
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+def export_inputs(source):
+    """The export_hf outputs a `pretrained: <size>/<technique>` reference stands for; nothing for
+    a Hugging Face id or a local path."""
+    if source.kind != "pretrained":
+        return []
+    w = {"size": source.export.size, "technique": source.export.technique}
+    return [rules.export_hf.output.config.format(**w), rules.export_hf.output.weights.format(**w)]
+
+
+def model_location(source):
+    """What a stage loads: the export's folder, the local directory or the Hugging Face id."""
+    if source.kind == "pretrained":
+        return str(Path(export_inputs(source)[0]).parent)
+    return source.ref
+
+
+def finetune_model_inputs(w):
+    return export_inputs(FINETUNE[(w.model, w.task, w.method)].source)
+
+
+def finetune_model_path(w):
+    return model_location(FINETUNE[(w.model, w.task, w.method)].source)
+
+
+def quantize_inputs(w):
+    """The model's export (if it is the pipeline's own) and, for calibrated int4, the corpus."""
+    cell = QUANTIZE[(w.model, w.precision)]
+    out = {"env": stage_env("quantize"), "source": export_inputs(cell.source)}
+    if cfg.needs_calibration(cell.settings):
+        out["corpus"] = rules.pretrain_data.output.train
+    return out
+
+
+def quantize_source_arg(w):
+    source = QUANTIZE[(w.model, w.precision)].source
+    return "" if source.kind == "hf" else "--source-dir " + shlex.quote(model_location(source))
+
+
+def quantize_data_arg(w):
+    calibrated = cfg.needs_calibration(QUANTIZE[(w.model, w.precision)].settings)
+    return f"--data-dir {shlex.quote(str(DATA_PRETRAIN))}" if calibrated else ""
+
+
+# --- evaluation tasks ------------------------------------------------------------------------------
+
+
+def eval_items_per_task():
+    return (SERVE.local_eval or {}).get("items_per_task", 0)
+
+
+def eval_task_inputs(wildcards):
+    """The pipeline's own multiple-choice tasks, when an eval cell scores them."""
+    return [rules.eval_tasks.output[0]] if SERVE.local_eval else []
+
+
+def eval_include_arg():
+    return f"--include-path {shlex.quote(str(EVAL_TASKS))}" if SERVE.local_eval else ""
+
+
+# --- targets --------------------------------------------------------------------------------------
+
+
+def pretrain_records(wildcards):
+    return [rules.pretrain.output.record.format(size=c.size, technique=c.technique) for c in PLAN.pretrain]
+
+
+def export_targets():
+    return [rules.export_hf.output.config.format(size=c.size, technique=c.technique) for c in PLAN.exported]
+
+
+def finetune_records(wildcards):
+    return [rules.finetune.output.record.format(model=c.model, task=c.task, method=c.method)
+            for c in PLAN.finetune]
+
+
+def quantize_records(wildcards):
+    return [rules.quantize.output.record.format(model=c.model, precision=c.precision) for c in SERVE.quantize]
+
+
+def eval_scores(wildcards):
+    return [rules.evaluate.output[0].format(model=c.model, precision=c.precision) for c in SERVE.eval]
+
+
+def inference_records(wildcards):
+    return [RESULTS / "inference" / c.model / c.precision / c.load_point / "record.parquet" for c in SERVE.inference]
+
+
+def stage_manifests(wildcards):
+    out = [rules.aggregate_pretrain.output.manifest]
+    if PLAN.finetune:
+        out.append(rules.aggregate_finetune.output.manifest)
+    if SERVE.quantize:
+        out.append(rules.aggregate_quantize.output.manifest)
+    if SERVE.inference:
+        out.append(rules.aggregate_inference.output.manifest)
+    return out
+
+
+def all_targets():
+    return [rules.summary.output[0], *export_targets()]

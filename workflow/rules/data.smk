@@ -1,6 +1,3 @@
-DATA_PRETRAIN = RESULTS / "data" / "pretrain"
-
-
 rule pretrain_data:
     """Make (synthetic) or tokenize (shards) the pretraining corpus and its tokenizer."""
     input:
@@ -11,8 +8,8 @@ rule pretrain_data:
         val=DATA_PRETRAIN / "val.bin",
         tokenizer=DATA_PRETRAIN / "tokenizer" / "tokenizer.json",
     params:
-        settings=json.dumps(config["data"]["pretrain"], sort_keys=True),
-        seed=config["seed"],
+        settings=data_settings(),
+        seed=SEED,
         run=stage_shell("pretrain"),
     log:
         LOGS / "data" / "pretrain.log",

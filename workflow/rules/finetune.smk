@@ -1,7 +1,3 @@
-DATA_FINETUNE = RESULTS / "data" / "finetune"
-FINETUNE_DIR = RESULTS / "finetune"
-
-
 rule finetune_data:
     """Make (synthetic) or describe (hf, local) one fine-tuning task for LlamaFactory."""
     input:
@@ -10,35 +6,15 @@ rule finetune_data:
         meta=DATA_FINETUNE / "{task}" / "task.json",
         info=DATA_FINETUNE / "{task}" / "dataset_info.json",
     params:
-        settings=lambda w: json.dumps(FT_CONFIG["tasks"][w.task], sort_keys=True),
-        seed=config["seed"],
+        settings=task_settings,
+        seed=SEED,
+        out_dir=folder_of("output", "meta"),
         run=stage_shell("finetune"),
     log:
         LOGS / "data" / "finetune" / "{task}.log",
     shell:
         "{params.run} {SCRIPTS}/make_sft_task.py --name {wildcards.task} --settings {params.settings:q}"
-        " --seed {params.seed} --out-dir $(dirname {output.meta:q}) > {log:q} 2>&1"
-
-
-def _ft_cell(w):
-    return FINETUNE[(w.model, w.task, w.method)]
-
-
-def finetune_model_inputs(w):
-    """The pipeline's own export when the model is `pretrained: <size>/<technique>`; else nothing."""
-    ref = _ft_cell(w).settings["model_source"].get("pretrained")
-    if ref is None:
-        return []
-    size, technique = ref.split("/")
-    return [rules.export_hf.output.config.format(size=size, technique=technique),
-            rules.export_hf.output.weights.format(size=size, technique=technique)]
-
-
-def finetune_model_path(w):
-    src = _ft_cell(w).settings["model_source"]
-    if "pretrained" in src:
-        return str(Path(finetune_model_inputs(w)[0]).parent)
-    return src.get("path") or src["hf_id"]
+        " --seed {params.seed} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule finetune:
@@ -54,19 +30,19 @@ rule finetune:
         record=FINETUNE_DIR / "{model}" / "{task}" / "{method}" / "record.parquet",
         samples=FINETUNE_DIR / "{model}" / "{task}" / "{method}" / "samples.parquet",
     params:
-        settings=lambda w: json.dumps(_ft_cell(w).settings, sort_keys=True),
+        settings=cell_settings(FINETUNE, "model", "task", "method"),
         model_path=finetune_model_path,
+        data_dir=folder_of("input", "task"),
         output_dir=lambda w: FINETUNE_DIR / w.model / w.task / w.method / "adapter",
         run=stage_shell("finetune"),
     log:
         LOGS / "finetune" / "{model}" / "{task}" / "{method}.log",
     benchmark:
         BENCH / "finetune" / "{model}" / "{task}" / "{method}.tsv"
-    threads: (config.get("finetune") or {}).get("training", {}).get("threads", 1)
+    threads: stage_threads("finetune")
     resources:
-        # One GPU per cell (single-process LlamaFactory); site settings live in the Slurm profile.
-        **gpu_resources({"nodes": 1, "gpus_per_node": 1}),
+        **stage_resources("finetune"),  # one GPU per cell (single-process LlamaFactory)
     shell:
         "{params.run} {SCRIPTS}/finetune.py --settings {params.settings:q} --config-hash {CONFIG_HASH}"
-        " --model-path {params.model_path:q} --data-dir $(dirname {input.task:q})"
+        " --model-path {params.model_path:q} --data-dir {params.data_dir:q}"
         " --output-dir {params.output_dir:q} --record {output.record:q} --samples {output.samples:q} > {log:q} 2>&1"

@@ -1,46 +1,40 @@
-EVAL_TASKS = RESULTS / "data" / "eval"
-EVALS = {(c.model, c.precision): c for c in SERVE.eval}
-LOAD_POINTS = list((config.get("inference") or {}).get("load_points", {}))
-LOCAL_EVAL = next((c.settings["local"] for c in SERVE.eval if c.settings["local"]), None)
-
-localrules: eval_tasks
-
-
 rule eval_tasks:
     """The offline multiple-choice tasks (lm-evaluation-harness task files) from the synthetic world."""
     output:
         EVAL_TASKS / "tasks.json",
     params:
-        per_task=(LOCAL_EVAL or {}).get("items_per_task", 0),
-        seed=config["seed"],
+        per_task=eval_items_per_task(),
+        seed=SEED,
+        out_dir=folder_of("output"),
     log:
         LOGS / "data" / "eval_tasks.log",
     shell:
         "{DRIVER_PYTHON} {SCRIPTS}/make_eval_tasks.py --items-per-task {params.per_task} --seed {params.seed}"
-        " --out-dir $(dirname {output:q}) > {output:q} 2> {log:q}"
+        " --out-dir {params.out_dir:q} > {output:q} 2> {log:q}"
 
 
 rule evaluate:
     """Score one model × precision with lm-evaluation-harness (per task, with stderr)."""
     input:
         model=rules.quantize.output.model,
-        tasks=[rules.eval_tasks.output[0]] if LOCAL_EVAL else [],
+        tasks=eval_task_inputs,
         env=stage_env("inference"),
     output:
         RESULTS / "eval" / "{model}" / "{precision}" / "scores.json",
     params:
-        settings=lambda w: json.dumps(EVALS[(w.model, w.precision)].settings, sort_keys=True),
-        include=f"--include-path {shlex.quote(str(EVAL_TASKS))}" if LOCAL_EVAL else "",
+        settings=cell_settings(EVALS, "model", "precision"),
+        include=eval_include_arg(),
+        model_dir=folder_of("input", "model"),
         run=stage_shell("inference"),
     log:
         LOGS / "eval" / "{model}" / "{precision}.log",
     benchmark:
         BENCH / "eval" / "{model}" / "{precision}.tsv"
-    threads: (config.get("eval") or {}).get("threads", 1)
+    threads: stage_threads("eval")
     resources:
-        **gpu_resources({"nodes": 1, "gpus_per_node": 1}),
+        **stage_resources("eval"),
     shell:
-        "{params.run} {SCRIPTS}/evaluate.py --settings {params.settings:q} --model-dir $(dirname {input.model:q})"
+        "{params.run} {SCRIPTS}/evaluate.py --settings {params.settings:q} --model-dir {params.model_dir:q}"
         " {params.include} --out {output:q} > {log:q} 2>&1"
 
 
@@ -55,24 +49,17 @@ rule inference:
         samples=expand(RESULTS / "inference" / "{{model}}" / "{{precision}}" / "{load_point}" / "samples.parquet",
                        load_point=LOAD_POINTS),
     params:
-        settings=lambda w: json.dumps(SERVE.serving_job(w.model, w.precision), sort_keys=True),
+        settings=serving_job_settings,
+        model_dir=folder_of("input", "model"),
         out_dir=lambda w: RESULTS / "inference" / w.model / w.precision,
         run=stage_shell("inference"),
     log:
         LOGS / "inference" / "{model}" / "{precision}.log",
     benchmark:
         BENCH / "inference" / "{model}" / "{precision}.tsv"
-    threads: (config.get("inference") or {}).get("threads", 1)
+    threads: stage_threads("inference")
     resources:
-        **gpu_resources({"nodes": 1, "gpus_per_node": 1}),
+        **stage_resources("inference"),
     shell:
         "{params.run} {SCRIPTS}/inference.py --settings {params.settings:q} --config-hash {CONFIG_HASH}"
-        " --model-dir $(dirname {input.model:q}) --out-dir {params.out_dir:q} > {log:q} 2>&1"
-
-
-def eval_scores():
-    return [rules.evaluate.output[0].format(model=c.model, precision=c.precision) for c in SERVE.eval]
-
-
-def inference_records():
-    return [RESULTS / "inference" / c.model / c.precision / c.load_point / "record.parquet" for c in SERVE.inference]
+        " --model-dir {params.model_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -1,7 +1,3 @@
-def pretrain_params(wildcards):
-    return json.dumps(PRETRAIN[(wildcards.size, wildcards.technique)].settings, sort_keys=True)
-
-
 rule pretrain:
     """Train one size × technique cell with megatron-core, measured; one record per run."""
     input:
@@ -12,16 +8,16 @@ rule pretrain:
         samples=RESULTS / "pretrain" / "{size}" / "{technique}" / "samples.parquet",
         checkpoint=RESULTS / "pretrain" / "{size}" / "{technique}" / "checkpoint" / "model.pt",
     params:
-        settings=pretrain_params,
+        settings=cell_settings(PRETRAIN, "size", "technique"),
         resume_dir=lambda w: RESULTS / "pretrain" / w.size / w.technique / "resume",
-        run=stage_launch("pretrain", PRETRAIN_LAYOUT),
+        run=stage_launch("pretrain"),
     log:
         LOGS / "pretrain" / "{size}" / "{technique}.log",
     benchmark:
         BENCH / "pretrain" / "{size}" / "{technique}.tsv"
-    threads: config["pretrain"]["training"].get("threads", 1)
+    threads: stage_threads("pretrain")
     resources:
-        **gpu_resources(PRETRAIN_LAYOUT),
+        **stage_resources("pretrain"),
     shell:
         "{params.run} {SCRIPTS}/pretrain.py --settings {params.settings:q} --config-hash {CONFIG_HASH}"
         " --data-dir {DATA_PRETRAIN:q} --record {output.record:q} --samples {output.samples:q}"
@@ -38,13 +34,11 @@ rule export_hf:
         config=RESULTS / "pretrain" / "{size}" / "{technique}" / "hf" / "config.json",
         weights=RESULTS / "pretrain" / "{size}" / "{technique}" / "hf" / "model.safetensors",
     params:
+        tokenizer_dir=folder_of("input", "tokenizer"),
+        out_dir=folder_of("output", "config"),
         run=stage_shell("pretrain"),
     log:
         LOGS / "export_hf" / "{size}" / "{technique}.log",
     shell:
         "{params.run} {SCRIPTS}/export_hf.py --checkpoint {input.checkpoint:q}"
-        " --tokenizer-dir {DATA_PRETRAIN}/tokenizer --out-dir $(dirname {output.config:q}) > {log:q} 2>&1"
-
-
-def export_targets():
-    return [rules.export_hf.output.config.format(size=c.size, technique=c.technique) for c in EXPORT_CELLS]
+        " --tokenizer-dir {params.tokenizer_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

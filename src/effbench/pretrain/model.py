@@ -80,14 +80,14 @@ def transformer_config_from_settings(
         num_attention_heads=int(settings["num_attention_heads"]),
         ffn_hidden_size=int(settings["ffn_hidden_size"]),
         num_query_groups=num_query_groups(settings),
-        add_qkv_bias=bool(settings.get("add_qkv_bias", False)),
+        add_qkv_bias=bool(settings["add_qkv_bias"]),
         add_bias_linear=False,
         gated_linear_unit=True,  # SwiGLU: linear_fc1 = [gate; up], silu(gate) * up
         activation_func=F.silu,
         bias_activation_fusion=False,
-        normalization=settings.get("normalization", "RMSNorm"),
-        layernorm_epsilon=float(settings.get("norm_epsilon", 1e-6)),
-        init_method_std=float(settings.get("init_method_std", 0.02)),
+        normalization=settings["normalization"],
+        layernorm_epsilon=float(settings["norm_epsilon"]),
+        init_method_std=float(settings["init_method_std"]),
         hidden_dropout=0.0,
         attention_dropout=0.0,
         params_dtype=dtype,
@@ -130,7 +130,7 @@ def transformer_config_from_settings(
             # then needs a TE-fused norm+linear), so both versions build the same model.
             qk_layernorm=mla.get("q_lora_rank") is not None,
             rope_type="rope",
-            rotary_base=float(settings.get("rotary_base", 10000.0)),
+            rotary_base=float(settings["rotary_base"]),
             rotary_scaling_factor=1.0,  # plain RoPE: mscale = 1, scale = 1/sqrt(qk+pe dim)
         )
     return TransformerConfig(**kwargs)
@@ -166,9 +166,9 @@ def build_gpt_model(settings: dict[str, Any], vocab_size: int, device: str) -> G
         max_sequence_length=int(settings["seq_length"]),
         pre_process=True,
         post_process=True,
-        share_embeddings_and_output_weights=bool(settings.get("tie_embeddings", False)),
+        share_embeddings_and_output_weights=bool(settings["tie_embeddings"]),
         position_embedding_type="rope",  # MLA applies its own decoupled RoPE instead
-        rotary_base=float(settings.get("rotary_base", 10000.0)),
+        rotary_base=float(settings["rotary_base"]),
     )
     return model.to(dev)
 

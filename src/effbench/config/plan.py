@@ -1,0 +1,67 @@
+"""The whole plan of a config: validated once (defaults filled), every grid expanded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .finetune import FinetuneCell, finetune_cells
+from .paths import missing_paths
+from .pretrain import PretrainCell, export_cells, parallel_layout, pretrain_cells
+from .schema import validate
+from .serving import ServeCells, serve_cells
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: dict[str, Any]  # validated, with the schema's defaults filled
+    config_hash: str  # of the config as given (records carry it)
+    pretrain: list[PretrainCell]
+    exported: list[PretrainCell]
+    finetune: list[FinetuneCell]
+    serve: ServeCells
+
+    @property
+    def layout(self) -> dict[str, int]:
+        """The parallel layout of every pretraining job."""
+        return parallel_layout(self.config)
+
+    @property
+    def missing(self) -> list[tuple[str, str]]:
+        """(config key, path) of the inputs that do not exist on this machine."""
+        return missing_paths(self.config)
+
+    def threads(self, stage: str) -> int:
+        """The Snakemake ``threads:`` of a stage's jobs (1 for a stage the config does not have)."""
+        c = self.config
+        section = {"pretrain": c["pretrain"]["training"], "finetune": (c.get("finetune") or {}).get("training"),
+                   "quantize": c.get("quantize"), "eval": c.get("eval"), "inference": c.get("inference")}[stage]
+        return section["threads"] if section else 1
+
+    def names(self, kind: str) -> list[str]:
+        """The names a wildcard may take: size, technique, model (fine-tuning and serving), method,
+        task, precision."""
+        c, ft, q = self.config, self.config.get("finetune") or {}, self.config.get("quantize") or {}
+        return sorted({
+            "size": set(c["pretrain"]["sizes"]),
+            "technique": set(c["pretrain"]["techniques"]),
+            "model": set(ft.get("models", {})) | set(q.get("models", {})),
+            "method": set(ft.get("methods", {})),
+            "task": set(ft.get("tasks", {})),
+            "precision": set(q.get("precisions", [])),
+        }[kind])
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def plan(config: dict[str, Any]) -> Plan:
+    """Validate the whole config and expand every grid; ConfigError names the bad key."""
+    valid = validate(config)
+    cells = pretrain_cells(valid)
+    exported = export_cells(valid, cells)
+    serve = serve_cells(valid, exported)
+    return Plan(valid, config_hash(config), cells, exported, finetune_cells(valid, exported), serve)

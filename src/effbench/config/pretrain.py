@@ -1,0 +1,161 @@
+"""The pretraining grid: size × technique cells, their merged model settings, the parallel
+layout, and the cells exported to Hugging Face format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+from .merge import deep_merge
+
+# Techniques that map onto a Llama/Qwen2-style Hugging Face checkpoint.
+EXPORTABLE_ATTENTION = ("mha", "mqa", "gqa")
+# Set on some layer of every cell (no layer alone needs them, so the schema cannot require them).
+REQUIRED_MODEL_KEYS = (
+    "num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size", "seq_length", "attention",
+    "rotary_base", "normalization", "norm_epsilon", "tie_embeddings", "init_method_std",
+)
+
+
+@dataclass(frozen=True)
+class PretrainCell:
+    size: str
+    technique: str
+    settings: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.size}/{self.technique}"
+
+
+def resolve_model(config: dict[str, Any], size: str, technique: str) -> dict[str, Any]:
+    """defaults < size < technique < size.overrides.<technique>, then attention rules."""
+    pt = config["pretrain"]
+    size_cfg = {k: v for k, v in pt["sizes"][size].items() if k != "overrides"}
+    overrides = pt["sizes"][size].get("overrides", {}).get(technique, {})
+    m = deep_merge(deep_merge(deep_merge(pt["model_defaults"], size_cfg), pt["techniques"][technique]), overrides)
+    where = f"pretrain cell {size}/{technique}"
+    for key in REQUIRED_MODEL_KEYS:
+        if key not in m:
+            raise ConfigError(
+                f"{where}: `{key}` is set nowhere (pretrain.model_defaults, pretrain.sizes.{size} "
+                f"or pretrain.techniques.{technique})"
+            )
+    heads = m["num_attention_heads"]
+    if m["hidden_size"] % heads:
+        raise ConfigError(f"{where}: hidden_size {m['hidden_size']} is not divisible by num_attention_heads {heads}")
+    attention = m["attention"]
+    if attention == "mha":
+        m["num_query_groups"] = None
+    elif attention == "mqa":
+        m["num_query_groups"] = 1
+    elif attention == "gqa":
+        g = m.get("num_query_groups")
+        if not g or heads % g or g in (1, heads):
+            raise ConfigError(
+                f"{where}: gqa needs num_query_groups strictly between 1 and num_attention_heads ({heads}) "
+                f"that divides it, got {g!r} (key pretrain.sizes.{size}.num_query_groups or "
+                f"pretrain.techniques.{technique}.num_query_groups)"
+            )
+    elif attention == "mla":
+        m["num_query_groups"] = None
+        if not m.get("mla"):
+            raise ConfigError(f"{where}: attention mla needs pretrain.techniques.{technique}.mla settings")
+    if attention != "mla":
+        m["mla"] = None
+    moe = m.get("moe")
+    if moe:
+        if moe["router_topk"] > moe["num_experts"]:
+            raise ConfigError(f"{where}: moe.router_topk {moe['router_topk']} > moe.num_experts {moe['num_experts']}")
+        # Derived, not a default: null (or absent) means "the size's dense FFN" ("0.5B×8").
+        m["moe"] = {**moe, "expert_ffn_hidden_size": moe.get("expert_ffn_hidden_size") or m["ffn_hidden_size"]}
+    else:
+        m["moe"] = None
+    return m
+
+
+def parallel_layout(config: dict[str, Any]) -> dict[str, int]:
+    """The pretraining job's parallel layout (``pretrain.parallel``), with the derived sizes.
+
+    One process per GPU (on a CPU: per ``gpus_per_node`` CPU processes), ``nodes`` nodes.
+    Data parallel only: tensor parallel > 1 is rejected (the training loop does not shard
+    layers; megatron's TP needs its CUDA-only optimizer and checkpointing paths).
+    """
+    layout = dict(config["pretrain"]["parallel"])
+    tp = layout["tensor_parallel"]
+    if tp != 1:
+        raise ConfigError(
+            f"config key `pretrain.parallel.tensor_parallel`: {tp} is not supported; this pipeline trains "
+            f"data parallel only (tensor_parallel: 1). Use more gpus_per_node or nodes instead."
+        )
+    world = layout["nodes"] * layout["gpus_per_node"]
+    return {**layout, "world_size": world, "data_parallel": world // tp, "pipeline_parallel": 1}
+
+
+def pretrain_settings(config: dict[str, Any], size: str, technique: str) -> dict[str, Any]:
+    """Everything a pretraining cell's result depends on (goes through ``params:``)."""
+    training = dict(config["pretrain"]["training"])
+    mb, gb = training["micro_batch_size"], training["global_batch_size"]
+    if gb % mb:
+        raise ConfigError(
+            f"pretrain.training.global_batch_size {gb} is not a multiple of micro_batch_size {mb}"
+        )
+    if training["min_lr"] > training["lr"]:
+        raise ConfigError("pretrain.training.min_lr is larger than pretrain.training.lr")
+    if training["warmup_steps"] >= training["train_steps"]:
+        raise ConfigError("pretrain.training.warmup_steps must be smaller than pretrain.training.train_steps")
+    layout = parallel_layout(config)
+    if gb % (mb * layout["data_parallel"]):
+        raise ConfigError(
+            f"config key `pretrain.training.global_batch_size`: {gb} is not a multiple of micro_batch_size × "
+            f"data-parallel size ({mb} × {layout['data_parallel']}, from pretrain.parallel)"
+        )
+    return {
+        "size": size,
+        "technique": technique,
+        "model": resolve_model(config, size, technique),
+        "training": training,
+        "parallel": layout,
+        "device": config["device"],
+        "seed": config["seed"],
+        "measure": config["measure"],
+    }
+
+
+def pretrain_cells(config: dict[str, Any]) -> list[PretrainCell]:
+    pt = config["pretrain"]
+    cells = []
+    for size, techniques in pt["grid"].items():
+        if size not in pt["sizes"]:
+            raise ConfigError(
+                f"config key `pretrain.grid.{size}`: unknown size {size!r}; defined sizes: {sorted(pt['sizes'])}"
+            )
+        for t in techniques:
+            if t not in pt["techniques"]:
+                raise ConfigError(
+                    f"config key `pretrain.grid.{size}`: unknown technique {t!r}; "
+                    f"defined techniques: {sorted(pt['techniques'])}"
+                )
+            cells.append(PretrainCell(size, t, pretrain_settings(config, size, t)))
+    for t in pt["export_hf"]:
+        if t not in pt["techniques"]:
+            raise ConfigError(f"config key `pretrain.export_hf`: unknown technique {t!r}")
+    return cells
+
+
+def export_cells(config: dict[str, Any], cells: list[PretrainCell]) -> list[PretrainCell]:
+    wanted = set(config["pretrain"]["export_hf"])
+    out = []
+    for c in cells:
+        if c.technique not in wanted:
+            continue
+        m = c.settings["model"]
+        if m["attention"] not in EXPORTABLE_ATTENTION or m["moe"]:
+            raise ConfigError(
+                f"config key `pretrain.export_hf`: technique {c.technique!r} ({m['attention']}"
+                f"{', moe' if m['moe'] else ''}) has no Llama/Qwen2-style Hugging Face layout; "
+                f"exportable: dense {', '.join(EXPORTABLE_ATTENTION)}"
+            )
+        out.append(c)
+    return out

@@ -1,0 +1,115 @@
+"""Validate a config against workflow/schemas/config.schema.yaml and fill its defaults.
+
+The schema's ``default:`` values are the only defaults: ``validate`` returns a copy of the
+config with every absent key that has one filled in, as Snakemake's ``validate(...,
+set_default=True)`` does. The filling is this module's own walk of the schema rather than a
+jsonschema validator extension: the pretraining environment, where tests resolve cells from a
+config, has no jsonschema (the driver validates; every environment can fill). A default is
+filled where the schema states it; keys merged in layers (model keys, fine-tuning training
+keys) have theirs on the base layer only (``model_defaults``, ``finetune.training``), so a
+filled default never overrides a value set on a lower layer.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from typing import Any
+
+import yaml
+
+from ..provenance import REPO_ROOT
+from .errors import ConfigError
+
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _key(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def check(config: dict[str, Any]) -> None:
+    """ConfigError naming every key that breaks the schema."""
+    import jsonschema  # the driver's library
+
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors[:20]:
+            # Report the innermost cause of a oneOf/anyOf so the message is specific.
+            best = jsonschema.exceptions.best_match([e])
+            lines.append(f"config key `{_key(best.absolute_path)}`: {best.message}")
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+
+
+def _holds(condition: dict[str, Any], instance: dict[str, Any]) -> bool:
+    """An ``if:`` of the kinds the schema uses: required keys, and keys with a const value."""
+    if set(condition) - {"required", "properties"}:
+        raise ValueError(f"schema `if` {condition} is not one fill_defaults evaluates")
+    consts = {k: p["const"] for k, p in condition.get("properties", {}).items()}
+    return all(k in instance for k in condition.get("required", [])) and \
+        all(instance.get(k) == v for k, v in consts.items())
+
+
+def fill_defaults(instance: Any, sub: dict[str, Any]) -> None:
+    """Set, in place, every default ``sub`` states for a key ``instance`` lacks, at every depth
+    (``properties``, ``additionalProperties``, ``$ref``, ``allOf``, ``if``/``then``; there are
+    no defaults under ``oneOf``/``anyOf``, whose branch is not known without validating)."""
+    if not isinstance(instance, dict):
+        return
+    if "$ref" in sub:
+        fill_defaults(instance, _resolve(sub["$ref"]))
+    props = sub.get("properties", {})
+    for name, prop in props.items():
+        if name not in instance and "default" in prop:
+            instance[name] = copy.deepcopy(prop["default"])
+        if name in instance:
+            fill_defaults(instance[name], prop)
+    extra = sub.get("additionalProperties")
+    if isinstance(extra, dict):
+        for name, value in instance.items():
+            if name not in props:
+                fill_defaults(value, extra)
+    for part in sub.get("allOf", []):
+        fill_defaults(instance, part)
+    if "if" in sub and "then" in sub and _holds(sub["if"], instance):
+        fill_defaults(instance, sub["then"])
+
+
+def _resolve(ref: str) -> dict[str, Any]:
+    prefix = "#/$defs/"
+    if not ref.startswith(prefix):
+        raise ValueError(f"schema $ref {ref!r} is not a local $defs entry")
+    return schema()["$defs"][ref[len(prefix):]]
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with its defaults filled (a copy); ConfigError naming every bad key."""
+    check(config)
+    return with_defaults(config)
+
+
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the config with the schema's defaults filled, without validating it (the
+    stage environments have no jsonschema)."""
+    filled = copy.deepcopy(config)
+    fill_defaults(filled, schema())
+    return filled
+
+
+def defaults_of(*section: str) -> dict[str, Any]:
+    """The defaults of an absent section (e.g. ``defaults_of("inference")``): what its keys
+    resolve to when the config does not have it."""
+    sub = schema()
+    for name in section:
+        sub = sub["properties"][name]
+    instance: dict[str, Any] = {}
+    fill_defaults(instance, sub)
+    return instance
