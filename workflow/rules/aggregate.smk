@@ -8,6 +8,8 @@ rule aggregate_pretrain:
         table=RESULTS / "tables" / "pretrain.md",
     log:
         LOGS / "aggregate" / "pretrain.log",
+    resources:
+        **light_resources(),
     shell:
         "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage pretrain --out {RESULTS:q} --records {input.records:q} > {log:q} 2>&1"
 
@@ -21,6 +23,8 @@ rule aggregate_finetune:
         table=RESULTS / "tables" / "finetune.md",
     log:
         LOGS / "aggregate" / "finetune.log",
+    resources:
+        **light_resources(),
     shell:
         "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage finetune --out {RESULTS:q} --records {input:q} > {log:q} 2>&1"
 
@@ -37,6 +41,8 @@ rule aggregate_quantize:
         baseline=SERVE.baseline,
     log:
         LOGS / "aggregate" / "quantize.log",
+    resources:
+        **light_resources(),
     shell:
         "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage quantize --out {RESULTS:q} --records {input.records:q}"
         " --scores {input.scores:q} --baseline {params.baseline} > {log:q} 2>&1"
@@ -58,6 +64,8 @@ rule aggregate_inference:
         table_load_point=SERVE.table_load_point,
     log:
         LOGS / "aggregate" / "inference.log",
+    resources:
+        **light_resources(),
     shell:
         "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage inference --out {RESULTS:q} --records {input.records:q}"
         " --quantize-records {input.quantize:q} --scores {input.scores:q} --baseline {params.baseline}"
@@ -72,5 +80,7 @@ rule summary:
         RESULTS / "summary.md",
     log:
         LOGS / "aggregate" / "summary.log",
+    resources:
+        **light_resources(),
     shell:
         "{DRIVER_PYTHON} {SCRIPTS}/summarize.py --out {RESULTS:q} --manifests {input:q} > {log:q} 2>&1"

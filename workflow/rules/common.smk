@@ -86,9 +86,30 @@ def stage_threads(stage):
     return PLAN.threads(stage)
 
 
+# A measured job (one whose record has timed figures) never shares the machine: it holds every
+# unit of `host_share`, a light job one unit, so light jobs run side by side but never beside a
+# measured one. Local scope: the limit governs the jobs this Snakemake runs on its own machine;
+# on Slurm each measured job asks for a whole node instead (profiles/slurm, `--exclusive`).
+HOST_SHARE = 1000
+MEASURED_STAGES = ("pretrain", "finetune", "quantize", "inference")
+if "host_share" not in workflow.global_resources:
+    workflow.register_resource("host_share", HOST_SHARE)
+
+
+resource_scopes:
+    host_share="local",
+
+
 def stage_resources(stage):
-    """The GPUs a stage's job asks for: pretraining's parallel layout, one GPU for the others."""
-    return cfg.gpu_resources(PLAN.config["device"], PLAN.layout if stage == "pretrain" else cfg.ONE_GPU)
+    """What a stage's job asks for: its share of the host (all of it when measured) and its GPUs
+    (pretraining's parallel layout, one GPU for the other GPU stages)."""
+    gpus = cfg.gpu_resources(PLAN.config["device"], PLAN.layout if stage == "pretrain" else cfg.ONE_GPU)
+    return {"host_share": HOST_SHARE if stage in MEASURED_STAGES else 1, **gpus}
+
+
+def light_resources():
+    """A light job (data, export, aggregation): one share of the host, no GPU."""
+    return {"host_share": 1}
 
 
 # --- settings (params) --------------------------------------------------------------------------

@@ -15,6 +15,8 @@ rule pretrain_data:
         LOGS / "data" / "pretrain.log",
     benchmark:
         BENCH / "data" / "pretrain.tsv"
+    resources:
+        **light_resources(),
     shell:
         "{params.run} {SCRIPTS}/make_data.py --settings {params.settings:q} --seed {params.seed}"
         " --out-dir {DATA_PRETRAIN:q} > {log:q} 2>&1"

@@ -12,6 +12,8 @@ rule finetune_data:
         run=stage_shell("finetune"),
     log:
         LOGS / "data" / "finetune" / "{task}.log",
+    resources:
+        **light_resources(),
     shell:
         "{params.run} {SCRIPTS}/make_sft_task.py --name {wildcards.task} --settings {params.settings:q}"
         " --seed {params.seed} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -8,6 +8,8 @@ rule eval_tasks:
         out_dir=folder_of("output"),
     log:
         LOGS / "data" / "eval_tasks.log",
+    resources:
+        **light_resources(),
     shell:
         "{DRIVER_PYTHON} {SCRIPTS}/make_eval_tasks.py --items-per-task {params.per_task} --seed {params.seed}"
         " --out-dir {params.out_dir:q} > {output:q} 2> {log:q}"

@@ -39,6 +39,8 @@ rule export_hf:
         run=stage_shell("pretrain"),
     log:
         LOGS / "export_hf" / "{size}" / "{technique}.log",
+    resources:
+        **light_resources(),
     shell:
         "{params.run} {SCRIPTS}/export_hf.py --checkpoint {input.checkpoint:q}"
         " --tokenizer-dir {params.tokenizer_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
