@@ -83,10 +83,10 @@ def serve(int4: Path, out: Path, seconds: float) -> list[dict]:
     try:
         for name, lp in points.items():
             s = {**base, "load_point": name, "point": lp}
-            cell = Cell("inference", {"model": "check", "precision": "int4", "load_point": name},
-                        s, out / name / "record.parquet", out / name / "samples.parquet", "gpu-check",
-                        ["torch", "transformers", "compressed-tensors", "nvidia-ml-py"])
-            run_cell(cell, lambda mon, s=s: serve_point(s, shared, mon), device="cuda", interval_s=0.1)
+            cell = Cell.from_settings("inference", s, record_path=out / name / "record.parquet",
+                                      samples_path=out / name / "samples.parquet", config_hash="gpu-check",
+                                      libraries=["torch", "transformers", "compressed-tensors", "nvidia-ml-py"])
+            run_cell(cell, lambda mon, s=s: serve_point(s, shared, mon))
             paths.append(out / name / "record.parquet")
     finally:
         shared.close()

@@ -71,14 +71,16 @@ def main() -> None:
     print(json.dumps(energy_crosscheck()), flush=True)
     for variant in args.variants:
         s = cfg.pretrain_settings(paper, "0.5b", variant)
+        s = {**s, "device": "cuda", "measure": {**s["measure"], "interval_s": 0.05}}
         name = f"0.5b-{variant}"
         out = args.out / name
-        cell = Cell("pretrain", {"size": "0.5b", "technique": variant}, s,
-                    out / "record.parquet", out / "samples.parquet", "gpu-check", ["torch", "megatron-core"])
+        cell = Cell.from_settings("pretrain", s, record_path=out / "record.parquet",
+                                  samples_path=out / "samples.parquet", config_hash="gpu-check",
+                                  libraries=["torch", "megatron-core"])
         torch.cuda.reset_peak_memory_stats()
         t0 = time.time()
         run_cell(cell, lambda mon: train_cell(s, data, Path(f"/tmp/{name}.pt"), out / "resume", mon),
-                 device="cuda", interval_s=0.05, sync=torch.cuda.synchronize)
+                 sync=torch.cuda.synchronize)
         r = read_records([out / "record.parquet"]).to_pylist()[0]
         print(json.dumps({
             "cell": name, "device": r["device_name"], "driver": r["driver_version"],

@@ -29,25 +29,11 @@ def main() -> None:
     a = p.parse_args()
     setup_logging()
     settings = json.loads(a.settings)
-    keys = {"model": settings["model"], "task": settings["task"], "method": settings["method"]}
-    cell = Cell(
-        stage="finetune",
-        keys=keys,
-        settings=settings,
-        record_path=a.record,
-        samples_path=a.samples,
-        config_hash=a.config_hash,
-        libraries=LIBRARIES,
-    )
-    run_cell(
-        cell,
-        lambda mon: finetune_cell(settings, model_path=a.model_path, data_dir=a.data_dir, output_dir=a.output_dir,
-                                  mon=mon),
-        device=settings["device"],
-        interval_s=settings["measure"]["interval_s"],
-        sync=cuda_sync_or_none(settings),
-        on_oom=free_cuda,
-    )
+    cell = Cell.from_settings("finetune", settings, record_path=a.record, samples_path=a.samples,
+                              config_hash=a.config_hash, libraries=LIBRARIES)
+    run_cell(cell, lambda mon: finetune_cell(settings, model_path=a.model_path, data_dir=a.data_dir,
+                                             output_dir=a.output_dir, mon=mon),
+             sync=cuda_sync_or_none(settings), on_oom=free_cuda)
 
 
 if __name__ == "__main__":

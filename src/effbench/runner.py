@@ -19,22 +19,41 @@ from pathlib import Path
 from typing import Any
 
 from . import provenance
-from .measure.backends import NullBackend, open_backend
+from .measure.backends import Backend, NullBackend, open_backend
 from .measure.monitor import Monitor
 from .record import settings_json, write_record, write_samples
 
 log = logging.getLogger("effbench")
 
 
+# The record columns that name a cell of each stage, in path order; their values are the
+# settings' own entries of the same name.
+KEY_NAMES: dict[str, tuple[str, ...]] = {
+    "pretrain": ("size", "technique"),
+    "finetune": ("model", "task", "method"),
+    "quantize": ("model", "precision"),
+    "inference": ("model", "precision", "load_point"),
+}
+
+
 @dataclass
 class Cell:
     stage: str
-    keys: dict[str, Any]  # record columns naming the cell, in path order (size, technique; model, task, method ...)
+    keys: dict[str, Any]  # record columns naming the cell, in path order (KEY_NAMES)
     settings: dict[str, Any]
     record_path: Path
     samples_path: Path
     config_hash: str
     libraries: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_settings(
+        cls, stage: str, settings: dict[str, Any], *, record_path: Path, samples_path: Path, config_hash: str,
+        libraries: list[str],
+    ) -> "Cell":
+        """The cell whose keys are the settings' entries named by ``KEY_NAMES[stage]``."""
+        keys = {k: settings[k] for k in KEY_NAMES[stage]}
+        return cls(stage, keys, settings, record_path, samples_path, config_hash, libraries)
 
     @property
     def name(self) -> str:
@@ -57,47 +76,54 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
 
 
-def launch_ranks() -> tuple[int, int, int]:
-    """(rank, world size, processes on this node) as torchrun sets them; (0, 1, 1) standalone."""
+def launch_ranks() -> tuple[int, int, int, int]:
+    """(rank, world size, local rank, processes on this node) as torchrun sets them; (0, 1, 0, 1)
+    standalone."""
     env = os.environ
-    return int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_WORLD_SIZE", "1"))
+    return (int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")),
+            int(env.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def _node_backend(device: str, local_rank: int, local_world: int) -> tuple[Backend, str | None]:
+    """Local rank 0 measures its node, every rank of it (NVML sees every GPU of the allocation;
+    on a CPU the host backend measures the launcher's children); the other ranks read nothing."""
+    if local_rank != 0:
+        return NullBackend(), None
+    if local_world > 1:
+        return open_backend(device, host_pid=os.getppid(), host_include_root=False)
+    return open_backend(device)
 
 
 def run_cell(
     cell: Cell,
     work: Callable[[Monitor], Mapping[str, Any]],
     *,
-    device: str,
-    interval_s: float,
     sync: Callable[[], None] | None = None,
     on_oom: Callable[[], None] | None = None,
 ) -> str:
     """Measure ``work(monitor)`` and write the cell's record; returns the status.
 
-    Under torchrun every rank calls this. Rank 0 measures its node (NVML sees every GPU of
-    the allocation; on a CPU the host backend measures all ranks under the launcher) and
-    writes the one record; the other ranks run the work under a monitor that reads nothing
-    and write nothing.
+    The device and the sampling period are the settings' ``device`` and ``measure.interval_s``.
+    Under torchrun every rank calls this. Local rank 0 of each node measures that node, and
+    the work combines the nodes' figures (pretrain: ``parallel.sum_over_nodes``); rank 0
+    writes the one record, the other ranks write nothing.
     """
-    rank, _, local_world = launch_ranks()
+    device, interval_s = cell.settings["device"], cell.settings["measure"]["interval_s"]
+    rank, _, local_rank, local_world = launch_ranks()
+    backend, nvml_why_not = _node_backend(device, local_rank, local_world)
     if rank != 0:
-        with Monitor(device=device, interval_s=interval_s, backend=NullBackend()) as mon:
+        node_sync = sync if local_rank == 0 else None  # only a measuring rank reads counters at edges
+        with Monitor(device=device, interval_s=interval_s, sync=node_sync, backend=backend) as mon:
             work(mon)  # a failure (OOM included) fails this rank, and torchrun stops the others
         return "ok"
     started = dt.datetime.now(dt.timezone.utc)
     sjson = settings_json(cell.settings)
     run_id = f"{cell.stage}/{cell.name}/{started.strftime('%Y%m%dT%H%M%S.%fZ')}"
     values: dict[str, Any]
-    backend, nvml_why_not = (
-        open_backend(device, host_pid=os.getppid(), host_include_root=False)  # every rank of the node
-        if local_world > 1
-        else (None, None)
-    )
     with Monitor(device=device, interval_s=interval_s, sync=sync, backend=backend) as mon:
-        if backend is not None:
-            mon.nvml_unavailable_reason = nvml_why_not
-        if mon.nvml_unavailable_reason:
-            log.info("measuring the host: %s", mon.nvml_unavailable_reason)
+        mon.nvml_unavailable_reason = nvml_why_not
+        if nvml_why_not:
+            log.info("measuring the host: %s", nvml_why_not)
         t0 = time.monotonic()
         try:
             values = dict(work(mon))

@@ -1,5 +1,5 @@
 """Data parallel pretraining: torchrun with two processes (gloo on a CPU) writes one record,
-from rank 0, whose parallel layout says world size 2."""
+from rank 0, whose parallel layout says world size 2, and whose MFU counts both devices."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import yaml
 
 from effbench import config as cfg
 from effbench.data.synthetic import make_pretraining_corpus
-from effbench.record import read_records
+from effbench.record import read_records, settings_json
 
 ROOT = Path(__file__).resolve().parents[2]
+PEAK = 5.0e10  # a stated per-device peak (a CPU has none in the datasheet table)
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +34,13 @@ def settings(technique: str, gpus_per_node: int) -> dict:
     c["pretrain"]["sizes"]["xs"].update(num_layers=1, seq_length=32)
     c["pretrain"]["parallel"] = {"nodes": 1, "gpus_per_node": gpus_per_node}
     c["device"] = "cpu"
+    c["measure"]["peak_flops"] = {"fp32": PEAK}
     return cfg.pretrain_settings(c, "xs", technique)
 
 
 def run(out: Path, data_dir: Path, s: dict) -> subprocess.CompletedProcess:
     launch = cfg.launch_command(sys.executable, s["parallel"])
-    cmd = [*launch.split(), str(ROOT / "scripts" / "pretrain.py"), "--settings", json.dumps(s),
+    cmd = [*launch.split(), str(ROOT / "scripts" / "pretrain.py"), "--settings", settings_json(s),
            "--config-hash", "t", "--data-dir", str(data_dir), "--record", str(out / "record.parquet"),
            "--samples", str(out / "samples.parquet"), "--checkpoint", str(out / "model.pt"),
            "--resume-dir", str(out / "resume")]
@@ -48,13 +50,20 @@ def run(out: Path, data_dir: Path, s: dict) -> subprocess.CompletedProcess:
     return p
 
 
-def test_two_processes_train_the_same_model_as_one(tmp_path, data_dir):
-    """Same global batches, gradients averaged over ranks: the weights match a one-process run."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    run(one, data_dir, settings("gqa", 1))
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory, data_dir) -> tuple[Path, subprocess.CompletedProcess]:
+    """A gqa cell trained by two processes: its output folder and the launch's output."""
     s = settings("gqa", 2)
     assert cfg.launch_command("py", s["parallel"]).startswith("py -m torch.distributed.run --standalone")
-    p = run(two, data_dir, s)
+    two = tmp_path_factory.mktemp("two")
+    return two, run(two, data_dir, s)
+
+
+def test_two_processes_train_the_same_model_as_one(tmp_path, data_dir, two_ranks):
+    """Same global batches, gradients averaged over ranks: the weights match a one-process run."""
+    one = tmp_path / "one"
+    run(one, data_dir, settings("gqa", 1))
+    two, p = two_ranks
     (r,) = read_records([two / "record.parquet"]).to_pylist()
     layout = json.loads(r["parallel_json"])
     assert layout["world_size"] == 2 and layout["data_parallel"] == 2 and layout["launcher"] == "torchrun"
@@ -74,6 +83,16 @@ def test_two_processes_train_the_same_model_as_one(tmp_path, data_dir):
     assert abs(r1["val_loss"] - r["val_loss"]) < 1e-4
 
 
+def test_mfu_counts_every_device(data_dir, two_ranks):
+    """MFU = FLOPs of every rank's tokens / (time × peak per device × devices): two CPUs at the
+    stated peak, not one (which read twice the utilisation)."""
+    two, _ = two_ranks
+    (r,) = read_records([two / "record.parquet"]).to_pylist()
+    seconds = r["tokens"] / r["tokens_per_s"]  # the measured steps' busy time
+    assert r["mfu_frac"] == pytest.approx(r["flops_per_token"] * r["tokens"] / (seconds * PEAK * 2), rel=1e-9)
+    assert r["mfu_frac__source"] == "analytic_flops/stated_measure.peak_flops.fp32_x_2_devices"
+
+
 def test_moe_with_two_processes(tmp_path, data_dir):
     """Experts that no token reached on a rank have no gradient there; DDP still reduces."""
     run(tmp_path, data_dir, settings("moe", 2))
@@ -84,7 +103,7 @@ def test_moe_with_two_processes(tmp_path, data_dir):
 def test_layout_and_launch_must_agree(tmp_path, data_dir):
     """A cell configured for two processes but started as one stops with the layout's key."""
     s = settings("gqa", 2)
-    cmd = [sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--settings", json.dumps(s), "--config-hash", "t",
+    cmd = [sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--settings", settings_json(s), "--config-hash", "t",
            "--data-dir", str(data_dir), "--record", str(tmp_path / "r.parquet"), "--samples",
            str(tmp_path / "s.parquet"), "--checkpoint", str(tmp_path / "m.pt"), "--resume-dir", str(tmp_path / "res")]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300,

@@ -4,7 +4,6 @@ uninterrupted run ends: same step count, same weights."""
 from __future__ import annotations
 
 import copy
-import json
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import yaml
 
 from effbench import config as cfg
 from effbench.data.synthetic import make_pretraining_corpus
-from effbench.record import read_records
+from effbench.record import read_records, settings_json
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +38,7 @@ def settings() -> dict:
 
 
 def run(out: Path, data_dir: Path, s: dict, kill_at_checkpoint: bool = False) -> subprocess.CompletedProcess | None:
-    cmd = [sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--settings", json.dumps(s), "--config-hash", "t",
+    cmd = [sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--settings", settings_json(s), "--config-hash", "t",
            "--data-dir", str(data_dir), "--record", str(out / "record.parquet"), "--samples",
            str(out / "samples.parquet"), "--checkpoint", str(out / "model.pt"), "--resume-dir", str(out / "resume")]
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}

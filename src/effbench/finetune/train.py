@@ -22,13 +22,14 @@ import torch  # noqa: E402
 from ..measure import formulas  # noqa: E402
 from ..measure.figure import Figure  # noqa: E402
 from ..measure.monitor import Monitor  # noqa: E402
+from ..record import WINDOW_FIGURES  # noqa: E402
 from ..torch_device import apply_host_memory_cap, pick_device  # noqa: E402
 from .args import llamafactory_args  # noqa: E402
 from .callback import MeasureCallback  # noqa: E402
+from .tasks import TASK_META  # noqa: E402
 
 log = logging.getLogger("effbench.finetune")
 ADAPTER_FILES = ("*.safetensors", "*.bin")
-from .tasks import TASK_META  # noqa: E402
 
 
 def _normalise(text: str) -> str:
@@ -135,7 +136,7 @@ def finetune_cell(settings: dict[str, Any], *, model_path: str, data_dir: Path, 
     eval_loss = cb.eval_metrics.get("eval_loss")
     return {
         "precision": t["precision"],
-        **{k: fig[k] for k in ("amu_gb", "amu_frac", "peak_mem_gb", "pcu_frac", "aec_w", "energy_j")},
+        **{k: fig[k] for k in WINDOW_FIGURES},
         "al_s_per_iter": wall(formulas.average_latency(cb.step_times), "wall_clock_per_step"),
         "st_samples_per_param_s": wall(formulas.sample_throughput(samples, total, busy),
                                        "wall_clock_samples/params_total"),

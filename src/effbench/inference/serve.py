@@ -20,10 +20,10 @@ from typing import Any
 
 from ..measure.monitor import Monitor
 from ..progress import Progress
+from ..record import SIDE_CAR, WINDOW_FIGURES  # written by the quantize stage beside the weights
 from .latency import latency_figures, throughput_figures
 
 log = logging.getLogger("effbench.inference")
-SIDE_CAR = "effbench.json"  # written by the quantize stage beside the weights
 
 
 def model_info(model_dir: Path) -> dict[str, Any]:
@@ -108,7 +108,7 @@ def serve_point(settings: dict[str, Any], shared: SharedEngine, mon: Monitor) ->
     energy = fig["energy_j"]
     return {
         "precision": settings["precision"],
-        **{k: fig[k] for k in ("amu_gb", "amu_frac", "peak_mem_gb", "pcu_frac", "aec_w", "energy_j")},
+        **{k: fig[k] for k in WINDOW_FIGURES},
         **latency_figures(traces, engine.trace_source),
         **throughput_figures(rep_tokens, rep_seconds, "wall_clock_per_repeat"),
         "energy_j_per_token": energy.derive(lambda e: e / generated, "/generated_tokens"),

@@ -13,16 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from effbench.measure.figure import Figure
 from effbench.pretrain.compat_cpu import apply_cpu_compat
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int
-    world_size: int
-    local_rank: int
-    backend: str
-    device: torch.device
 
 
 def _free_port() -> int:
@@ -31,25 +23,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def dist_info() -> DistInfo:
-    """Rank, world size, local rank, backend and device of this process (after init)."""
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = (
-        torch.device("cuda", torch.cuda.current_device())
-        if torch.cuda.is_available()
-        else torch.device("cpu")
-    )
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend(), device)
-
-
 def init_single_process(backend: str | None = None, seed: int | None = None) -> int:
     """Initialise torch.distributed, megatron's parallel state (TP=PP=1) and its RNG seed.
 
     backend: None picks nccl when CUDA is available, else gloo.
     seed: seed of megatron's model-parallel RNG streams; None derives it from torch's
       current seed (so a caller's earlier torch.manual_seed decides it).
-    Idempotent: later calls change nothing. Returns the world size (= data-parallel size);
-    dist_info() gives rank, local rank, backend and device.
+    Idempotent: later calls change nothing. Returns the world size (= data-parallel size).
     """
     from megatron.core import parallel_state, tensor_parallel
 
@@ -82,6 +62,40 @@ def init_single_process(backend: str | None = None, seed: int | None = None) -> 
         # (looked up at call time, after patching).
         tensor_parallel.model_parallel_cuda_manual_seed(seed)
     return dist.get_world_size()
+
+
+def is_node_leader() -> bool:
+    """Whether this rank measures its node (local rank 0, as effbench.runner.run_cell decides)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+@dataclass(frozen=True)
+class NodeSum:
+    total: Figure  # the sum over every node, or missing if any node's figure is
+    count: int  # nodes that contributed (ranks that measure their node)
+
+
+def sum_over_nodes(fig: Figure, *, measures_node: bool) -> NodeSum:
+    """Sum a per-node figure (e.g. a window's energy) over the nodes of the job.
+
+    A collective: every rank calls it; only ranks that measure their node contribute. If
+    any node's figure is missing the total is missing too (a partial sum would read as the
+    job's energy), with rank 0's reason or the count of unmeasured nodes.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return NodeSum(fig, 1)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces device tensors only
+    measured = measures_node and fig.value is not None
+    buf = torch.tensor([fig.value if measured else 0.0, float(measures_node), float(measured)],
+                       dtype=torch.float64, device=device)
+    dist.all_reduce(buf)
+    total, nodes, measured_nodes = float(buf[0]), int(buf[1]), int(buf[2])
+    if nodes == 1:
+        return NodeSum(fig, 1)
+    if measured_nodes < nodes:
+        why = fig.missing_reason or "missing on another node"
+        return NodeSum(Figure.missing(f"{why} (measured on {measured_nodes} of {nodes} nodes)"), nodes)
+    return NodeSum(Figure.of(total, f"{fig.source}_sum_over_{nodes}_nodes"), nodes)
 
 
 def destroy() -> None:

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,14 @@ from ..atomic import atomic_path
 from ..data.tokens import BatchSampler
 from ..measure import formulas
 from ..measure.figure import Figure
-from ..measure.monitor import Monitor
+from ..measure.monitor import Monitor, Window
 from ..measure.peaks import peak_flops
 from ..progress import Progress
-from ..record import settings_json
-from ..torch_device import cuda_sync_or_none, free_cuda, pick_device  # noqa: F401 (re-exported)
+from ..record import WINDOW_FIGURES, settings_json
+from ..torch_device import cuda_sync_or_none, pick_device
 from .mixed_precision import MasterWeightAdamW
 from .model import build_gpt_model, count_parameters, flops_per_token
-from .parallel import init_single_process
+from .parallel import NodeSum, init_single_process, is_node_leader, sum_over_nodes
 
 log = logging.getLogger("effbench.pretrain")
 
@@ -69,10 +70,64 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+@dataclass
+class Job:
+    """One cell's training job on this rank, as set up before its first step."""
+
+    settings: dict[str, Any]
+    t: dict[str, Any]  # settings["training"]
+    m: dict[str, Any]  # settings["model"]
+    device: str
+    world: int
+    rank: int
+    layout: dict[str, Any]
+    vocab: int
+    seq: int
+    accum: int  # micro-batches per rank per step (gradient accumulation)
+    model: torch.nn.Module
+    train_model: torch.nn.Module  # the DDP wrapper under data parallelism, else the model
+    opt: torch.optim.AdamW | MasterWeightAdamW
+    params: dict[str, int]
+    sampler: BatchSampler
+    shash: str  # the settings' canonical text: a checkpoint is resumed only for the same text
+    resume_file: Path
+
+    @property
+    def ddp(self) -> bool:
+        return self.train_model is not self.model
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.t["global_batch_size"] * self.seq
+
+
+@dataclass
+class Trained:
+    start: int  # the step training resumed from (0: from scratch)
+    step_times: list[float]  # the measured steps' wall times, s
+    losses: list[float]
+    window: Window
+
+
 def train_cell(
     settings: dict[str, Any], data_dir: Path, checkpoint_path: Path, resume_dir: Path, mon: Monitor
 ) -> dict[str, Any]:
     """Train, evaluate and save one cell; return its figures and counts for the record."""
+    job = set_up(settings, data_dir, resume_dir)
+    start = resume(job)
+    trained = train(job, start, mon)
+    # Every node's measuring rank adds its node's energy (a collective: every rank calls it).
+    nodes = sum_over_nodes(trained.window.figures()["energy_j"], measures_node=is_node_leader())
+    if job.rank != 0:  # rank 0 evaluates, saves and reports for the whole job
+        return {}
+    val_loss = evaluate(job.model, job.sampler, job.t, job.seq, job.device)
+    save_trained(job, checkpoint_path)
+    return figures(job, trained, nodes, val_loss, checkpoint_path, mon)
+
+
+def set_up(settings: dict[str, Any], data_dir: Path, resume_dir: Path) -> Job:
+    """Seed, initialise torch.distributed, build the model (DDP-wrapped under data parallelism),
+    the optimizer and the batch sampler."""
     t = settings["training"]
     m = settings["model"]
     device = pick_device(settings["device"])
@@ -80,15 +135,13 @@ def train_cell(
     if device == "cpu":
         torch.set_num_threads(t.get("threads", 1))
     world = init_single_process()
-    rank = torch.distributed.get_rank()
     layout = settings.get("parallel") or {"world_size": 1}
     if world != layout["world_size"]:
         raise RuntimeError(
             f"{world} processes were launched but pretrain.parallel asks for {layout['world_size']} "
             f"(nodes × gpus_per_node): launch through the workflow's rule, or fix the layout"
         )
-    meta = json.loads((data_dir / "meta.json").read_text())
-    vocab = int(meta["vocab_size"])
+    vocab = int(json.loads((data_dir / "meta.json").read_text())["vocab_size"])
     if t["precision"] == "bf16" and device != "cuda":
         raise RuntimeError("pretrain.training.precision bf16 needs a GPU; use fp32 on a CPU")
     # bf16: bf16 parameters and activations, fp32 master weights in the optimizer.
@@ -96,132 +149,170 @@ def train_cell(
     model = build_gpt_model({**m, "params_dtype": dtype}, vocab, device)
     params = count_parameters(model, m)
     opt = make_optimizer(model, t, device)
-    # Data parallel: every rank holds the whole model and trains on its slice of each global
-    # batch; DDP averages the gradients (overlapped with the backward pass). Rank 0 evaluates,
-    # saves and reports. MoE: an expert no token reached this step has no gradient.
-    ddp = None
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp = DistributedDataParallel(
-            model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
-            find_unused_parameters=bool(m["moe"]), broadcast_buffers=False,
-        )
-    train_model = ddp if ddp is not None else model
-    sync = torch.cuda.synchronize if device == "cuda" else None
     accum = t["global_batch_size"] // (t["micro_batch_size"] * world)
     if accum < 1:
         raise RuntimeError(
             f"global_batch_size {t['global_batch_size']} < micro_batch_size × world size "
             f"({t['micro_batch_size']} × {world})"
         )
-    seq = m["seq_length"]
-    sampler = BatchSampler.from_dir(data_dir, seed=settings["seed"])
-    shash = settings_json(settings)
+    return Job(
+        settings=settings, t=t, m=m, device=device, world=world, rank=torch.distributed.get_rank(), layout=layout,
+        vocab=vocab, seq=m["seq_length"], accum=accum, model=model,
+        train_model=_data_parallel(model, device, bool(m["moe"])) if world > 1 else model, opt=opt, params=params,
+        sampler=BatchSampler.from_dir(data_dir, seed=settings["seed"]), shash=settings_json(settings),
+        resume_file=resume_dir / "last.pt",
+    )
 
-    # Resume only from a checkpoint of these exact settings: an edited cell starts afresh.
-    start = 0
-    resume_file = resume_dir / "last.pt"
-    if resume_file.exists():
-        state = torch.load(resume_file, map_location=device, weights_only=False)
-        if state.get("settings") == shash:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            start = int(state["step"])
-            log.info("resumed from %s at step %d", resume_file, start)
-        else:
-            log.info("ignoring %s: it was written for other settings", resume_file)
 
-    total_steps = t["train_steps"]
+def _data_parallel(model: torch.nn.Module, device: str, moe: bool) -> torch.nn.Module:
+    """Data parallel: every rank holds the whole model and trains on its slice of each global
+    batch; DDP averages the gradients (overlapped with the backward pass). MoE: an expert no
+    token reached this step has no gradient."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
+        find_unused_parameters=moe, broadcast_buffers=False,
+    )
+
+
+def resume(job: Job) -> int:
+    """The step to start from: a resume checkpoint's, only if written for these exact settings
+    (an edited cell starts afresh); 0 otherwise."""
+    if not job.resume_file.exists():
+        return 0
+    state = torch.load(job.resume_file, map_location=job.device, weights_only=False)
+    if state.get("settings") != job.shash:
+        log.info("ignoring %s: it was written for other settings", job.resume_file)
+        return 0
+    job.model.load_state_dict(state["model"])
+    job.opt.load_state_dict(state["optimizer"])
+    start = int(state["step"])
+    log.info("resumed from %s at step %d", job.resume_file, start)
+    return start
+
+
+def train(job: Job, start: int, mon: Monitor) -> Trained:
+    """Steps ``start`` … train_steps - 1; the window "train" opens after the warm-up steps."""
+    t, total_steps = job.t, job.t["train_steps"]
     warm = min(t.get("warmup_measure_steps", 0), max(total_steps - start - 1, 0))
-    tokens_per_step = t["global_batch_size"] * seq
+    sync = cuda_sync_or_none(job.settings)
     step_times: list[float] = []
     losses: list[float] = []
     progress = Progress(total_steps, "step", log, start=start)
-    model.train()
+    job.model.train()
     window_open = False
     for step in range(start, total_steps):
         if step - start == warm and not window_open:
             mon.begin_window("train")  # after warm-up: allocator and kernel selection settle first
             window_open = True
-        for g in opt.param_groups:
+        for g in job.opt.param_groups:
             g["lr"] = lr_at(step, t)
         t0 = time.monotonic()
-        opt.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        for micro in range(accum):
-            # The step's global batch is one draw of global_batch_size windows (seeded by the
-            # step); micro-batch `micro` of rank `rank` is its slice number micro × world + rank,
-            # so every layout (and a resumed run) trains on the same global batches.
-            x, y = sampler.train_batch(step, t["micro_batch_size"], seq, rank=micro * world + rank,
-                                       world_size=accum * world)
-            ids = torch.from_numpy(x).to(device)
-            labels = torch.from_numpy(y).to(device)
-            # Gradient accumulation: all-reduce once, on the last micro-batch of the step.
-            last = micro == accum - 1
-            with (ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()):
-                loss = _forward_loss(train_model, ids, labels)
-                (loss / accum).backward()
-            loss_sum += loss.detach()
-        if t["clip_grad"] > 0 and not isinstance(opt, MasterWeightAdamW):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip_grad"])
-        opt.step()
+        loss_sum = train_step(job, step)
         if sync:
             sync()
         dt = time.monotonic() - t0
-        if world > 1:  # the global batch's loss: the mean over ranks
+        if job.world > 1:  # the global batch's loss: the mean over ranks
             loss_sum = loss_sum.clone()
             torch.distributed.all_reduce(loss_sum)
-            loss_sum /= world
-        step_loss = float(loss_sum) / accum
-        if not math.isfinite(step_loss):
-            raise RuntimeError(f"training diverged at step {step}: loss {step_loss}")
-        losses.append(step_loss)
+            loss_sum /= job.world
+        loss = float(loss_sum) / job.accum
+        if not math.isfinite(loss):
+            raise RuntimeError(f"training diverged at step {step}: loss {loss}")
+        losses.append(loss)
         if window_open:
             step_times.append(dt)
-        if rank == 0:
-            progress.update(step + 1, items=(step + 1 - start) * tokens_per_step, extra=f"loss {step_loss:.4f}")
-        if rank == 0 and (step + 1) % t["checkpoint_interval"] == 0 and step + 1 < total_steps:
-            _save(resume_file, {"settings": shash, "step": step + 1, "model": model.state_dict(),
-                                "optimizer": opt.state_dict()})
+        if job.rank == 0:
+            progress.update(step + 1, items=(step + 1 - start) * job.tokens_per_step, extra=f"loss {loss:.4f}")
+        if job.rank == 0 and (step + 1) % t["checkpoint_interval"] == 0 and step + 1 < total_steps:
+            _save(job.resume_file, {"settings": job.shash, "step": step + 1, "model": job.model.state_dict(),
+                                    "optimizer": job.opt.state_dict()})
     if not window_open:
         raise RuntimeError("no training steps left to measure (the resume checkpoint is already at train_steps)")
-    window = mon.end_window("train")
-    if rank != 0:  # rank 0 evaluates, saves and reports for the whole job
-        return {}
+    return Trained(start, step_times, losses, mon.end_window("train"))
 
-    val_loss = evaluate(model, sampler, t, seq, device)
-    # The trained weights in full precision (bf16 runs keep them as the optimizer's masters).
-    weights = opt.master_state_dict(model) if isinstance(opt, MasterWeightAdamW) else model.state_dict()
-    _save(checkpoint_path, {"settings": shash, "model_settings": m, "vocab_size": vocab, "step": total_steps,
-                            "model": weights})
-    if resume_file.exists():
-        resume_file.unlink()
 
-    measured_tokens = tokens_per_step * len(step_times)
+def train_step(job: Job, step: int) -> torch.Tensor:
+    """One optimizer step over this rank's share of the step's global batch; returns the sum of
+    this rank's micro-batch losses (a tensor, not yet synchronised)."""
+    t, world, accum = job.t, job.world, job.accum
+    job.opt.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), device=job.device)
+    for micro in range(accum):
+        # The step's global batch is one draw of global_batch_size windows (seeded by the
+        # step); micro-batch `micro` of rank `rank` is its slice number micro × world + rank,
+        # so every layout (and a resumed run) trains on the same global batches.
+        x, y = job.sampler.train_batch(step, t["micro_batch_size"], job.seq, rank=micro * world + job.rank,
+                                       world_size=accum * world)
+        ids = torch.from_numpy(x).to(job.device)
+        labels = torch.from_numpy(y).to(job.device)
+        # Gradient accumulation: all-reduce once, on the last micro-batch of the step.
+        last = micro == accum - 1
+        with (job.train_model.no_sync() if job.ddp and not last else contextlib.nullcontext()):
+            loss = _forward_loss(job.train_model, ids, labels)
+            (loss / accum).backward()
+        loss_sum += loss.detach()
+    if t["clip_grad"] > 0 and not isinstance(job.opt, MasterWeightAdamW):
+        torch.nn.utils.clip_grad_norm_(job.model.parameters(), t["clip_grad"])
+    job.opt.step()
+    return loss_sum
+
+
+def save_trained(job: Job, checkpoint_path: Path) -> None:
+    """The trained weights in full precision (bf16 runs keep them as the optimizer's masters);
+    the resume checkpoint is no longer needed."""
+    opt = job.opt
+    weights = opt.master_state_dict(job.model) if isinstance(opt, MasterWeightAdamW) else job.model.state_dict()
+    _save(checkpoint_path, {"settings": job.shash, "model_settings": job.m, "vocab_size": job.vocab,
+                            "step": job.t["train_steps"], "model": weights})
+    if job.resume_file.exists():
+        job.resume_file.unlink()
+
+
+def peak_per_device(settings: dict[str, Any], device: str, device_name: str | None) -> tuple[float | None, str]:
+    """(dense peak FLOP/s of one device, source): the config's ``measure.peak_flops.<dtype>`` where
+    stated, else the datasheet table (GPUs only), else (None, why)."""
+    dtype = "bf16" if settings["training"]["precision"] == "bf16" else "fp32"
+    stated = (settings["measure"].get("peak_flops") or {}).get(dtype)
+    if stated:
+        return float(stated), f"stated_measure.peak_flops.{dtype}"
+    if device != "cuda":
+        return None, "peak FLOP/s of a CPU is not tabulated"
+    return peak_flops(device_name, dtype)
+
+
+def figures(job: Job, trained: Trained, nodes: NodeSum, val_loss: float, checkpoint_path: Path,
+            mon: Monitor) -> dict[str, Any]:
+    """The record's values: figures over the measured window, counts and the layout."""
+    t, m, world, params = job.t, job.m, job.world, job.params
+    step_times, window = trained.step_times, trained.window
+    measured_tokens = job.tokens_per_step * len(step_times)  # the global batch: every rank's tokens
     busy = sum(step_times)
     fig = window.figures()
+    if nodes.count > 1:  # every node's energy, not rank 0's node alone
+        fig["energy_j"] = nodes.total
+        fig["aec_w"] = nodes.total.derive(lambda e: formulas.average_power_w(e, window.seconds), "/window")
     wall = Figure.of
-    fpt = flops_per_token(m, seq, vocab_size=vocab)  # the output projection is a real per-token matmul
-    dtype = "bf16" if t["precision"] == "bf16" else "fp32"
-    peak, peak_src = peak_flops(str(mon.describe().get("device_name")), dtype) if device == "cuda" else (
-        None, "peak FLOP/s of a CPU is not tabulated")
-    energy = fig["energy_j"]
+    fpt = flops_per_token(m, job.seq, vocab_size=job.vocab)  # the output projection is a real per-token matmul
+    # MFU: the FLOPs of every rank's tokens over the peak of every device that did them.
+    peak, peak_src = peak_per_device(job.settings, job.device, str(mon.describe().get("device_name")))
+    peak_src_all = peak_src if world == 1 else f"{peak_src}_x_{world}_devices"
     return {
         "precision": t["precision"],
-        **{k: fig[k] for k in ("amu_gb", "amu_frac", "peak_mem_gb", "pcu_frac", "aec_w", "energy_j")},
+        **{k: fig[k] for k in WINDOW_FIGURES},
         "al_s_per_iter": wall(formulas.average_latency(step_times), "wall_clock_per_step"),
         "tt_tokens_per_param_s": wall(
             formulas.token_throughput(measured_tokens, params["total"], busy), "wall_clock_tokens/params_total"),
         "tokens_per_s": wall(measured_tokens / busy, "wall_clock"),
-        "energy_j_per_token": energy.derive(lambda e: e / measured_tokens, "/tokens"),
-        "mfu_frac": wall(formulas.mfu(fpt, measured_tokens, busy, peak), f"analytic_flops/{peak_src}")
+        "energy_j_per_token": fig["energy_j"].derive(lambda e: e / measured_tokens, "/tokens"),
+        "mfu_frac": wall(formulas.mfu(fpt, measured_tokens, busy, peak * world), f"analytic_flops/{peak_src_all}")
         if peak else Figure.missing(peak_src),
         "val_loss": wall(val_loss, "validation_mean_nll"),
         "ppl": wall(formulas.perplexity(val_loss), "exp(val_loss)"),
-        "train_loss": wall(sum(losses[-10:]) / len(losses[-10:]), "mean_last_10_steps"),
+        "train_loss": wall(sum(trained.losses[-10:]) / len(trained.losses[-10:]), "mean_last_10_steps"),
         "steps": len(step_times),
-        "resumed_from_step": start,
+        "resumed_from_step": trained.start,
         "tokens": measured_tokens,
         "samples": t["global_batch_size"] * len(step_times),
         "seconds": window.seconds,
@@ -230,12 +321,14 @@ def train_cell(
         "params_non_embedding": params["non_embedding"],
         "flops_per_token": float(fpt),
         "disk_bytes": checkpoint_path.stat().st_size,
-        "seq_length": seq,
+        "seq_length": job.seq,
         "parallel_json": json.dumps({
             "world_size": world, "data_parallel": world, "tensor_parallel": 1, "pipeline_parallel": 1,
-            "nodes": layout.get("nodes", 1), "gpus_per_node": layout.get("gpus_per_node", 1),
+            "nodes": job.layout.get("nodes", 1), "gpus_per_node": job.layout.get("gpus_per_node", 1),
             "launcher": "torchrun" if world > 1 else "none", "backend": torch.distributed.get_backend(),
-            "gradient_accumulation": accum, "measured": "node of rank 0",
+            "gradient_accumulation": job.accum,
+            "measured": "node of rank 0" if nodes.count == 1 else
+            f"energy: all {nodes.count} nodes; memory, utilisation: node of rank 0",
         }, sort_keys=True),
     }
 

@@ -24,9 +24,9 @@ import numpy as np
 
 
 from ..measure.monitor import Monitor
+from ..record import SIDE_CAR, WINDOW_FIGURES
 
 log = logging.getLogger("effbench.quantize")
-SIDE_CAR = "effbench.json"
 DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -143,7 +143,7 @@ def quantize_cell(settings: dict[str, Any], src: str, data_dir: Path | None, out
     fig = window.figures()
     return {
         "precision": precision,
-        **{k: fig[k] for k in ("amu_gb", "amu_frac", "peak_mem_gb", "pcu_frac", "aec_w", "energy_j")},
+        **{k: fig[k] for k in WINDOW_FIGURES},
         "weight_bits": settings["weight_bits"],
         "quant_method": method,
         "params_total": params_total,
