@@ -13,7 +13,7 @@ from pathlib import Path
 def main() -> None:
     from effbench.atomic import write_text
     from effbench.evaluate.run import evaluate_cell
-    from effbench.runner import setup_logging
+    from effbench.runner import start_job
     from effbench.torch_device import pick_device
 
     p = argparse.ArgumentParser(description=__doc__)
@@ -22,7 +22,7 @@ def main() -> None:
     p.add_argument("--include-path", type=Path, help="folder of local task yaml files")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
-    setup_logging()
+    start_job()
     s = json.loads(a.settings)
     scores = evaluate_cell(s, a.model_dir, a.include_path, pick_device(s["device"]))
     scores["settings"] = s

@@ -15,7 +15,7 @@ from effbench.pretrain.compat_cpu import apply_cpu_compat
 from effbench.pretrain.export_hf import export_to_hf
 from effbench.pretrain.model import build_gpt_model
 from effbench.pretrain.parallel import init_single_process
-from effbench.runner import setup_logging
+from effbench.runner import start_job
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     p.add_argument("--tokenizer-dir", type=Path, required=True)
     p.add_argument("--out-dir", type=Path, required=True)
     a = p.parse_args()
-    setup_logging()
+    start_job()
     apply_cpu_compat()  # a no-op where CUDA exists; conversion itself runs on the CPU
     init_single_process()
     state = torch.load(a.checkpoint, map_location="cpu", weights_only=False)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from effbench.finetune.train import finetune_cell
-from effbench.runner import Cell, run_cell, setup_logging
+from effbench.runner import Cell, run_cell, start_job
 from effbench.torch_device import cuda_sync_or_none, free_cuda
 
 LIBRARIES = ["torch", "llamafactory", "transformers", "peft", "trl", "accelerate", "datasets", "torchaudio",
@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--record", type=Path, required=True)
     p.add_argument("--samples", type=Path, required=True)
     a = p.parse_args()
-    setup_logging()
+    start_job()
     settings = json.loads(a.settings)
     cell = Cell.from_settings("finetune", settings, record_path=a.record, samples_path=a.samples,
                               config_hash=a.config_hash, libraries=LIBRARIES)

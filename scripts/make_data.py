@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from effbench.atomic import atomic_path
-from effbench.runner import setup_logging
+from effbench.runner import start_job
 
 
 def main() -> None:
@@ -21,7 +21,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out-dir", type=Path, required=True)
     a = p.parse_args()
-    setup_logging()
+    start_job()
     s = json.loads(a.settings)
     # Build in a temporary folder and move it into place: a killed job leaves no half corpus.
     if a.out_dir.exists():

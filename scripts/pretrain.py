@@ -11,7 +11,7 @@ from pathlib import Path
 
 from effbench.pretrain.train import train_cell
 from effbench.torch_device import cuda_sync_or_none, free_cuda
-from effbench.runner import Cell, run_cell, setup_logging
+from effbench.runner import Cell, run_cell, start_job
 
 LIBRARIES = ["torch", "megatron-core", "numpy", "nvidia-ml-py", "psutil", "pyarrow", "transformer-engine"]
 
@@ -26,7 +26,7 @@ def main() -> None:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--resume-dir", type=Path, required=True)
     a = p.parse_args()
-    setup_logging()
+    start_job()
     settings = json.loads(a.settings)
     cell = Cell.from_settings("pretrain", settings, record_path=a.record, samples_path=a.samples,
                               config_hash=a.config_hash, libraries=LIBRARIES)

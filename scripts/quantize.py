@@ -15,7 +15,7 @@ LIBRARIES = ["torch", "llmcompressor", "compressed-tensors", "transformers", "da
 
 def main() -> None:
     from effbench.quantize.run import quantize_cell, source_path
-    from effbench.runner import Cell, run_cell, setup_logging
+    from effbench.runner import Cell, run_cell, start_job
     from effbench.torch_device import free_cuda
 
     p = argparse.ArgumentParser(description=__doc__)
@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--record", type=Path, required=True)
     p.add_argument("--samples", type=Path, required=True)
     a = p.parse_args()
-    setup_logging()
+    start_job()
     s = json.loads(a.settings)
     src = source_path(s["source"], a.source_dir)
     cell = Cell.from_settings("quantize", s, record_path=a.record, samples_path=a.samples,

@@ -23,9 +23,10 @@ import pyarrow.parquet as pq
 from .atomic import atomic_path
 from .measure.figure import Figure
 
-# Versions only ever add columns: 2 added fine-tuning, serving and Slurm columns to 1. The reader
+# Versions only ever add columns: 2 added fine-tuning, serving and Slurm columns to 1; 3 added
+# intervals, the energy-window flag and the isolation columns. The reader
 # reads older records (their absent columns are null) and refuses newer ones.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STAGES = ("pretrain", "finetune", "quantize", "inference")
 STATUSES = ("ok", "oom", "failed")
 ALL = frozenset(STAGES)
@@ -158,6 +159,13 @@ COLUMNS: tuple[Column, ...] = (
     _c("slurm_node", S, "SLURMD_NODENAME when run under Slurm."),
     _c("slurm_partition", S, "SLURM_JOB_PARTITION when run under Slurm."),
     _c("slurm_gpus", S, "GPU indices Slurm allocated (SLURM_STEP_GPUS or SLURM_JOB_GPUS); the GPU model is device_name."),
+    # isolation (effbench.isolation): who else ran on the host while this run was measured
+    _c("alone", B, "True when no other registered effbench job overlapped this run on its host.", STAGES),
+    _c("concurrent_jobs", I, "How many other effbench jobs overlapped this run on its host.", STAGES),
+    _c("concurrent_jobs_json", S, "JSON list of the overlapping jobs (stage/cell)."),
+    _c("host_load_1m_start", F, "Host 1-minute load average when the run started (foreign load the registry cannot see)."),
+    _c("host_load_1m_end", F, "Host 1-minute load average when the run ended."),
+    _c("host_cpus", I, "Logical CPUs of the host (to read the load averages against)."),
 )
 
 SAMPLE_COLUMNS: tuple[Column, ...] = (

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from . import provenance
+from .isolation import JobRegistration
+from .lifetime import die_with_parent
 from .measure.backends import Backend, NullBackend, open_backend
 from .measure.monitor import Monitor
 from .record import settings_json, write_record, write_samples
@@ -76,6 +78,13 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
 
 
+def start_job() -> None:
+    """What every stage script does first: log to its job's log, and die with its job's shell
+    (an orphan that outlived a failed job would write a record that counts as done)."""
+    setup_logging()
+    die_with_parent()
+
+
 def launch_ranks() -> tuple[int, int, int, int]:
     """(rank, world size, local rank, processes on this node) as torchrun sets them; (0, 1, 0, 1)
     standalone."""
@@ -120,7 +129,8 @@ def run_cell(
     sjson = settings_json(cell.settings)
     run_id = f"{cell.stage}/{cell.name}/{started.strftime('%Y%m%dT%H%M%S.%fZ')}"
     values: dict[str, Any]
-    with Monitor(device=device, interval_s=interval_s, sync=sync, backend=backend) as mon:
+    with JobRegistration(f"{cell.stage}/{cell.name}") as job, \
+            Monitor(device=device, interval_s=interval_s, sync=sync, backend=backend) as mon:
         mon.nvml_unavailable_reason = nvml_why_not
         if nvml_why_not:
             log.info("measuring the host: %s", nvml_why_not)
@@ -159,7 +169,10 @@ def run_cell(
         "started_at": started,
         "ended_at": ended,
         **provenance.slurm(),
+        **job.columns(),
     }
+    if not job.columns()["alone"]:
+        log.warning("cell %s shared the host with %s while it was measured", cell.name, job.columns()["concurrent_jobs_json"])
     write_samples(cell.samples_path, run_id, samples)
     write_record(cell.record_path, row)
     log.info("wrote %s (status %s)", cell.record_path, status)

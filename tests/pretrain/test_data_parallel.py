@@ -54,7 +54,7 @@ def run(out: Path, data_dir: Path, s: dict) -> subprocess.CompletedProcess:
 def two_ranks(tmp_path_factory, data_dir) -> tuple[Path, subprocess.CompletedProcess]:
     """A gqa cell trained by two processes: its output folder and the launch's output."""
     s = settings("gqa", 2)
-    assert cfg.launch_command("py", s["parallel"]).startswith("py -m torch.distributed.run --standalone")
+    assert cfg.launch_command("py", s["parallel"]).startswith("py -m effbench.torchrun --standalone")
     two = tmp_path_factory.mktemp("two")
     return two, run(two, data_dir, s)
 

@@ -454,3 +454,16 @@ def test_finetune_and_inference_specs_run(tmp_path: Path) -> None:
         [tmp_path / "out" / "finetune.manifest.json", tmp_path / "out" / "inference.manifest.json"], tmp_path / "out"
     )
     assert "## Quantization and inference" in s.read_text()
+
+
+def test_table_flags_a_cell_that_was_not_measured_alone(tmp_path: Path) -> None:
+    d = tmp_path / "r"
+    shared = make_record(d, "xs", "gqa", 0, metrics=CELLS[("xs", "gqa")],
+                         extra={"alone": False, "concurrent_jobs": 1, "concurrent_jobs_json": '["finetune/xs/lora"]'})
+    alone = make_record(d, "xs", "mqa", 0, metrics=CELLS[("xs", "mqa")], extra={"alone": True, "concurrent_jobs": 0})
+    t = build_table(load_frame([shared, alone], PRETRAIN), PRETRAIN)
+    marks = {row[0] + "/" + row[1] if len(t.headers) > 1 else row[0]: mk[0] for row, mk in zip(t.rows, t.marks)}
+    assert sorted(marks.values(), key=str) == [None, "S"]
+    md = render_markdown(t)
+    assert "[S] xs/gqa: not measured alone; overlapping jobs: [\"finetune/xs/lora\"]" in md
+    assert "xs/mqa: not measured alone" not in md

@@ -162,7 +162,7 @@ def test_parallel_layout_defaults_and_launch():
     assert cfg.launch_command("/env/bin/python", cell.settings["parallel"]) == "/env/bin/python"
     paper = cfg.plan(PAPER).pretrain[0].settings["parallel"]
     assert paper["world_size"] == paper["gpus_per_node"] == 4  # one GH200 node: 4 superchips
-    assert cfg.launch_command("py", paper) == "py -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=4"
+    assert cfg.launch_command("py", paper) == "py -m effbench.torchrun --standalone --nnodes=1 --nproc-per-node=4"
     two_nodes = cfg.launch_command("py", {**paper, "nodes": 2})
     assert two_nodes.startswith("srun --nodes=2 --ntasks=2 --ntasks-per-node=1")
     assert "--nnodes=2 --nproc-per-node=4 --rdzv-backend=c10d" in two_nodes
@@ -192,7 +192,7 @@ def test_stage_environments():
 def test_multi_node_step_gets_the_nodes_cpus_and_gpus():
     layout = {"nodes": 2, "gpus_per_node": 4, "tensor_parallel": 1}
     cmd = cfg.launch_command("py", layout, cpus_per_node=64, gpus=True)
-    assert "--ntasks-per-node=1 --cpus-per-task=64 --gres=gpu:4 --kill-on-bad-exit=1 py -m torch.distributed.run" in cmd
+    assert "--ntasks-per-node=1 --cpus-per-task=64 --gres=gpu:4 --kill-on-bad-exit=1 py -m effbench.torchrun" in cmd
 
 
 # --- defaults and the model reference ---------------------------------------------------------

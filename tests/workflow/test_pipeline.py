@@ -199,7 +199,7 @@ def test_multi_process_layout_launches_torchrun_and_asks_for_its_gpus(tmp_path):
     config = minimal_config(tmp_path / "results")
     config["pretrain"]["parallel"] = {"nodes": 1, "gpus_per_node": 2}
     out = snakemake(tmp_path, config, "-n", "-p").stdout
-    assert "-m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2" in out
+    assert "-m effbench.torchrun --standalone --nnodes=1 --nproc-per-node=2" in out
     pretrain_resources = re.findall(r"rule pretrain:(?:\n(?!\S).*)*?\n\s+resources: (.*)", out)
     assert len(pretrain_resources) == 2 and all("gpu=2" in r for r in pretrain_resources)
 
@@ -222,3 +222,19 @@ def test_paper_config_on_the_slurm_profile(tmp_path):
                                                                    "inference")]
     assert {rule for rule, _ in light} >= {"pretrain_data", "finetune_data", "aggregate_pretrain", "summary"}
     assert not any("gpu" in r for _, r in light)
+
+
+def test_no_two_timed_runs_overlapped(pipeline):
+    """Measured jobs hold the whole host (host_share): no two records' windows may intersect,
+    and each record says it ran alone."""
+    work, config, _ = pipeline
+    res = Path(config["results"])
+    paths = sorted(p for stage in ("pretrain", "finetune", "quantize", "inference")
+                   for p in (res / stage).rglob("record.parquet"))
+    records = read_records(paths).to_pylist()
+    assert len(records) >= 2 + 2 + 2 + 4  # every timed stage of the minimal config
+    spans = sorted((r["started_at"], r["ended_at"], r["cell"]) for r in records)
+    for (s0, e0, a), (s1, e1, b) in zip(spans, spans[1:]):
+        assert e0 <= s1, f"{a} ({s0}–{e0}) overlapped {b} ({s1}–{e1})"
+    assert all(r["alone"] and r["concurrent_jobs"] == 0 for r in records), \
+        [(r["cell"], r["concurrent_jobs_json"]) for r in records if not r["alone"]]

@@ -27,6 +27,7 @@ from .specs import ENERGY_COLUMNS, ColumnSpec, StageSpec
 
 NOT_RECORDED = "not recorded in the run's record"
 SHORT_MARK = "E"  # the note mark of an energy figure from a short window
+SHARED_MARK = "S"  # the note mark of a cell measured while other effbench jobs ran on its host
 SHORT_ENERGY_WINDOW = (f"[{SHORT_MARK}] energy measured over a window of fewer than 20 energy-counter updates "
                        "(under ~1.7 s on NVML): coarse")
 STATUS_TEXT = {"oom": "OOM", "failed": "failed"}
@@ -107,6 +108,11 @@ def build_table(df: pd.DataFrame, spec: StageSpec) -> Table:
             text, mark = _cell(r, c, status, df, reasons)
             cells.append(text)
             mk.append(mark)
+        alone = r.get("alone")
+        if cells and not is_missing(alone) and not bool(alone):
+            mk[0] = SHARED_MARK
+            other.append(f"[{SHARED_MARK}] {r['cell']}: not measured alone; overlapping jobs: "
+                         f"{r.get('concurrent_jobs_json')} (its timed figures are not comparable)")
         rows.append(cells)
         marks.append(mk)
         if status != "ok":

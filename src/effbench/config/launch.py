@@ -11,7 +11,7 @@ def launch_command(python: str, layout: dict[str, int], cpus_per_node: int | Non
     """How a rule starts a stage script for this layout (a shell prefix; the script follows).
 
     One process: the interpreter. One node, several processes: torchrun (``python -m
-    torch.distributed.run``) standalone, one process per GPU of the allocation. Several nodes:
+    effbench.torchrun``: torchrun that dies with the job's shell) standalone, one process per GPU of the allocation. Several nodes:
     ``srun`` starts one torchrun per node of the allocation, which rendezvous at the first node;
     its step gets ``cpus_per_node`` CPUs and (``gpus``) the node's GPUs, which a step inside a
     batch script is not given by default.
@@ -21,13 +21,13 @@ def launch_command(python: str, layout: dict[str, int], cpus_per_node: int | Non
     if nodes * per_node == 1:
         return py
     if nodes == 1:
-        return f"{py} -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node={per_node}"
+        return f"{py} -m effbench.torchrun --standalone --nnodes=1 --nproc-per-node={per_node}"
     # Inside the Slurm allocation (the rule is submitted with nodes=N, one task per node).
     head = "$(scontrol show hostnames \"$(squeue -h -j \"$SLURM_JOB_ID\" -o %N)\" | head -n1)"
     step = (f" --cpus-per-task={cpus_per_node}" if cpus_per_node else "") + (f" --gres=gpu:{per_node}" if gpus else "")
     return (
         f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1{step} --kill-on-bad-exit=1 "
-        f"{py} -m torch.distributed.run --nnodes={nodes} --nproc-per-node={per_node} "
+        f"{py} -m effbench.torchrun --nnodes={nodes} --nproc-per-node={per_node} "
         f"--rdzv-backend=c10d --rdzv-id=\"$SLURM_JOB_ID\" --rdzv-endpoint={head}:29500"
     )
 
