@@ -33,6 +33,8 @@ def test_records_tables_and_exports(pipeline):
         if r["device_kind"] == "cpu" and r["aec_w"] is None:
             assert r["aec_w__missing"] and r["energy_j__missing"]  # missing, never 0
         assert r["mfu_frac"] is not None or r["mfu_frac__missing"]
+        for x in ("al_s_per_iter", "tt_tokens_per_param_s", "tokens_per_s", "amu_gb"):  # 5 steps: 5 batch means
+            assert r[x + "__ci_low"] <= r[x] <= r[x + "__ci_high"] and r[x + "__ci_n"] == 5, x
     moe = next(r for r in records if r["technique"] == "moe")
     assert moe["params_active"] < moe["params_total"]  # only top-2 of 8 experts are active
     table = (res / "tables" / "pretrain.md").read_text()
@@ -53,6 +55,8 @@ def test_finetune_cells_run_llamafactory_on_the_pipelines_own_export(pipeline):
         assert r["steps"] == 3 and r["samples"] == 24  # 32 samples / batch 8 = 4 steps, 1 of warm-up
         assert r["train_loss"] > 0 and r["val_loss"] > 0 and r["accuracy"] is not None
         assert r["al_s_per_iter"] > 0 and r["st_samples_per_param_s"] > 0 and r["amu_gb"] > 0
+        for x in ("al_s_per_iter", "st_samples_per_param_s", "tokens_per_s"):  # 3 measured steps: 3 batch means
+            assert r[x + "__ci_low"] <= r[x] <= r[x + "__ci_high"] and r[x + "__ci_n"] == 3, x
     lora, full = records
     assert lora["params_trainable"] < full["params_trainable"] == full["params_total"]
     assert lora["disk_bytes"] < full["disk_bytes"]  # an adapter against a whole model

@@ -18,6 +18,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..measure.monitor import Monitor, Window
+from ..measure.training import boundary_steps
 from ..progress import Progress
 
 log = logging.getLogger("effbench.finetune")
@@ -46,6 +47,7 @@ class MeasureCallback(TrainerCallback):
         self._open = False
         self._last_edge = 0.0
         self._progress: Progress | None = None
+        self._marks: set[int] = set()
 
     def _now(self) -> float:
         if self.sync is not None:
@@ -56,6 +58,7 @@ class MeasureCallback(TrainerCallback):
         self.max_steps = int(state.max_steps)
         # Leave at least one step in the window, whatever warmup_measure_steps says.
         self.warmup_steps = min(self.warmup_steps, max(self.max_steps - 1, 0))
+        self._marks = boundary_steps(self.max_steps - self.warmup_steps)
         self._progress = Progress(self.max_steps, "step", log)
         log.info("training %d optimizer steps; measuring from step %d", self.max_steps, self.warmup_steps)
 
@@ -70,7 +73,9 @@ class MeasureCallback(TrainerCallback):
         if self._open:
             now = self._now()
             self.step_times.append(now - self._last_edge)
-            self._last_edge = now
+            if len(self.step_times) - 1 in self._marks:  # a sub-window boundary (docs/noise.md)
+                self.mon.mark()
+            self._last_edge = time.monotonic()
         if self._progress is not None:
             last = f"loss {self.losses[-1]:.4f}" if self.losses else ""
             self._progress.update(state.global_step, extra=last)

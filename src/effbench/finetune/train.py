@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ os.environ.setdefault("DISABLE_VERSION_CHECK", "1")  # LlamaFactory: our lock pi
 
 import torch  # noqa: E402
 
-from ..measure import formulas  # noqa: E402
 from ..measure.figure import Figure  # noqa: E402
 from ..measure.monitor import Monitor  # noqa: E402
+from ..measure.training import ENERGY_FLAGS, training_figures  # noqa: E402
 from ..record import WINDOW_FIGURES  # noqa: E402
 from ..torch_device import apply_host_memory_cap, pick_device  # noqa: E402
 from .args import llamafactory_args  # noqa: E402
@@ -123,12 +124,12 @@ def finetune_cell(settings: dict[str, Any], *, model_path: str, data_dir: Path, 
     window = cb.window
     assert window is not None  # on_train_end raised otherwise
     steps = len(cb.step_times)
-    busy = sum(cb.step_times)
     samples_per_step = (t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
                         * int(os.environ.get("WORLD_SIZE", "1")))
     samples = samples_per_step * steps
     total, trainable = found["params"]
-    fig = window.figures()
+    fig = training_figures(window, cb.step_times, [samples_per_step] * steps, total,
+                           unit="sample", per_param_key="st_samples_per_param_s")
     energy = fig["energy_j"]
     wall = Figure.of
     tokens = (cb.tokens_at_end or 0) - (cb.tokens_at_begin or 0)
@@ -136,15 +137,14 @@ def finetune_cell(settings: dict[str, Any], *, model_path: str, data_dir: Path, 
     eval_loss = cb.eval_metrics.get("eval_loss")
     return {
         "precision": t["precision"],
-        **{k: fig[k] for k in WINDOW_FIGURES},
-        "al_s_per_iter": wall(formulas.average_latency(cb.step_times), "wall_clock_per_step"),
-        "st_samples_per_param_s": wall(formulas.sample_throughput(samples, total, busy),
-                                       "wall_clock_samples/params_total"),
-        "tokens_per_s": wall(tokens / busy, "trainer_num_input_tokens_seen/wall_clock") if tokens > 0
+        **{k: fig[k] for k in (*WINDOW_FIGURES, *ENERGY_FLAGS, "al_s_per_iter", "st_samples_per_param_s",
+                               "energy_j_per_sample")},
+        # tokens/s = samples/s × (tokens / samples), the window's exact ratio: samples/s's interval
+        "tokens_per_s": replace(fig["samples_per_s"].derive(lambda r: r * tokens / samples),
+                                source="trainer_num_input_tokens_seen/wall_clock") if tokens > 0
         else Figure.missing("the trainer counted no input tokens"),
         "energy_j_per_token": energy.derive(lambda e: e / tokens, "/tokens") if tokens > 0
         else Figure.missing("the trainer counted no input tokens"),
-        "energy_j_per_sample": energy.derive(lambda e: e / samples, "/samples"),
         "train_loss": wall(sum(last) / len(last), f"mean_last_{len(last)}_logged_steps") if last
         else Figure.missing("the trainer logged no training loss"),
         "val_loss": wall(eval_loss, "llamafactory_eval_loss") if eval_loss is not None

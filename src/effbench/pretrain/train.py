@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from ..measure import formulas
 from ..measure.figure import Figure
 from ..measure.monitor import Monitor, Window
 from ..measure.peaks import peak_flops
+from ..measure.training import ENERGY_FLAGS, boundary_steps, training_figures
 from ..progress import Progress
 from ..record import WINDOW_FIGURES, settings_json
 from ..torch_device import cuda_sync_or_none, pick_device
@@ -202,6 +203,7 @@ def train(job: Job, start: int, mon: Monitor) -> Trained:
     progress = Progress(total_steps, "step", log, start=start)
     job.model.train()
     window_open = False
+    marks = boundary_steps(total_steps - start - warm)
     for step in range(start, total_steps):
         if step - start == warm and not window_open:
             mon.begin_window("train")  # after warm-up: allocator and kernel selection settle first
@@ -223,6 +225,8 @@ def train(job: Job, start: int, mon: Monitor) -> Trained:
         losses.append(loss)
         if window_open:
             step_times.append(dt)
+            if len(step_times) - 1 in marks:  # a sub-window boundary (batch means, docs/noise.md)
+                mon.mark()
         if job.rank == 0:
             progress.update(step + 1, items=(step + 1 - start) * job.tokens_per_step, extra=f"loss {loss:.4f}")
         if job.rank == 0 and (step + 1) % t["checkpoint_interval"] == 0 and step + 1 < total_steps:
@@ -288,26 +292,25 @@ def figures(job: Job, trained: Trained, nodes: NodeSum, val_loss: float, checkpo
     t, m, world, params = job.t, job.m, job.world, job.params
     step_times, window = trained.step_times, trained.window
     measured_tokens = job.tokens_per_step * len(step_times)  # the global batch: every rank's tokens
-    busy = sum(step_times)
-    fig = window.figures()
+    fig = training_figures(window, step_times, [job.tokens_per_step] * len(step_times), params["total"],
+                           unit="token", per_param_key="tt_tokens_per_param_s")
     if nodes.count > 1:  # every node's energy, not rank 0's node alone
         fig["energy_j"] = nodes.total
         fig["aec_w"] = nodes.total.derive(lambda e: formulas.average_power_w(e, window.seconds), "/window")
+        fig["energy_j_per_token"] = nodes.total.derive(lambda e: e / measured_tokens, "/tokens")
     wall = Figure.of
     fpt = flops_per_token(m, job.seq, vocab_size=job.vocab)  # the output projection is a real per-token matmul
-    # MFU: the FLOPs of every rank's tokens over the peak of every device that did them.
+    # MFU: the FLOPs of every rank's tokens over the peak of every device that did them; its
+    # interval is the token rate's (FLOPs per token and the peak are constants).
     peak, peak_src = peak_per_device(job.settings, job.device, str(mon.describe().get("device_name")))
     peak_src_all = peak_src if world == 1 else f"{peak_src}_x_{world}_devices"
+    rate = fig["tokens_per_s"]
     return {
         "precision": t["precision"],
-        **{k: fig[k] for k in WINDOW_FIGURES},
-        "al_s_per_iter": wall(formulas.average_latency(step_times), "wall_clock_per_step"),
-        "tt_tokens_per_param_s": wall(
-            formulas.token_throughput(measured_tokens, params["total"], busy), "wall_clock_tokens/params_total"),
-        "tokens_per_s": wall(measured_tokens / busy, "wall_clock"),
-        "energy_j_per_token": fig["energy_j"].derive(lambda e: e / measured_tokens, "/tokens"),
-        "mfu_frac": wall(formulas.mfu(fpt, measured_tokens, busy, peak * world), f"analytic_flops/{peak_src_all}")
-        if peak else Figure.missing(peak_src),
+        **{k: fig[k] for k in (*WINDOW_FIGURES, *ENERGY_FLAGS, "al_s_per_iter", "tt_tokens_per_param_s",
+                               "tokens_per_s", "energy_j_per_token")},
+        "mfu_frac": replace(rate.derive(lambda r: formulas.mfu(fpt, r, 1.0, peak * world)),
+                            source=f"analytic_flops/{peak_src_all}") if peak else Figure.missing(peak_src),
         "val_loss": wall(val_loss, "validation_mean_nll"),
         "ppl": wall(formulas.perplexity(val_loss), "exp(val_loss)"),
         "train_loss": wall(sum(trained.losses[-10:]) / len(trained.losses[-10:]), "mean_last_10_steps"),
