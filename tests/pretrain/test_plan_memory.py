@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 VOCAB = int(DEFAULT["data"]["pretrain"]["synthetic"]["vocab_size"])
 CELLS = {c.name: c.settings for c in cfg.pretrain_cells(DEFAULT)}  # no jsonschema in this venv
+# MLA with a query latent (DeepSeek-V2 style): no default cell uses one, the planner has a branch.
+_MLA = CELLS["xs/mla"]
+CELLS["xs/mla-qlora"] = {**_MLA, "model": {**_MLA["model"], "mla": {**_MLA["model"]["mla"], "q_lora_rank": 96}}}
 ACTIVATION_TOLERANCE = 0.03
 PEAK_TOLERANCE = 0.05
 

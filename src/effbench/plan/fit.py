@@ -36,11 +36,13 @@ class Verdict:
         return self.predicted_gb <= self.allowed_gb
 
     def message(self) -> str:
-        head = f"pretrain cell {self.cell}: predicted peak {self.predicted_gb:.1f} GB per GPU, allowed {self.allowed_gb:g} GB"
+        head = (f"pretrain cell {self.cell}: predicted peak {self.predicted_gb:.1f} GB per GPU, "
+                f"allowed {self.allowed_gb:g} GB")
         if self.fits:
             return head + " (fits)"
         if self.remedy is None:
-            return head + "; no combination of optimizer sharding, micro-batch size and recompute fits: use a larger GPU or a smaller model"
+            return head + ("; no combination of optimizer sharding, micro-batch size and recompute fits: "
+                           "use a GPU with more memory or a smaller model")
         changes = ", ".join(f"{CONFIG_KEYS[k]}: {v}" for k, v in self.remedy.items())
         return head + f"; set {changes} (predicted {self.remedy_gb:.1f} GB)"
 
