@@ -19,6 +19,8 @@ from megatron.core.models.gpt.gpt_layer_specs import (
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
 
+from effbench.plan.params import num_query_groups
+from effbench.plan.params import parameter_counts as analytic_parameter_counts
 from effbench.pretrain.compat_cpu import apply_cpu_compat, apply_missing_te_fixes
 from effbench.pretrain.sdpa_attention import SDPAttention
 
@@ -37,22 +39,6 @@ def _have_transformer_engine() -> bool:
 def uses_transformer_engine(device: str | torch.device) -> bool:
     """TE layer spec only on GPU and only when transformer_engine imports."""
     return torch.device(device).type == "cuda" and _have_transformer_engine()
-
-
-def num_query_groups(settings: dict[str, Any]) -> int:
-    """KV head count: 1 for MQA, num_query_groups for GQA, the head count for MHA / MLA."""
-    heads = int(settings["num_attention_heads"])
-    kind = settings["attention"]
-    groups = settings.get("num_query_groups")
-    if kind == "mqa":
-        return 1
-    if kind == "gqa":
-        if not groups or heads % int(groups):
-            raise ValueError(f"gqa needs num_query_groups dividing {heads} heads, got {groups}")
-        return int(groups)
-    if kind == "mha" and groups is not None and int(groups) != heads:
-        raise ValueError(f"mha has one KV head per query head; got num_query_groups={groups}")
-    return heads
 
 
 def transformer_config_from_settings(
@@ -228,46 +214,6 @@ def count_parameters(model: torch.nn.Module, settings: dict[str, Any]) -> dict[s
         "non_embedding": non_embedding,
         "active_non_embedding": active,
         "output_projection": out_proj,
-    }
-
-
-def analytic_parameter_counts(settings: dict[str, Any], vocab_size: int = 0) -> dict[str, int]:
-    """The same counts as count_parameters, computed from settings alone (no model)."""
-    L = int(settings["num_layers"])
-    H = int(settings["hidden_size"])
-    n = int(settings["num_attention_heads"])
-    F_ = int(settings["ffn_hidden_size"])
-    if settings["attention"] == "mla":
-        m = settings["mla"]
-        qk, pe, v = int(m["qk_head_dim"]), int(m["qk_pos_emb_head_dim"]), int(m["v_head_dim"])
-        kv_r, q_r = int(m["kv_lora_rank"]), m.get("q_lora_rank")
-        if q_r is None:  # no latent norms (see transformer_config_from_settings)
-            q, kv_norm = H * n * (qk + pe), 0
-        else:
-            q, kv_norm = H * q_r + q_r + q_r * n * (qk + pe), kv_r
-        attn = q + H * (kv_r + pe) + kv_norm + kv_r * n * (qk + v) + n * v * H
-    else:
-        d = H // n
-        qkv_out = (n + 2 * num_query_groups(settings)) * d
-        attn = H * qkv_out + (qkv_out if settings.get("add_qkv_bias") else 0) + n * d * H
-    moe = settings.get("moe")
-    if moe:
-        E, k = int(moe["num_experts"]), int(moe["router_topk"])
-        Fe = int(moe["expert_ffn_hidden_size"])
-        mlp = E * H + E * 3 * H * Fe  # router + SwiGLU experts
-        mlp_active = E * H + k * 3 * H * Fe
-    else:
-        mlp = mlp_active = 3 * H * F_
-    norms = 2 * H  # input + pre-MLP RMSNorm
-    non_emb = L * (attn + mlp + norms) + H  # + final norm
-    active = L * (attn + mlp_active + norms) + H
-    emb = vocab_size * H * (1 if settings.get("tie_embeddings") else 2)
-    return {
-        "total": non_emb + emb,
-        "embedding": emb,
-        "non_embedding": non_emb,
-        "active_non_embedding": active,
-        "output_projection": vocab_size * H,
     }
 
 

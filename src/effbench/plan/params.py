@@ -1,0 +1,74 @@
+"""Exact parameter counts of the megatron-core GPT models the pretraining stage builds.
+
+Pure arithmetic on a resolved ``settings["model"]`` dict (the shape documented in
+`effbench.pretrain.model.transformer_config_from_settings`): SwiGLU MLPs, no linear biases
+except optional q/k/v biases, RMSNorm weights, RoPE (no position table), untied or tied
+embeddings. tests/pretrain/test_plan_memory.py checks every count against the built model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def num_query_groups(model: dict[str, Any]) -> int:
+    """KV head count: 1 for MQA, num_query_groups for GQA, the head count for MHA / MLA."""
+    heads = int(model["num_attention_heads"])
+    kind = model["attention"]
+    groups = model.get("num_query_groups")
+    if kind == "mqa":
+        return 1
+    if kind == "gqa":
+        if not groups or heads % int(groups):
+            raise ValueError(f"gqa needs num_query_groups dividing {heads} heads, got {groups}")
+        return int(groups)
+    if kind == "mha" and groups is not None and int(groups) != heads:
+        raise ValueError(f"mha has one KV head per query head; got num_query_groups={groups}")
+    return heads
+
+
+def _attention_params(model: dict[str, Any]) -> int:
+    H, n = int(model["hidden_size"]), int(model["num_attention_heads"])
+    if model["attention"] == "mla":
+        m = model["mla"]
+        qk, pe, v = int(m["qk_head_dim"]), int(m["qk_pos_emb_head_dim"]), int(m["v_head_dim"])
+        kv_r, q_r = int(m["kv_lora_rank"]), m.get("q_lora_rank")
+        if q_r is None:  # no latent norms (see transformer_config_from_settings)
+            q, kv_norm = H * n * (qk + pe), 0
+        else:
+            q_r = int(q_r)
+            q, kv_norm = H * q_r + q_r + q_r * n * (qk + pe), kv_r
+        return q + H * (kv_r + pe) + kv_norm + kv_r * n * (qk + v) + n * v * H
+    d = H // n
+    qkv_out = (n + 2 * num_query_groups(model)) * d
+    return H * qkv_out + (qkv_out if model.get("add_qkv_bias") else 0) + n * d * H
+
+
+def parameter_counts(model: dict[str, Any], vocab_size: int = 0) -> dict[str, int]:
+    """Parameter counts from settings alone.
+
+    Returns total, embedding (token table + untied output layer), non_embedding,
+    active_non_embedding (routed experts scaled to top-k of E) and output_projection
+    (vocab x hidden, tied or not): the same keys as `pretrain.model.count_parameters`.
+    """
+    L, H = int(model["num_layers"]), int(model["hidden_size"])
+    attn = _attention_params(model)
+    moe = model.get("moe")
+    if moe:
+        E, k = int(moe["num_experts"]), int(moe["router_topk"])
+        Fe = int(moe["expert_ffn_hidden_size"])
+        mlp = E * H + E * 3 * H * Fe  # router + SwiGLU experts
+        mlp_active = E * H + k * 3 * H * Fe
+    else:
+        mlp = mlp_active = 3 * H * int(model["ffn_hidden_size"])
+    norms = 2 * H  # input + pre-MLP RMSNorm
+    non_emb = L * (attn + mlp + norms) + H  # + final norm
+    active = L * (attn + mlp_active + norms) + H
+    emb = vocab_size * H * (1 if model.get("tie_embeddings") else 2)
+    return {
+        "total": non_emb + emb,
+        "embedding": emb,
+        "non_embedding": non_emb,
+        "active_non_embedding": active,
+        "output_projection": vocab_size * H,
+    }
