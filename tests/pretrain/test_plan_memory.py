@@ -26,13 +26,14 @@ import torch
 import yaml
 
 from effbench import config as cfg
+from effbench.config.pretrain import pretrain_cells
 from effbench.plan.memory import estimate, state_bytes
 from effbench.plan.params import parameter_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 VOCAB = int(DEFAULT["data"]["pretrain"]["synthetic"]["vocab_size"])
-CELLS = {c.name: c.settings for c in cfg.pretrain_cells(DEFAULT)}  # no jsonschema in this venv
+CELLS = {c.name: c.settings for c in pretrain_cells(cfg.with_defaults(DEFAULT))}  # no jsonschema in this venv
 # MLA with a query latent (DeepSeek-V2 style): no default cell uses one, the planner has a branch.
 _MLA = CELLS["xs/mla"]
 CELLS["xs/mla-qlora"] = {**_MLA, "model": {**_MLA["model"], "mla": {**_MLA["model"]["mla"], "q_lora_rank": 96}}}

@@ -27,7 +27,7 @@ def test_shipped_configs_are_valid():
     assert {c.settings["model_source"]["pretrained"] for c in ft} <= {c.name for c in export}
     paper_plan = cfg.plan(PAPER)
     paper, paper_ft = paper_plan.pretrain, paper_plan.finetune
-    assert len(paper) == 11
+    assert len(paper) == 10  # 1.5B×8 MoE waits for optimizer sharding (paper.yaml)
     assert len(paper_ft) == 7 * 7 * 2
 
 
@@ -236,3 +236,24 @@ def test_one_model_reference_for_finetuning_and_serving():
     assert ft.settings["model_source"] == {"hf": "org/model"} and q.settings["source"] == {"kind": "hf", "ref": "org/model"}
     with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.xs-gqa`"):  # the old spelling
         cfg.plan(edited(DEFAULT, ("finetune", "models", "xs-gqa"), {"hf_id": "org/model", "template": "llama3"}))
+
+
+def test_an_oversized_pretraining_cell_is_refused_before_any_job():
+    # The paper grid fits one GH200 GPU (96 GB) per the planner...
+    p = cfg.plan(PAPER)
+    assert len(p.memory) == len(p.pretrain) and all(v.fits for v in p.memory)
+    assert max(v.predicted_gb for v in p.memory) < 96
+    # ...MoE 1.5B×8 with full replicas does not: refused at DAG build, naming the cell, its
+    # predicted and allowed GB, and why the planner's fit (sharding) is not offered as a fix.
+    grid = {**PAPER["pretrain"]["grid"], "1.5b": ["gqa", "moe"]}
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.plan(edited(PAPER, ("pretrain", "grid"), grid))
+    msg = str(e.value)
+    assert "`cluster.gpu_memory_gb`" in msg and "pretrain cell 1.5b/moe: predicted peak" in msg and "allowed 96 GB" in msg
+    assert "optimizer_sharding" in msg and "does not implement yet" in msg and "1.5b/gqa" not in msg
+    # A cell that a smaller micro-batch fixes names that key.
+    big = edited(PAPER, ("pretrain", "training", "micro_batch_size"), 4)
+    with pytest.raises(cfg.ConfigError, match=r"3b/mla: .*set pretrain.training.micro_batch_size: 2"):
+        cfg.plan(big)
+    # No GPU size given (the embedded default): no check, nothing predicted.
+    assert cfg.plan(DEFAULT).memory == []

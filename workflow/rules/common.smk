@@ -31,6 +31,13 @@ FINETUNE = {(c.model, c.task, c.method): c for c in PLAN.finetune}
 QUANTIZE = {(c.model, c.precision): c for c in SERVE.quantize}
 EVALS = {(c.model, c.precision): c for c in SERVE.eval}
 
+if PLAN.memory:
+    # The planner's prediction per pretraining cell (cells over cluster.gpu_memory_gb were refused above).
+    logger.info("Predicted peak memory per GPU (effbench.plan; cluster.gpu_memory_gb):\n" + "\n".join(
+        f"  {v.cell}: {v.predicted_gb:.1f} of {v.allowed_gb:g} GB ("
+        + ", ".join(f"{k} {gb:.1f}" for k, gb in v.estimate.as_dict().items() if k != "peak") + ")"
+        for v in PLAN.memory))
+
 if PLAN.missing:
     # Plan on a laptop, run on the cluster: a dry run lists the whole DAG and names what is
     # absent here; a real run stops in onstart (which dry runs skip), before any job starts.

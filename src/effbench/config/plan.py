@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .finetune import FinetuneCell, finetune_cells
+from ..plan.fit import Verdict
+from .memory import check_memory
 from .paths import missing_paths
 from .pretrain import PretrainCell, export_cells, parallel_layout, pretrain_cells
 from .schema import validate
@@ -22,6 +24,7 @@ class Plan:
     exported: list[PretrainCell]
     finetune: list[FinetuneCell]
     serve: ServeCells
+    memory: list[Verdict]  # predicted peak per GPU of each pretraining cell (cluster.gpu_memory_gb)
 
     @property
     def layout(self) -> dict[str, int]:
@@ -64,4 +67,5 @@ def plan(config: dict[str, Any]) -> Plan:
     cells = pretrain_cells(valid)
     exported = export_cells(valid, cells)
     serve = serve_cells(valid, exported)
-    return Plan(valid, config_hash(config), cells, exported, finetune_cells(valid, exported), serve)
+    ft = finetune_cells(valid, exported)
+    return Plan(valid, config_hash(config), cells, exported, ft, serve, check_memory(valid, cells))

@@ -30,6 +30,7 @@ class Verdict:
     estimate: Estimate
     remedy: dict[str, Any] | None  # knob -> value that fits; None when it fits or nothing does
     remedy_gb: float | None  # the predicted peak with the remedy applied
+    unsupported_remedy: tuple[dict[str, Any], float] | None = None  # a fit the stage cannot run yet
 
     @property
     def fits(self) -> bool:
@@ -40,6 +41,11 @@ class Verdict:
                 f"allowed {self.allowed_gb:g} GB")
         if self.fits:
             return head + " (fits)"
+        if self.remedy is None and self.unsupported_remedy is not None:
+            change, gb = self.unsupported_remedy
+            needs = ", ".join(f"{CONFIG_KEYS[k]}: {v}" for k, v in change.items())
+            return head + (f"; it would fit with {needs} (predicted {gb:.1f} GB), which the pretraining stage "
+                           "does not implement yet: use a GPU with more memory or a smaller model")
         if self.remedy is None:
             return head + ("; no combination of optimizer sharding, micro-batch size and recompute fits: "
                            "use a GPU with more memory or a smaller model")
@@ -60,11 +66,13 @@ def _options(current: dict[str, Any], global_batch: int) -> dict[str, list[Any]]
     return {"optimizer_sharding": shard, "micro_batch_size": mbs, "recompute": rec}
 
 
-def remedy(settings: dict[str, Any], vocab_size: int, allowed_gb: float) -> tuple[dict[str, Any], float] | None:
-    """The first change (fewest knobs, then knob order, then list order) predicted to fit."""
+def remedy(settings: dict[str, Any], vocab_size: int, allowed_gb: float,
+           knobs: tuple[str, ...] | None = None) -> tuple[dict[str, Any], float] | None:
+    """The first change (fewest knobs, then knob order, then list order) predicted to fit, trying
+    only ``knobs`` (default: every knob the planner knows)."""
     current = cell_settings(settings)
     options = _options(current, int(settings["training"]["global_batch_size"]))
-    knobs = list(options)
+    knobs = [k for k in options if knobs is None or k in knobs]
     for r in range(1, len(knobs) + 1):
         for subset in itertools.combinations(knobs, r):
             for values in itertools.product(*(options[k] for k in subset)):
@@ -75,10 +83,16 @@ def remedy(settings: dict[str, Any], vocab_size: int, allowed_gb: float) -> tupl
     return None
 
 
-def check_cell(name: str, settings: dict[str, Any], vocab_size: int, allowed_gb: float) -> Verdict:
-    """Predict a cell's peak per GPU and, if it does not fit `allowed_gb`, find a remedy."""
+def check_cell(name: str, settings: dict[str, Any], vocab_size: int, allowed_gb: float,
+               knobs: tuple[str, ...] | None = None) -> Verdict:
+    """Predict a cell's peak per GPU and, if it does not fit `allowed_gb`, find a remedy among
+    ``knobs`` (default: all); with none there, the remedy that needs other knobs is kept as
+    ``unsupported_remedy`` so the message can say what the stage would need."""
     est = estimate(settings, vocab_size)
     predicted = est.peak / GB
-    found = None if predicted <= allowed_gb else remedy(settings, vocab_size, allowed_gb)
+    found = None if predicted <= allowed_gb else remedy(settings, vocab_size, allowed_gb, knobs)
+    other = None
+    if predicted > allowed_gb and found is None and knobs is not None:
+        other = remedy(settings, vocab_size, allowed_gb)
     change, gb = found if found else (None, None)
-    return Verdict(name, predicted, float(allowed_gb), est, change, gb)
+    return Verdict(name, predicted, float(allowed_gb), est, change, gb, other)
