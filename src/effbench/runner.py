@@ -8,6 +8,7 @@ propagates and fails the job with its log.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
@@ -83,6 +84,24 @@ def start_job() -> None:
     (an orphan that outlived a failed job would write a record that counts as done)."""
     setup_logging()
     die_with_parent()
+
+
+def cell_job(stage: str, doc: str | None, libraries: list[str],
+             add_args: Callable[[argparse.ArgumentParser], None]) -> tuple[argparse.Namespace, Cell]:
+    """The command line every one-record stage script shares: ``--settings`` (the cell's resolved
+    settings, JSON), ``--config-hash``, ``--record``, ``--samples``, plus the stage's own
+    arguments (``add_args``); starts the job (:func:`start_job`) and returns its cell."""
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--settings", required=True, help="the cell's resolved settings (JSON)")
+    p.add_argument("--config-hash", required=True)
+    p.add_argument("--record", type=Path, required=True)
+    p.add_argument("--samples", type=Path, required=True)
+    add_args(p)
+    a = p.parse_args()
+    start_job()
+    cell = Cell.from_settings(stage, json.loads(a.settings), record_path=a.record, samples_path=a.samples,
+                              config_hash=a.config_hash, libraries=libraries)
+    return a, cell
 
 
 def launch_ranks() -> tuple[int, int, int, int]:
