@@ -358,7 +358,8 @@ def _is_local(p: str) -> bool:
 # Nominal bits per weight of each precision (MCR's nominal size ratio).
 WEIGHT_BITS = {"bf16": 16, "fp16": 16, "int4": 4}
 # The offline multiple-choice tasks the pipeline makes (one per kind of item).
-LOCAL_TASKS = {"effbench_mc_fact": "fact", "effbench_mc_context": "context", "effbench_mc_arithmetic": "arithmetic"}
+LOCAL_TASKS = {"effbench_mc_fact": "fact", "effbench_mc_context": "context", "effbench_mc_arithmetic": "arithmetic",
+               "effbench_mc_relation": "relation"}
 INT4_DEFAULTS = {"method": "gptq", "group_size": 128, "symmetric": True, "ignore": ["lm_head"],
                  "dampening_frac": 0.01, "calibration": {"samples": 32, "seq_length": 128}}
 VLLM_DEFAULTS = {"max_model_len": 512, "max_num_seqs": 256, "enforce_eager": False, "gpu_memory_utilization": 0.9, "cpu_kvcache_gb": 1}
