@@ -94,12 +94,16 @@ def make_sft_task(out_dir: Path, *, n_train: int, n_eval: int, seed: int,
     return summary
 
 
-#: Relations whose answers are frequent category words: each is one token under the corpus'
-#: tokenizer (vocab 1024, measured; species, town features, regions and names are 2-5
-#: tokens), so the four choices of an item have the same token length and the summed
-#: log-likelihood (lm-eval's ``acc``) does not favour the shorter choice.
+#: Relations whose answers are frequent category words, less the few that the default
+#: corpus' tokenizer (vocab 1024) splits: every choice is then one token, so the four
+#: choices of an item have the same token length and the summed log-likelihood (lm-eval's
+#: ``acc``) does not favour the shorter choice. Species, town features, regions and names
+#: are 2-5 tokens and are left out. tests/pretrain/test_data.py checks the default corpus;
+#: scores.json reports the measured share of equal-length items for any tokenizer.
+MULTI_TOKEN = frozenset({"honey", "smith"})
 CATEGORIES: dict[str, tuple[str, ...]] = {
-    "colour": tuple(W.COLOURS), "food": tuple(W.FOODS), "job": tuple(W.JOBS), "hobby": tuple(W.HOBBIES),
+    rel: tuple(w for w in words if w not in MULTI_TOKEN)
+    for rel, words in (("colour", W.COLOURS), ("food", W.FOODS), ("job", W.JOBS), ("hobby", W.HOBBIES))
 }
 #: Arithmetic answers and choices stay in 0..20, the operands of the corpus' drills (one
 #: token each; larger numbers are mostly two).
@@ -111,7 +115,7 @@ N_CHOICES = 4
 def _category_facts(facts: list[W.Fact]) -> dict[str, list[W.Fact]]:
     by: dict[str, list[W.Fact]] = {c: [] for c in CATEGORIES}
     for f in facts:
-        if f.relation in by:
+        if f.relation in by and f.answer in CATEGORIES[f.relation]:
             by[f.relation].append(f)
     return by
 
