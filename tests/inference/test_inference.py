@@ -116,7 +116,11 @@ def test_lm_eval_scores_local_tasks_per_task_with_stderr(int4_dir, tmp_path):
          "tasks": ["effbench_mc_fact", "effbench_mc_arithmetic"], "metrics": {}, "num_fewshot": 0, "batch_size": 16,
          "limit": None, "max_model_len": 128, "threads": 1, "seed": 0, "vllm": {}}
     out = evaluate_cell(s, int4_dir, tmp_path / "tasks", "cpu")
-    assert set(out["tasks"]) == {"effbench_mc_fact", "effbench_mc_arithmetic"}
+    assert set(out["tasks"]) == {"effbench_mc_fact", "effbench_mc_arithmetic"}  # controls are not tasks
     for v in out["tasks"].values():
-        assert v["metric"] == "acc" and 0 <= v["value"] <= 1 and v["stderr"] > 0 and v["n"] == 12
+        assert v["metric"] == "acc_tie" and 0 <= v["value"] <= 1 and v["stderr"] > 0 and v["n"] == 12
+        # The question-blind twin ran in the same lm-eval call; ties were rescored 1/k.
+        assert v["control"]["n"] == 12 and 0 <= v["control"]["value"] <= 1 and v["chance"] == 0.25
+        assert v["measurable"] in (True, False) and 0 <= v["ties"] <= 12 and 0 <= v["equal_length_share"] <= 1
+        assert 0 <= v["lm_eval_acc"] <= 1
     assert out["accuracy"] == pytest.approx(sum(v["value"] for v in out["tasks"].values()) / 2)
