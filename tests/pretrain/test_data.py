@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from effbench.data import world as W
-from effbench.data.instructions import make_multiple_choice_eval, make_sft_task
+from effbench.data.instructions import MC_KINDS, make_multiple_choice_items, make_sft_task
 from effbench.data.shards import ShardError, tokenize_text_shards
 from effbench.data.synthetic import EOS, IM_END, IM_START, make_pretraining_corpus
 from effbench.data.tokens import BatchSampler, TokenFile, load_meta, open_split
@@ -258,21 +258,36 @@ def test_sft_task(tmp_path):
     assert (tmp_path / "b" / "sft_train.json").read_bytes() == (tmp_path / "sft_train.json").read_bytes()
 
 
-def test_multiple_choice_eval(tmp_path):
-    path = make_multiple_choice_eval(tmp_path, n=120, seed=0)
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(rows) == 120 and {r["kind"] for r in rows} == {"fact", "context", "arithmetic"}
+def test_multiple_choice_items(tmp_path):
     answers = _answers()
-    golds = []
-    for r in rows:
-        assert len(r["choices"]) == len(set(r["choices"])) == 4 and 0 <= r["gold"] < 4
-        assert r["question"].endswith("\nAnswer:")
-        q = r["question"].split("Question: ")[-1].removesuffix("\nAnswer:")
-        gold = r["choices"][r["gold"]]
-        assert gold == _arith(q) or gold in answers[q]
-        golds.append(r["gold"])
-    assert len(set(golds)) == 4  # gold position is shuffled
-    assert make_multiple_choice_eval(tmp_path / "b", n=120, seed=0).read_bytes() == path.read_bytes()
+    for kind in MC_KINDS:
+        rows = make_multiple_choice_items(kind, 120, seed=0)
+        assert len(rows) == 120 and {r["kind"] for r in rows} == {kind}
+        for r in rows:
+            assert len(r["choices"]) == len(set(r["choices"])) == 4 and 0 <= r["gold"] < 4
+            assert r["question"].endswith("\nAnswer:")
+            q = r["question"].split("Question: ")[-1].removesuffix("\nAnswer:")
+            gold = r["choices"][r["gold"]]
+            assert gold == _arith(q) or gold in answers[q]
+        assert make_multiple_choice_items(kind, 120, seed=0) == rows
+
+
+def test_multiple_choice_choices_are_one_token_under_the_default_tokenizer(tmp_path):
+    """Equal-length choices: every choice is one token (after lm-eval's " " delimiter)
+    under the tokenizer the embedded default trains (its seed, vocab and corpus size)."""
+    import yaml
+    from transformers import AutoTokenizer
+
+    from effbench.provenance import REPO_ROOT
+
+    cfg = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    syn = cfg["data"]["pretrain"]["synthetic"]
+    make_pretraining_corpus(tmp_path, seed=cfg["seed"], vocab_size=syn["vocab_size"],
+                            train_tokens=syn["train_tokens"], val_tokens=syn["val_tokens"])
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "tokenizer"), local_files_only=True)
+    lengths = {c: len(tok(" " + c, add_special_tokens=False)["input_ids"])
+               for kind in MC_KINDS for r in make_multiple_choice_items(kind, 300, seed=0) for c in r["choices"]}
+    assert {c: n for c, n in lengths.items() if n != 1} == {}
 
 
 def test_uint32_token_file_and_no_torch(tmp_path):

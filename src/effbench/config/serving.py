@@ -15,7 +15,8 @@ from .schema import defaults_of
 # Nominal bits per weight of each precision (MCR's nominal size ratio).
 WEIGHT_BITS = {"bf16": 16, "fp16": 16, "int4": 4}
 # The offline multiple-choice tasks the pipeline makes (one per kind of item).
-LOCAL_TASKS = {"effbench_mc_fact": "fact", "effbench_mc_context": "context", "effbench_mc_arithmetic": "arithmetic"}
+LOCAL_TASKS = {"effbench_mc_fact": "fact", "effbench_mc_context": "context", "effbench_mc_arithmetic": "arithmetic",
+               "effbench_mc_relation": "relation"}
 
 
 @dataclass(frozen=True)

@@ -94,35 +94,89 @@ def make_sft_task(out_dir: Path, *, n_train: int, n_eval: int, seed: int,
     return summary
 
 
-def _distractors(answer: str, fact: W.Fact | None, rng: random.Random) -> list[str]:
-    if fact is not None:
-        pool = [x for x in fact.pool if x != answer]
-        return rng.sample(pool, 3)
+#: Relations whose answers are frequent category words, less the few that the default
+#: corpus' tokenizer (vocab 1024) splits: every choice is then one token, so the four
+#: choices of an item have the same token length and the summed log-likelihood (lm-eval's
+#: ``acc``) does not favour the shorter choice. Species, town features, regions and names
+#: are 2-5 tokens and are left out. tests/pretrain/test_data.py checks the default corpus;
+#: scores.json reports the measured share of equal-length items for any tokenizer.
+MULTI_TOKEN = frozenset({"honey", "smith"})
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    rel: tuple(w for w in words if w not in MULTI_TOKEN)
+    for rel, words in (("colour", W.COLOURS), ("food", W.FOODS), ("job", W.JOBS), ("hobby", W.HOBBIES))
+}
+#: Arithmetic answers and choices stay in 0..20, the operands of the corpus' drills (one
+#: token each; larger numbers are mostly two).
+MAX_NUMBER = 20
+MC_KINDS = ("fact", "context", "arithmetic", "relation")
+N_CHOICES = 4
+
+
+def _category_facts(facts: list[W.Fact]) -> dict[str, list[W.Fact]]:
+    by: dict[str, list[W.Fact]] = {c: [] for c in CATEGORIES}
+    for f in facts:
+        if f.relation in by and f.answer in CATEGORIES[f.relation]:
+            by[f.relation].append(f)
+    return by
+
+
+def _near_numbers(answer: str, rng: random.Random) -> list[str]:
+    """Three wrong numbers near ``answer``, all in 0..MAX_NUMBER."""
     a = int(answer)
-    near = [str(a + d) for d in (-3, -2, -1, 1, 2, 3, 10) if a + d >= 0]
-    return rng.sample(near, 3)
+    near = [str(a + d) for d in (-3, -2, -1, 1, 2, 3) if 0 <= a + d <= MAX_NUMBER]
+    return rng.sample(near, N_CHOICES - 1)
 
 
-def make_multiple_choice_eval(out_dir: Path, *, n: int, seed: int,
-                              world_seed: int = W.DEFAULT_WORLD_SEED,
-                              file_name: str = "multiple_choice.jsonl") -> Path:
-    """Write ``n`` four-choice questions as jsonl: ``{"id", "kind", "question", "choices",
-    "gold"}``. ``question`` ends with "Answer:" and choices carry no leading space
-    (lm-evaluation-harness adds its default target delimiter " "), matching the corpus'
-    "Question: ...\\nAnswer: x." sheets. Uses the held-out (eval) facts and problems."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _place(gold: str, wrong: list[str], position: int) -> list[str]:
+    return wrong[:position] + [gold] + wrong[position:]
+
+
+def make_multiple_choice_items(kind: str, n: int, *, seed: int,
+                               world_seed: int = W.DEFAULT_WORLD_SEED) -> list[dict]:
+    """``n`` four-choice items of one ``kind`` (see :data:`MC_KINDS`):
+    ``{"id", "kind", "question", "choices", "gold"}``.
+
+    ``question`` ends with "Answer:" and choices carry no leading space (lm-evaluation-harness
+    adds the target delimiter " "), matching the corpus' "Question: ...\nAnswer: x." sheets.
+    Held-out (eval) facts and problems only. Gold positions cycle 0, 1, 2, 3 (exactly
+    uniform: a model that prefers a position cannot beat chance with it); the wrong
+    choices are in random order. Kinds:
+
+    * ``fact``: closed book, the wrong choices from the answer's own category
+      (only knowledge of the fact separates them);
+    * ``context``: as ``fact`` with a passage stating the fact first;
+    * ``arithmetic``: answers up to 20, wrong numbers within 3 of the answer;
+    * ``relation``: the question's relation picks the category: the four choices are
+      the true answer and one word from each of the three other categories (e.g. "What
+      is the job of Zol?" -> baker / red / soup / singing). The gold category is
+      uniform, so a question-blind model cannot beat chance by preferring one category.
+    """
+    if kind not in MC_KINDS:
+        raise ValueError(f"unknown multiple-choice kind {kind!r}; known: {MC_KINDS}")
     world = W.build_world(world_seed)
-    pools = _split_pools(world, world_seed)["eval"]
-    rng = random.Random(f"mc:{seed}")
-    lines = []
-    for i, kind in enumerate(_kinds(n, rng)):
-        q, ctx, a, fact = _item(kind, world, pools, rng)
-        choices = _distractors(a, fact, rng) + [a]
-        rng.shuffle(choices)
-        text = (ctx + "\n" if ctx else "") + f"Question: {q}\nAnswer:"
-        lines.append(json.dumps({"id": i, "kind": kind, "question": text, "choices": choices,
-                                 "gold": choices.index(a)}, ensure_ascii=False))
-    path = out_dir / file_name
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    facts, arith = _split_pools(world, world_seed)["eval"]
+    by_cat = _category_facts(facts)
+    arith = [(q, a) for q, a in arith if int(a) <= MAX_NUMBER]
+    rng = random.Random(f"mc:{seed}:{kind}")
+    items = []
+    for i in range(n):
+        ctx = ""
+        if kind == "arithmetic":
+            q, gold = rng.choice(arith)
+            wrong = _near_numbers(gold, rng)
+        elif kind == "relation":
+            cats = rng.sample(sorted(CATEGORIES), N_CHOICES)
+            f = rng.choice(by_cat[cats[0]])
+            q, gold = W.question_for(f, rng), f.answer
+            wrong = [rng.choice(CATEGORIES[c]) for c in cats[1:]]
+        else:
+            f = rng.choice(by_cat[rng.choice(sorted(CATEGORIES))])
+            q, gold = W.question_for(f, rng), f.answer
+            wrong = rng.sample([x for x in CATEGORIES[f.relation] if x != gold], N_CHOICES - 1)
+            if kind == "context":
+                ctx = _context(world, f, rng) + "\n"
+        rng.shuffle(wrong)
+        position = i % N_CHOICES
+        items.append({"id": i, "kind": kind, "question": f"{ctx}Question: {q}\nAnswer:",
+                      "choices": _place(gold, wrong, position), "gold": position})
+    return items

@@ -4,6 +4,10 @@ Backends (``eval.model``): ``hf`` (transformers; loads int4 compressed-tensors c
 too) or ``vllm`` (the paper's setup, on the cluster). The mean over tasks is the table's
 "Perf" (the paper averages its six benchmarks). Offline: ``HF_HUB_OFFLINE`` and
 ``HF_DATASETS_OFFLINE`` are set, local tasks are found through ``include_path``.
+
+The pipeline's own tasks (:mod:`effbench.evaluate.tasks`) are rescored per item from the
+logged log-likelihoods with ties counted 1/k (:mod:`effbench.evaluate.scoring`) and carry
+their question-blind control, scored in the same lm-eval run.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from ..config import LOCAL_TASKS
+from .scoring import item_scores, task_summary, verdict
+from .tasks import CHANCE, control_task
 
 log = logging.getLogger("effbench.evaluate")
 
@@ -35,8 +43,14 @@ def pick_metric(task_results: dict[str, Any], wanted: str | None) -> str:
 
 
 def summarize(results: dict[str, Any], tasks: list[str], metrics: dict[str, str]) -> dict[str, Any]:
-    """{task: {metric, value, stderr, n}} and their unweighted mean (pure; unit-tested)."""
+    """{task: {metric, value, stderr, n}} and their unweighted mean (pure; unit-tested).
+
+    A local task (:data:`LOCAL_TASKS`) whose samples were logged is rescored with ties
+    counted 1/k (metric ``acc_tie``; lm-eval's own ``acc`` kept as ``lm_eval_acc``) and gets
+    ``ties``, ``chance``, ``z_chance``, ``control`` ({value, stderr, n, ties} of its
+    question-blind twin), ``z_control`` and ``measurable``."""
     out: dict[str, Any] = {}
+    samples = results.get("samples") or {}
     for task in tasks:
         r = results["results"].get(task)
         if r is None:
@@ -48,8 +62,36 @@ def summarize(results: dict[str, Any], tasks: list[str], metrics: dict[str, str]
         n = results.get("n-samples", {}).get(task, {}).get("effective")
         out[task] = {"metric": metric, "value": float(r[key]),
                      "stderr": float(stderr) if isinstance(stderr, (int, float)) else None, "n": n}
+        if task in LOCAL_TASKS and task in samples:
+            out[task] = _rescore(out[task], samples[task], samples.get(control_task(task)))
     mean = sum(v["value"] for v in out.values()) / len(out)
     return {"tasks": out, "accuracy": mean}
+
+
+def _rescore(lm_eval_entry: dict[str, Any], task_samples: list[dict], control_samples: list[dict] | None
+             ) -> dict[str, Any]:
+    items = item_scores(task_samples)
+    control = item_scores(control_samples) if control_samples is not None else None
+    summary = task_summary(items)
+    return {"metric": "acc_tie", **summary, "lm_eval_acc": lm_eval_entry["value"],
+            "lm_eval_acc_stderr": lm_eval_entry["stderr"], **verdict(summary, items, control, CHANCE)}
+
+
+def equal_length_share(task_samples: list[dict], tokenizer) -> float:
+    """Share of items whose choices all have the same number of tokens (as lm-eval scores
+    them: after the " " target delimiter)."""
+    same = 0
+    for s in task_samples:
+        lengths = {len(tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in s["doc"]["choices"]}
+        same += len(lengths) == 1
+    return same / len(task_samples)
+
+
+def with_controls(tasks: list[str], include_path: Path | None) -> list[str]:
+    """``tasks`` plus the question-blind twin of each local task that has one on disk."""
+    extra = [control_task(t) for t in tasks if t in LOCAL_TASKS and include_path is not None
+             and (Path(include_path) / f"{control_task(t)}.yaml").exists()]
+    return list(tasks) + extra
 
 
 def evaluate_cell(settings: dict[str, Any], model_dir: Path, include_path: Path | None, device: str
@@ -76,15 +118,24 @@ def evaluate_cell(settings: dict[str, Any], model_dir: Path, include_path: Path 
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(v["cpu_kvcache_gb"]))))
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     tm = TaskManager(include_path=str(include_path) if include_path else None)
+    tasks = list(settings["tasks"])
     t0 = time.monotonic()
     results = lm_eval.simple_evaluate(
-        model=settings["backend"], model_args=model_args, tasks=list(settings["tasks"]),
+        model=settings["backend"], model_args=model_args, tasks=with_controls(tasks, include_path),
+        log_samples=True,
         num_fewshot=settings["num_fewshot"], batch_size=settings["batch_size"], limit=settings["limit"],
         device=device, task_manager=tm, random_seed=settings["seed"], numpy_random_seed=settings["seed"],
         torch_random_seed=settings["seed"], fewshot_random_seed=settings["seed"],
     )
     seconds = time.monotonic() - t0
-    summary = summarize(results, list(settings["tasks"]), settings["metrics"])
+    summary = summarize(results, tasks, settings["metrics"])
+    local = [t for t in tasks if t in LOCAL_TASKS and t in (results.get("samples") or {})]
+    if local:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+        for t in local:
+            summary["tasks"][t]["equal_length_share"] = equal_length_share(results["samples"][t], tok)
     from importlib import metadata
 
     return {

@@ -1,9 +1,24 @@
-"""The offline multiple-choice tasks (one per kind of item) as lm-evaluation-harness task files.
+"""The offline multiple-choice tasks (one per kind of item) and their question-blind
+controls, as lm-evaluation-harness task files.
 
 Pure Python (no lm-eval import): the driver environment makes them. Each task reads a local
-jsonl written by :func:`effbench.data.instructions.make_multiple_choice_eval`, filtered to
-one kind, so the per-task table separates closed-book facts, facts given in context and
-arithmetic. Chance is 1/4 on every task.
+jsonl written from :func:`effbench.data.instructions.make_multiple_choice_items`, so the
+per-task table separates closed-book facts, facts given in context, arithmetic and the
+relation task (which category of word answers the question). Chance is 1/4 on every task:
+four choices, the gold position cycles 0-3 (exactly uniform), and the choices of an item
+are words of one token each (numbers with as many digits), so lm-eval's ``acc`` (summed
+log-likelihood) does not favour short choices.
+
+Question-blind control: every task ``T`` gets a twin ``T_blind`` on the same items whose
+prompt is only "Answer:" (question and passage removed). It is scored in the same
+lm-eval run (:mod:`effbench.evaluate.run` adds it) and tells what a model gets from
+preferring some answers regardless of the question; a task measures the model only when
+its score is above chance and above its control.
+
+Tied answer scores: lm-eval's ``acc`` takes the argmax, which on a tie picks the first
+choice (position 0). :mod:`effbench.evaluate.run` rescores each item from the logged
+log-likelihoods instead: an item whose best score is shared by ``k`` choices counts
+``1/k`` if gold is among them (the expected accuracy of a random tie-break), else 0.
 """
 
 from __future__ import annotations
@@ -14,39 +29,45 @@ from pathlib import Path
 import yaml
 
 from ..config import LOCAL_TASKS
-from ..data.instructions import make_multiple_choice_eval
+from ..data.instructions import N_CHOICES, make_multiple_choice_items
 
-CHANCE = 0.25
+CHANCE = 1 / N_CHOICES
+CONTROL_SUFFIX = "_blind"
+#: The control's prompt: the corpus' answer cue with nothing before it.
+CONTROL_PROMPT = "Answer:"
+
+
+def control_task(task: str) -> str:
+    return task + CONTROL_SUFFIX
+
+
+def _spec(task: str, data: Path, kind: str, doc_to_text: str, control_of: str | None) -> dict:
+    return {
+        "task": task,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": doc_to_text,
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "gold",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 2.0, "kind": kind, "chance": CHANCE, "control_of": control_of},
+    }
 
 
 def make_local_tasks(out_dir: Path, items_per_task: int, seed: int) -> dict[str, str]:
-    """Write ``<task>.jsonl`` and ``<task>.yaml`` per local task; return {task: yaml path}."""
+    """Write ``<task>.jsonl``, ``<task>.yaml`` and ``<task>_blind.yaml`` per local task;
+    return {task: yaml path} for tasks and controls."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Over-generate, then keep the first ``items_per_task`` items of each kind.
-    pool = make_multiple_choice_eval(out_dir, n=items_per_task * 5, seed=seed, file_name="_pool.jsonl")
-    rows = [json.loads(line) for line in pool.read_text().splitlines() if line]
-    pool.unlink()
     written = {}
     for task, kind in LOCAL_TASKS.items():
-        items = [r for r in rows if r["kind"] == kind][:items_per_task]
-        if len(items) < items_per_task:
-            raise ValueError(f"only {len(items)} {kind} items could be made for {task}")
+        items = make_multiple_choice_items(kind, items_per_task, seed=seed)
         data = out_dir / f"{task}.jsonl"
         data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in items))
-        spec = {
-            "task": task,
-            "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
-            "test_split": "test",
-            "output_type": "multiple_choice",
-            "doc_to_text": "{{question}}",
-            "doc_to_choice": "{{choices}}",
-            "doc_to_target": "gold",
-            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-            "metadata": {"version": 1.0, "kind": kind, "chance": CHANCE},
-        }
-        path = out_dir / f"{task}.yaml"
-        path.write_text(yaml.safe_dump(spec, sort_keys=False))
-        written[task] = str(path)
+        for name, text, of in ((task, "{{question}}", None), (control_task(task), CONTROL_PROMPT, task)):
+            path = out_dir / f"{name}.yaml"
+            path.write_text(yaml.safe_dump(_spec(name, data, kind, text, of), sort_keys=False))
+            written[name] = str(path)
     return written
