@@ -75,24 +75,35 @@ def vllm_logprobs(model_dir: Path, windows: np.ndarray, settings: dict[str, Any]
     return out
 
 
-def transformers_logprobs(model_dir: Path, windows: np.ndarray, settings: dict[str, Any], device: str,
-                          batch: int = 8) -> np.ndarray:
-    """``[n, L - 1, vocab]`` float32 log-probabilities from a transformers forward pass."""
+def load_transformers(model_dir: Path, dtype: str, device: str):  # type: ignore[no-untyped-def]
+    """The checkpoint as the transformers engine loads it (int4: compressed-tensors decompresses)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    if device == "cpu":
-        torch.set_num_threads(settings["threads"])
-    model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=getattr(torch, TORCH_DTYPES[settings["dtype"]])).to(device).eval()
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, TORCH_DTYPES[dtype])
+                                                ).to(device).eval()
+
+
+def forward_logprobs(model, windows: np.ndarray, device: str, batch: int = 8) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """``[n, L - 1, vocab]`` float32 log-probabilities from forward passes of a loaded model."""
+    import torch
+
     parts = []
     with torch.inference_mode():
         for s in range(0, len(windows), batch):
             ids = torch.as_tensor(windows[s:s + batch], device=device)
             logits = model(input_ids=ids).logits[:, :-1].float()
             parts.append(torch.log_softmax(logits, dim=-1).cpu().numpy())
-    del model
     return np.concatenate(parts)
+
+
+def transformers_logprobs(model_dir: Path, windows: np.ndarray, settings: dict[str, Any], device: str
+                          ) -> np.ndarray:
+    import torch
+
+    if device == "cpu":
+        torch.set_num_threads(settings["threads"])
+    return forward_logprobs(load_transformers(model_dir, settings["dtype"], device), windows, device)
 
 
 def _config_vocab(model_dir: Path) -> int:

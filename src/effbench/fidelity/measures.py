@@ -81,3 +81,14 @@ def fidelity(base: np.ndarray, comp: np.ndarray, targets: np.ndarray) -> dict[st
         "top1_agreement": top1_agreement(base, comp),
         "positions": int(len(kl)),
     }
+
+
+#: What "faithful to the baseline" means in the tests and the GPU check (docs/fidelity.md has the
+#: measurements they were chosen from).
+THRESHOLDS = {"top1_agreement_min": 0.9, "kl_mean_max": 0.05}
+
+
+def passes(figures: dict[str, float], thresholds: dict[str, float] = THRESHOLDS) -> bool:
+    """Whether a precision is faithful: top-1 agreement and mean KL within the thresholds."""
+    return (figures["top1_agreement"] >= thresholds["top1_agreement_min"]
+            and figures["kl_mean"] <= thresholds["kl_mean_max"])
