@@ -56,3 +56,12 @@ def test_a_truncated_top_k_distribution_is_refused():
     top2 = L(np.array([[0.5, 0.3]]))  # a top-k slice misses mass: KL from it would be wrong
     with pytest.raises(ValueError, match="truncated"):
         kl_per_position(top2, top2)
+
+
+def test_passes_needs_both_agreement_and_kl_within_the_thresholds():
+    from effbench.fidelity.measures import THRESHOLDS, passes
+
+    ok = {"top1_agreement": THRESHOLDS["top1_agreement_min"], "kl_mean": THRESHOLDS["kl_mean_max"]}
+    assert passes(ok)
+    assert not passes({**ok, "top1_agreement": 0.5})
+    assert not passes({**ok, "kl_mean": 1.0})
