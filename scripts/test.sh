@@ -6,6 +6,7 @@
 #   tests/finetune             -> .venvs/finetune (LlamaFactory methods, the real OOM path)
 #   tests/quantize             -> .venvs/quantize (llm-compressor int4, compressed-tensors)
 #   tests/inference            -> .venvs/inference (vLLM CPU build, transformers fallback, lm-eval)
+#   tests/fidelity             -> .venvs/inference (fidelity to the baseline; int4 made in .venvs/quantize)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
@@ -23,5 +24,6 @@ status=0
 .venvs/finetune/bin/python -m pytest tests/finetune -q -p no:cacheprovider "$@" || status=1
 .venvs/quantize/bin/python -m pytest tests/quantize -q "$@" || status=1
 .venvs/inference/bin/python -m pytest tests/inference -q "$@" || status=1
+.venvs/inference/bin/python -m pytest tests/fidelity -q "$@" || status=1
 .venvs/driver/bin/python -m pytest tests/unit tests/workflow -q "$@" || status=1
 exit $status

@@ -34,6 +34,7 @@ rule aggregate_quantize:
     input:
         records=quantize_records,
         scores=eval_scores,
+        fidelity=fidelity_files,  # read from RESULTS/fidelity by effbench.fidelity.table
     output:
         manifest=RESULTS / "quantize.manifest.json",
         table=RESULTS / "tables" / "quantize.md",
@@ -54,6 +55,7 @@ rule aggregate_inference:
         records=inference_records,
         quantize=quantize_records,
         scores=eval_scores,
+        fidelity=fidelity_files,  # read from RESULTS/fidelity by effbench.fidelity.table
     output:
         manifest=RESULTS / "inference.manifest.json",
         table=RESULTS / "tables" / "inference.md",

