@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create one virtual environment per stage under .venvs/ from the pinned lock files in envs/.
-# Idempotent: an environment is rebuilt only when its lock file changed. Usage:
+# Idempotent: an environment is rebuilt only when its lock file or its post-install script
+# (envs/<stage>.post-install.sh) changed. Usage:
 #   bash scripts/setup.sh            # every stage
 #   bash scripts/setup.sh driver     # some stages
 # The cluster uses the conda files in envs/*.yaml instead (see README, "On the cluster").
@@ -19,7 +20,12 @@ for stage in "${stages[@]}"; do
   [ -f "$lock" ] || { echo "no lock file $lock" >&2; exit 1; }
   venv=".venvs/$stage"
   stamp="$venv/.lock.sha256"
-  want=$(sha256sum "$lock" | cut -d' ' -f1)
+  post="envs/$stage.post-install.sh"
+  # The stamp hashes what builds the venv: the lock, then the post-install script if any (a
+  # stage without one keeps the plain sha256 of its lock, so its venv is not rebuilt).
+  inputs=("$lock")
+  if [ -f "$post" ]; then inputs+=("$post"); fi
+  want=$(cat "${inputs[@]}" | sha256sum | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
     echo "[setup] $stage: up to date"
     continue
@@ -35,8 +41,8 @@ for stage in "${stages[@]}"; do
   # The lock is a full freeze: install exactly it, nothing resolved anew.
   "$venv/bin/python" -m pip install -q --no-deps -r "$lock"
   # A stage may fix up what a pin cannot (envs/<stage>.post-install.sh, given the venv).
-  if [ -f "envs/$stage.post-install.sh" ]; then
-    bash "envs/$stage.post-install.sh" "$venv"
+  if [ -f "$post" ]; then
+    bash "$post" "$venv"
   fi
   # Consistency: pip check, less the findings a stage documents as accepted: one regular
   # expression per line in envs/<stage>.pip-check-allow.txt, or "# pip-check-allow: <regex>"
