@@ -7,7 +7,7 @@ import shlex
 from effbench.record import settings_json
 
 try:
-    PLAN = cfg.plan(config)
+    PLAN = cfg.plan(config, CONFIG_LINES)
 except cfg.ConfigError as e:
     raise WorkflowError(str(e)) from None
 
