@@ -29,17 +29,18 @@ KEY_IN_MESSAGE = re.compile(r"`([A-Za-z0-9_.-]+)`")  # how a ConfigError names a
 
 @dataclass
 class Locations:
-    """Where each key path (strings; sequence indices as digits) is written: ``file:line``.
-    A later file overrides an earlier one, as Snakemake's merge of config files does."""
+    """Where each dotted key (sequence indices as digits) is written: ``file:line``. Dotted,
+    as messages name keys (a name may hold a dot: ``0.5b``). A later file overrides an earlier
+    one, as Snakemake's merge of config files does."""
 
-    lines: dict[Key, str] = field(default_factory=dict)
+    lines: dict[str, str] = field(default_factory=dict)
 
     def of(self, dotted: str) -> str | None:
         """The place of a dotted key, or of its nearest written parent."""
-        parts = tuple(dotted.split("."))
-        for n in range(len(parts), 0, -1):
-            if parts[:n] in self.lines:
-                return self.lines[parts[:n]]
+        while dotted:
+            if dotted in self.lines:
+                return self.lines[dotted]
+            dotted = dotted.rpartition(".")[0]
         return None
 
     def annotate(self, message: str) -> str:
@@ -73,11 +74,11 @@ def _walk(node: yaml.Node, path: Key, name: str, out: Locations) -> None:
                     f"(first at {_mark(name, seen[key])}); YAML would keep the last one silently"
                 )
             seen[key] = key_node.start_mark
-            out.lines[here] = f"{name}:{key_node.start_mark.line + 1}"
+            out.lines[".".join(here)] = f"{name}:{key_node.start_mark.line + 1}"
             _walk(value_node, here, name, out)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            out.lines.setdefault(path + (str(i),), f"{name}:{item.start_mark.line + 1}")
+            out.lines[".".join(path + (str(i),))] = f"{name}:{item.start_mark.line + 1}"
             _walk(item, path + (str(i),), name, out)
 
 
