@@ -48,7 +48,7 @@ def edit(id: str, path: str, value: Any, *names: str, base: dict = DEFAULT) -> C
     for k in path.split("."):
         keys.append(int(k) if isinstance(node, list) else k)
         node = node[keys[-1]] if isinstance(node, list) else node.get(k) if isinstance(node, dict) else None
-    return Case(id, lambda _: _message(lambda: cfg.plan(edited(base, keys, value))), names or (re.escape(path),))
+    return Case(id, lambda _: _message(lambda: cfg.plan(edited(base, keys, value))), names or (f"`{re.escape(path)}`",))
 
 
 def change(id: str, fn: Callable[[dict], None], *names: str, base: dict = DEFAULT) -> Case:
@@ -214,6 +214,15 @@ CASES = [
     change("tensor parallel", lambda c: c[PT].update(parallel={"tensor_parallel": 2}),
            r"`pretrain\.parallel\.tensor_parallel`"),
     edit("lora keys on a full method", "finetune.methods.full.use_dora", True, r"`finetune\.methods\.full`"),
+    edit("dora with pissa", "finetune.methods.pissa.use_dora", True, r"`finetune\.methods\.pissa`"),
+    edit("no fine-tuning length", "finetune.training.num_train_epochs", DELETE),
+    change("bf16 fine-tuning on a CPU", lambda c: (c.update(device="cpu"), c["finetune"]["training"].update(
+        precision="bf16")), r"`finetune\.training\.precision`"),
+    edit("model override for an unknown method", "finetune.models.xs-gqa.overrides", {"qlora": {"lora_rank": 4}},
+         r"`finetune\.models\.xs-gqa\.overrides\.qlora`"),
+    edit("hub model without a chat template", "finetune.models.xs-gqa", {"hf": "org/model"},
+         r"`finetune\.models\.xs-gqa\.template`"),
+    edit("model with two references", "quantize.models.xs-gqa", {"hf": "org/m", "path": "/m"}, r"`quantize\.models\.xs-gqa`"),
     edit("load point longer than max_model_len", "inference.load_points.offline.output_len", 100,
          r"`inference\.load_points\.offline`"),
     edit("concurrency above requests", "inference.load_points.c1.concurrency", 9),
