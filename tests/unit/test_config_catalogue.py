@@ -22,6 +22,9 @@ from effbench import config as cfg
 from effbench.config.yaml_strict import load_text
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "workflow"))
+from workflow_helpers import minimal_config, snakemake  # noqa: E402 (the CLI cases run the real workflow)
+
 CONFIG_TEXT = (ROOT / "config" / "config.yaml").read_text()
 PAPER_TEXT = (ROOT / "config" / "paper.yaml").read_text()
 DEFAULT = yaml.safe_load(CONFIG_TEXT)
@@ -87,9 +90,6 @@ def cli(id: str, config: Callable[[Path], dict], *names: str, raw: str | None = 
     """A real `snakemake -n` (tests/workflow's helper): it fails before any job, naming the key."""
 
     def reject(tmp: Path) -> str:
-        sys.path.insert(0, str(ROOT / "tests" / "workflow"))
-        from workflow_helpers import snakemake
-
         extra = []
         if raw is not None:
             (tmp / "raw.yaml").write_text(raw)
@@ -104,9 +104,6 @@ def cli(id: str, config: Callable[[Path], dict], *names: str, raw: str | None = 
 
 
 def _minimal(tmp: Path) -> dict:
-    sys.path.insert(0, str(ROOT / "tests" / "workflow"))
-    from workflow_helpers import minimal_config
-
     return minimal_config(tmp / "results")
 
 
