@@ -1,5 +1,8 @@
 """The strict config loader: duplicate keys refused, syntax errors located, key lines recorded."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,16 @@ def test_a_syntax_error_is_one_line_with_file_line_and_column():
     assert "\n" not in str(e.value)
 
 
+def test_json_that_yaml_cannot_read_is_read_as_json():
+    """Snakemake reads a config as JSON first: tab-indented JSON is a valid config file."""
+    data, where = load_text('{\n\t"seed": 1,\n\t"results": "r"\n}\n', "c.json")
+    assert data == {"seed": 1, "results": "r"} and where.lines == {}
+    with pytest.raises(ConfigError, match=r"^c\.json: duplicate key `seed`"):
+        load_text('{\n\t"seed": 1,\n\t"seed": 2\n}\n', "c.json")
+    with pytest.raises(ConfigError, match=r"^c\.json:3:9: JSON syntax error: Expecting ':'"):
+        load_text('{\n\t"seed": 1,\n\t"seed" 2\n}\n', "c.json")
+
+
 def test_key_lines_are_recorded_and_later_files_win(tmp_path):
     one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
     one.write_text("a:\n  b: 1\nsizes:\n  0.5b: {n: 1}\nl:\n  - x\n  - y\n")
@@ -63,3 +76,7 @@ def test_command_line(tmp_path, capsys):
     assert main([str(ROOT / "config" / "config.yaml"), str(bad)]) == 1
     assert f"{bad}:2:1: duplicate key `a`" in capsys.readouterr().err
     assert main([str(tmp_path / "absent.yaml")]) == 1
+    run = subprocess.run([sys.executable, "-m", "effbench.config", str(bad)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert run.returncode == 1 and run.stderr == f"{bad}:2:1: duplicate key `a` (first at {bad}:1:1); " \
+        "YAML would keep the last one silently\n"

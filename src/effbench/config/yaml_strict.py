@@ -6,12 +6,13 @@ the file or the line. This loader refuses duplicate keys, naming the file, line 
 both occurrences, turns a syntax error into one line naming file, line and column, and records
 where each mapping key is written so that a config error can point at the line to edit.
 
-Run ``python -m effbench.config.yaml_strict FILE...`` to check files by hand (Snakemake
+Run ``python -m effbench.config FILE...`` to check files by hand (Snakemake
 rejects a broken ``--configfile`` before our Snakefile runs, without a line number).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -82,8 +83,37 @@ def _walk(node: yaml.Node, path: Key, name: str, out: Locations) -> None:
             _walk(item, path + (str(i),), name, out)
 
 
+class YAMLSyntaxError(ConfigError):
+    """A config file that is not YAML (nor JSON)."""
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    dup = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+    if dup is not None:
+        raise ConfigError(f"duplicate key `{dup}`; JSON would keep the last one silently")
+    return dict(pairs)
+
+
 def load_text(text: str, name: str) -> tuple[Any, Locations]:
-    """The document in ``text`` (``name`` is its file, for messages) and its key locations."""
+    """The document in ``text`` (``name`` is its file, for messages) and its key locations.
+
+    Snakemake reads a config file as JSON, else YAML; JSON that YAML cannot read (tab
+    indentation) is read as JSON here too, without key locations."""
+    try:
+        return _load_yaml(text, name)
+    except YAMLSyntaxError as yaml_error:
+        try:
+            return json.loads(text, object_pairs_hook=_json_pairs), Locations()
+        except json.JSONDecodeError as e:
+            if name.endswith(".json"):  # meant as JSON: its own position says more
+                raise YAMLSyntaxError(f"{name}:{e.lineno}:{e.colno}: JSON syntax error: {e.msg}") from None
+            raise yaml_error from None
+        except ConfigError as e:
+            raise ConfigError(f"{name}: {e}") from None
+
+
+def _load_yaml(text: str, name: str) -> tuple[Any, Locations]:
     loader = yaml.SafeLoader(text)
     where = Locations()
     try:
@@ -96,9 +126,9 @@ def load_text(text: str, name: str) -> tuple[Any, Locations]:
         mark = e.problem_mark or e.context_mark
         at = _mark(name, mark) if mark else name
         what = " ".join(x for x in (e.context, e.problem) if x)
-        raise ConfigError(f"{at}: YAML syntax error: {what}") from None
+        raise YAMLSyntaxError(f"{at}: YAML syntax error: {what}") from None
     except yaml.YAMLError as e:  # no position known
-        raise ConfigError(f"{name}: YAML error: {e}") from None
+        raise YAMLSyntaxError(f"{name}: YAML error: {e}") from None
     finally:
         loader.dispose()
 
@@ -120,6 +150,7 @@ def load_files(paths: Iterable[str | Path]) -> Locations:
 
 
 def main(argv: list[str]) -> int:
+    """Check config files by hand (``python -m effbench.config FILE...``); 1 if any is bad."""
     status = 0
     for p in argv:
         try:
@@ -129,6 +160,3 @@ def main(argv: list[str]) -> int:
             status = 1
     return status
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
