@@ -11,7 +11,7 @@ rule aggregate_pretrain:
     resources:
         **light_resources(),
     shell:
-        "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage pretrain --out {RESULTS:q} --records {input.records:q} > {log:q} 2>&1"
+        "{DRIVER_PYTHON} {SCRIPTS:q}/aggregate.py --stage pretrain --out {RESULTS:q} --records {input.records:q} > {log:q} 2>&1"
 
 
 rule aggregate_finetune:
@@ -26,7 +26,7 @@ rule aggregate_finetune:
     resources:
         **light_resources(),
     shell:
-        "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage finetune --out {RESULTS:q} --records {input:q} > {log:q} 2>&1"
+        "{DRIVER_PYTHON} {SCRIPTS:q}/aggregate.py --stage finetune --out {RESULTS:q} --records {input:q} > {log:q} 2>&1"
 
 
 rule aggregate_quantize:
@@ -45,8 +45,8 @@ rule aggregate_quantize:
     resources:
         **light_resources(),
     shell:
-        "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage quantize --out {RESULTS:q} --records {input.records:q}"
-        " --scores {input.scores:q} --baseline {params.baseline} > {log:q} 2>&1"
+        "{DRIVER_PYTHON} {SCRIPTS:q}/aggregate.py --stage quantize --out {RESULTS:q} --records {input.records:q}"
+        " --scores {input.scores:q} --baseline {params.baseline:q} > {log:q} 2>&1"
 
 
 rule aggregate_inference:
@@ -69,9 +69,9 @@ rule aggregate_inference:
     resources:
         **light_resources(),
     shell:
-        "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage inference --out {RESULTS:q} --records {input.records:q}"
-        " --quantize-records {input.quantize:q} --scores {input.scores:q} --baseline {params.baseline}"
-        " --table-load-point {params.table_load_point} > {log:q} 2>&1"
+        "{DRIVER_PYTHON} {SCRIPTS:q}/aggregate.py --stage inference --out {RESULTS:q} --records {input.records:q}"
+        " --quantize-records {input.quantize:q} --scores {input.scores:q} --baseline {params.baseline:q}"
+        " --table-load-point {params.table_load_point:q} > {log:q} 2>&1"
 
 
 rule summary:
@@ -85,4 +85,4 @@ rule summary:
     resources:
         **light_resources(),
     shell:
-        "{DRIVER_PYTHON} {SCRIPTS}/summarize.py --out {RESULTS:q} --manifests {input:q} > {log:q} 2>&1"
+        "{DRIVER_PYTHON} {SCRIPTS:q}/summarize.py --out {RESULTS:q} --manifests {input:q} > {log:q} 2>&1"

@@ -8,7 +8,7 @@ from effbench.fidelity.job import fidelity_job
 from effbench.record import settings_json
 
 try:
-    PLAN = cfg.plan(config)
+    PLAN = cfg.plan(config, CONFIG_LINES)
 except cfg.ConfigError as e:
     raise WorkflowError(str(e)) from None
 
@@ -24,6 +24,9 @@ FINETUNE_DIR = RESULTS / "finetune"
 CONFIG_HASH = PLAN.config_hash
 SEED = PLAN.config["seed"]
 LOAD_POINTS = SERVE.load_points
+# Every config value reaches a shell quoted: rules write `{x:q}`; the few shell fragments built
+# here (DRIVER_PYTHON, stage_shell, stage_launch, *_arg) quote their parts with shlex.quote and
+# go in unquoted (tests/workflow/test_hostile_values.py).
 # Light steps (aggregation) run with the driver's own interpreter: no torch there.
 DRIVER_PYTHON = cfg.with_package(shlex.quote(sys.executable))
 

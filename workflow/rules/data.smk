@@ -18,5 +18,5 @@ rule pretrain_data:
     resources:
         **light_resources(),
     shell:
-        "{params.run} {SCRIPTS}/make_data.py --settings {params.settings:q} --seed {params.seed}"
+        "{params.run} {SCRIPTS:q}/make_data.py --settings {params.settings:q} --seed {params.seed:q}"
         " --out-dir {DATA_PRETRAIN:q} > {log:q} 2>&1"

@@ -15,8 +15,8 @@ rule finetune_data:
     resources:
         **light_resources(),
     shell:
-        "{params.run} {SCRIPTS}/make_sft_task.py --name {wildcards.task} --settings {params.settings:q}"
-        " --seed {params.seed} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "{params.run} {SCRIPTS:q}/make_sft_task.py --name {wildcards.task:q} --settings {params.settings:q}"
+        " --seed {params.seed:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule finetune:
@@ -45,6 +45,6 @@ rule finetune:
     resources:
         **stage_resources("finetune"),  # one GPU per cell (single-process LlamaFactory)
     shell:
-        "{params.run} {SCRIPTS}/finetune.py --settings {params.settings:q} --config-hash {CONFIG_HASH}"
+        "{params.run} {SCRIPTS:q}/finetune.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
         " --model-path {params.model_path:q} --data-dir {params.data_dir:q}"
         " --output-dir {params.output_dir:q} --record {output.record:q} --samples {output.samples:q} > {log:q} 2>&1"

@@ -11,7 +11,7 @@ rule eval_tasks:
     resources:
         **light_resources(),
     shell:
-        "{DRIVER_PYTHON} {SCRIPTS}/make_eval_tasks.py --items-per-task {params.per_task} --seed {params.seed}"
+        "{DRIVER_PYTHON} {SCRIPTS:q}/make_eval_tasks.py --items-per-task {params.per_task:q} --seed {params.seed:q}"
         " --out-dir {params.out_dir:q} > {output:q} 2> {log:q}"
 
 
@@ -36,7 +36,7 @@ rule evaluate:
     resources:
         **stage_resources("eval"),
     shell:
-        "{params.run} {SCRIPTS}/evaluate.py --settings {params.settings:q} --model-dir {params.model_dir:q}"
+        "{params.run} {SCRIPTS:q}/evaluate.py --settings {params.settings:q} --model-dir {params.model_dir:q}"
         " {params.include} --out {output:q} > {log:q} 2>&1"
 
 
@@ -63,5 +63,5 @@ rule inference:
     resources:
         **stage_resources("inference"),
     shell:
-        "{params.run} {SCRIPTS}/inference.py --settings {params.settings:q} --config-hash {CONFIG_HASH}"
+        "{params.run} {SCRIPTS:q}/inference.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
         " --model-dir {params.model_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -19,7 +19,7 @@ rule pretrain:
     resources:
         **stage_resources("pretrain"),
     shell:
-        "{params.run} {SCRIPTS}/pretrain.py --settings {params.settings:q} --config-hash {CONFIG_HASH}"
+        "{params.run} {SCRIPTS:q}/pretrain.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
         " --data-dir {DATA_PRETRAIN:q} --record {output.record:q} --samples {output.samples:q}"
         " --checkpoint {output.checkpoint:q} --resume-dir {params.resume_dir:q} > {log:q} 2>&1"
 
@@ -42,5 +42,5 @@ rule export_hf:
     resources:
         **light_resources(),
     shell:
-        "{params.run} {SCRIPTS}/export_hf.py --checkpoint {input.checkpoint:q}"
+        "{params.run} {SCRIPTS:q}/export_hf.py --checkpoint {input.checkpoint:q}"
         " --tokenizer-dir {params.tokenizer_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -20,6 +20,6 @@ rule quantize:
     resources:
         **stage_resources("quantize"),  # GPTQ/AWQ calibrate on the GPU
     shell:
-        "{params.run} {SCRIPTS}/quantize.py --settings {params.settings:q} --config-hash {CONFIG_HASH}"
+        "{params.run} {SCRIPTS:q}/quantize.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
         " {params.source} {params.data} --out-dir {params.out_dir:q}"
         " --record {output.record:q} --samples {output.samples:q} > {log:q} 2>&1"

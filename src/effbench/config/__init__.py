@@ -5,7 +5,9 @@
 - ``model_ref``: the one resolver of a model reference (pretrained / hf / path);
 - ``launch``: launch commands (torchrun, srun) and scheduler resources;
 - ``paths``: input paths outside the pipeline; ``environments``: each stage's interpreter;
-- ``plan``: all of it at once, what the Snakefile loads.
+- ``plan``: all of it at once, what the Snakefile loads;
+- ``yaml_strict``: the config files re-read strictly (duplicate keys, syntax errors with their
+  line) and where each key is written, so errors name the file and line.
 
 The Snakefile calls ``plan`` once when the DAG is built, so a bad value stops the run before
 any job starts, with a message that names the key. Each cell's resolved settings are what the
@@ -29,6 +31,7 @@ from .pretrain import EXPORTABLE_ATTENTION, PretrainCell, parallel_layout, resol
 from .pretrain import pretrain_settings as _pretrain_settings
 from .schema import SCHEMA_PATH, defaults_of, validate, with_defaults
 from .serving import LOCAL_TASKS, WEIGHT_BITS, ServeCell, ServeCells, needs_calibration
+from .yaml_strict import Locations, load_files
 
 
 def pretrain_settings(config: dict[str, Any], size: str, technique: str) -> dict[str, Any]:
@@ -39,8 +42,8 @@ def pretrain_settings(config: dict[str, Any], size: str, technique: str) -> dict
 
 __all__ = [
     "ENVS_DIR", "EXPORTABLE_ATTENTION", "LOCAL_TASKS", "ONE_GPU", "SCHEMA_PATH", "STAGES", "WEIGHT_BITS",
-    "ConfigError", "FinetuneCell", "ModelSource", "Plan", "PretrainCell", "ServeCell", "ServeCells",
+    "ConfigError", "FinetuneCell", "Locations", "ModelSource", "Plan", "PretrainCell", "ServeCell", "ServeCells",
     "config_hash", "data_paths", "deep_merge", "defaults_of", "env_files", "gpu_resources", "launch_command",
-    "missing_paths", "needs_calibration", "parallel_layout", "plan", "pretrain_settings", "resolve_model", "resolve_model_ref",
+    "load_files", "missing_paths", "needs_calibration", "parallel_layout", "plan", "pretrain_settings", "resolve_model", "resolve_model_ref",
     "stage_python", "step_cpus", "validate", "with_defaults", "with_package",
 ]

@@ -49,7 +49,8 @@ def finetune_settings(config: dict[str, Any], model: str, method: str, task: str
     mcfg = ft["models"][model]
     training = deep_merge(ft["training"], mcfg["training"])
     if training.get("max_steps") is None and training.get("num_train_epochs") is None:
-        raise ConfigError(f"finetune cell {model}/{task}/{method}: set finetune.training.num_train_epochs or max_steps")
+        raise ConfigError(f"finetune cell {model}/{task}/{method}: set config key `finetune.training.num_train_epochs` "
+                          f"or max_steps (there or in finetune.models.{model}.training)")
     if training["precision"] == "bf16" and config["device"] == "cpu":
         raise ConfigError("config key `finetune.training.precision`: bf16 needs a GPU (device is cpu)")
     method_settings = deep_merge(ft["methods"][method], mcfg["overrides"].get(method, {}))

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ConfigError
 from .finetune import FinetuneCell, finetune_cells
 from ..plan.fit import Verdict
 from .memory import check_memory
@@ -14,6 +15,7 @@ from .paths import missing_paths
 from .pretrain import PretrainCell, export_cells, parallel_layout, pretrain_cells
 from .schema import validate
 from .serving import ServeCells, serve_cells
+from .yaml_strict import Locations
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,18 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def plan(config: dict[str, Any]) -> Plan:
-    """Validate the whole config and expand every grid; ConfigError names the bad key."""
+def plan(config: dict[str, Any], where: Locations | None = None) -> Plan:
+    """Validate the whole config and expand every grid; ConfigError names the bad key and,
+    given where the config files write each key (``yaml_strict.load_files``), its file:line."""
+    try:
+        return _plan(config)
+    except ConfigError as e:
+        if where is None:
+            raise
+        raise ConfigError(where.annotate(str(e))) from None
+
+
+def _plan(config: dict[str, Any]) -> Plan:
     valid = validate(config)
     cells = pretrain_cells(valid)
     exported = export_cells(valid, cells)

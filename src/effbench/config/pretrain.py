@@ -11,6 +11,7 @@ from .merge import deep_merge
 
 # Techniques that map onto a Llama/Qwen2-style Hugging Face checkpoint.
 EXPORTABLE_ATTENTION = ("mha", "mqa", "gqa")
+MOE_KEYS = ("num_experts", "router_topk", "aux_loss_coeff")  # an override may set only some of them
 # Set on some layer of every cell (no layer alone needs them, so the schema cannot require them).
 REQUIRED_MODEL_KEYS = (
     "num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size", "seq_length", "attention",
@@ -29,22 +30,46 @@ class PretrainCell:
         return f"{self.size}/{self.technique}"
 
 
+def _layers(pt: dict[str, Any], size: str, technique: str) -> list[tuple[str, dict[str, Any]]]:
+    """(config key, settings) of a cell's model layers, lowest first."""
+    size_cfg = {k: v for k, v in pt["sizes"][size].items() if k != "overrides"}
+    return [
+        ("pretrain.model_defaults", pt["model_defaults"]),
+        (f"pretrain.sizes.{size}", size_cfg),
+        (f"pretrain.techniques.{technique}", pt["techniques"][technique]),
+        (f"pretrain.sizes.{size}.overrides.{technique}", pt["sizes"][size].get("overrides", {}).get(technique, {})),
+    ]
+
+
+def _set_at(layers: list[tuple[str, dict[str, Any]]], *key: str) -> str:
+    """The config key to edit for a merged model key: where its winning layer sets it."""
+    for where, layer in reversed(layers):
+        node: Any = layer
+        for k in key:
+            node = node.get(k) if isinstance(node, dict) else None
+        if node is not None:
+            return ".".join((where, *key))
+    return ".".join(("pretrain.model_defaults", *key))
+
+
 def resolve_model(config: dict[str, Any], size: str, technique: str) -> dict[str, Any]:
     """defaults < size < technique < size.overrides.<technique>, then attention rules."""
-    pt = config["pretrain"]
-    size_cfg = {k: v for k, v in pt["sizes"][size].items() if k != "overrides"}
-    overrides = pt["sizes"][size].get("overrides", {}).get(technique, {})
-    m = deep_merge(deep_merge(deep_merge(pt["model_defaults"], size_cfg), pt["techniques"][technique]), overrides)
+    layers = _layers(config["pretrain"], size, technique)
+    m: dict[str, Any] = {}
+    for _, layer in layers:
+        m = deep_merge(m, layer)
     where = f"pretrain cell {size}/{technique}"
     for key in REQUIRED_MODEL_KEYS:
         if key not in m:
             raise ConfigError(
-                f"{where}: `{key}` is set nowhere (pretrain.model_defaults, pretrain.sizes.{size} "
-                f"or pretrain.techniques.{technique})"
+                f"{where}: `{key}` is set nowhere; set config key `pretrain.sizes.{size}.{key}` "
+                f"(or pretrain.model_defaults.{key}, pretrain.techniques.{technique}.{key})"
             )
     heads = m["num_attention_heads"]
     if m["hidden_size"] % heads:
-        raise ConfigError(f"{where}: hidden_size {m['hidden_size']} is not divisible by num_attention_heads {heads}")
+        raise ConfigError(f"{where}: hidden_size {m['hidden_size']} is not divisible by num_attention_heads {heads} "
+                          f"(config key `{_set_at(layers, 'num_attention_heads')}`, or "
+                          f"`{_set_at(layers, 'hidden_size')}`)")
     attention = m["attention"]
     if attention == "mha":
         m["num_query_groups"] = None
@@ -55,19 +80,24 @@ def resolve_model(config: dict[str, Any], size: str, technique: str) -> dict[str
         if not g or heads % g or g in (1, heads):
             raise ConfigError(
                 f"{where}: gqa needs num_query_groups strictly between 1 and num_attention_heads ({heads}) "
-                f"that divides it, got {g!r} (key pretrain.sizes.{size}.num_query_groups or "
-                f"pretrain.techniques.{technique}.num_query_groups)"
+                f"that divides it, got {g!r} (config key `{_set_at(layers, 'num_query_groups')}`)"
             )
     elif attention == "mla":
         m["num_query_groups"] = None
         if not m.get("mla"):
-            raise ConfigError(f"{where}: attention mla needs pretrain.techniques.{technique}.mla settings")
+            raise ConfigError(f"{where}: attention mla needs its settings "
+                              f"(config key `pretrain.techniques.{technique}.mla`)")
     if attention != "mla":
         m["mla"] = None
     moe = m.get("moe")
     if moe:
+        absent = [k for k in MOE_KEYS if k not in moe]
+        if absent:
+            raise ConfigError(f"{where}: moe needs {', '.join(absent)} (config key "
+                              f"`{_set_at(layers, 'moe')}`)")
         if moe["router_topk"] > moe["num_experts"]:
-            raise ConfigError(f"{where}: moe.router_topk {moe['router_topk']} > moe.num_experts {moe['num_experts']}")
+            raise ConfigError(f"{where}: moe.router_topk {moe['router_topk']} > moe.num_experts {moe['num_experts']} "
+                              f"(config key `{_set_at(layers, 'moe', 'router_topk')}`)")
         # Derived, not a default: null (or absent) means "the size's dense FFN" ("0.5B×8").
         m["moe"] = {**moe, "expert_ffn_hidden_size": moe.get("expert_ffn_hidden_size") or m["ffn_hidden_size"]}
     else:
@@ -99,12 +129,12 @@ def pretrain_settings(config: dict[str, Any], size: str, technique: str) -> dict
     mb, gb = training["micro_batch_size"], training["global_batch_size"]
     if gb % mb:
         raise ConfigError(
-            f"pretrain.training.global_batch_size {gb} is not a multiple of micro_batch_size {mb}"
+            f"config key `pretrain.training.global_batch_size`: {gb} is not a multiple of micro_batch_size {mb}"
         )
     if training["min_lr"] > training["lr"]:
-        raise ConfigError("pretrain.training.min_lr is larger than pretrain.training.lr")
+        raise ConfigError("config key `pretrain.training.min_lr`: larger than pretrain.training.lr")
     if training["warmup_steps"] >= training["train_steps"]:
-        raise ConfigError("pretrain.training.warmup_steps must be smaller than pretrain.training.train_steps")
+        raise ConfigError("config key `pretrain.training.warmup_steps`: must be smaller than pretrain.training.train_steps")
     layout = parallel_layout(config)
     if gb % (mb * layout["data_parallel"]):
         raise ConfigError(
@@ -125,6 +155,11 @@ def pretrain_settings(config: dict[str, Any], size: str, technique: str) -> dict
 
 def pretrain_cells(config: dict[str, Any]) -> list[PretrainCell]:
     pt = config["pretrain"]
+    for size, s in pt["sizes"].items():
+        for t in s.get("overrides", {}):
+            if t not in pt["techniques"]:
+                raise ConfigError(f"config key `pretrain.sizes.{size}.overrides.{t}`: unknown technique {t!r}; "
+                                  f"defined techniques: {sorted(pt['techniques'])}")
     cells = []
     for size, techniques in pt["grid"].items():
         if size not in pt["sizes"]:

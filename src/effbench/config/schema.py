@@ -45,8 +45,28 @@ def check(config: dict[str, Any]) -> None:
         for e in errors[:20]:
             # Report the innermost cause of a oneOf/anyOf so the message is specific.
             best = jsonschema.exceptions.best_match([e])
-            lines.append(f"config key `{_key(best.absolute_path)}`: {best.message}")
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+            lines += [f"config key `{_key(path)}`: {message}" for path, message in _named(best)]
+        # One error per missing key names them all: say each once.
+        raise ConfigError("invalid config:\n  " + "\n  ".join(dict.fromkeys(lines)))
+
+
+def _named(e: Any) -> list[tuple[list[Any], str]]:
+    """(key path, message) of an error; an unknown or a missing key is named itself rather
+    than its parent mapping, so that the message points at the key to edit."""
+    path = list(e.absolute_path)
+    parent = f"config key `{_key(path)}`"
+    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+        known = set(e.schema.get("properties", {}))
+        extra = [k for k in e.instance if k not in known]
+        return [(path + [k], f"unknown key {k!r} in {parent}; allowed there: {', '.join(sorted(known))}")
+                for k in extra]
+    if e.validator == "required" and isinstance(e.instance, dict):
+        missing = [k for k in e.validator_value if k not in e.instance]
+        return [(path + [k], f"required key {k!r} is missing from {parent}") for k in missing]
+    if e.validator == "dependentRequired" and isinstance(e.instance, dict):
+        return [(path + [d], f"required key {d!r} is missing (needed by {k!r})")
+                for k, deps in e.validator_value.items() if k in e.instance for d in deps if d not in e.instance]
+    return [(path, e.message)]
 
 
 def _holds(condition: dict[str, Any], instance: dict[str, Any]) -> bool:

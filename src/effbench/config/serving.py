@@ -14,6 +14,7 @@ from .schema import defaults_of
 
 # Nominal bits per weight of each precision (MCR's nominal size ratio).
 WEIGHT_BITS = {"bf16": 16, "fp16": 16, "int4": 4}
+CALIBRATED = ("gptq", "awq")  # int4 methods that calibrate on the pipeline's own corpus
 # The offline multiple-choice tasks the pipeline makes (one per kind of item).
 LOCAL_TASKS = {"effbench_mc_fact": "fact", "effbench_mc_context": "context", "effbench_mc_arithmetic": "arithmetic",
                "effbench_mc_relation": "relation"}
@@ -60,6 +61,14 @@ class ServeCells:
         return not self.quantize
 
 
+def _within_context(key: str, length: int, model: str, source: ModelSource, what: str = "") -> None:
+    """A length a later stage asks of a model, against the context the pipeline trained it for."""
+    limit = source.max_positions
+    if limit and length > limit:
+        raise ConfigError(f"config key `{key}`: {what}{length} exceeds the {limit} positions model {model!r} was "
+                          f"trained for (its seq_length, pretrain cell {source.ref})")
+
+
 def _quantize_settings(config: dict[str, Any], model: str, precision: str, source: ModelSource) -> dict[str, Any]:
     q = config["quantize"]
     s: dict[str, Any] = {
@@ -74,6 +83,8 @@ def _quantize_settings(config: dict[str, Any], model: str, precision: str, sourc
     }
     if precision == "int4":
         int4 = copy.deepcopy(q["int4"])
+        if int4["method"] in CALIBRATED:
+            _within_context("quantize.int4.calibration.seq_length", int4["calibration"]["seq_length"], model, source)
         g = int4["group_size"]
         bad = [n for n in s["source"].get("linear_in_features", []) if n % g]
         if bad:
@@ -94,8 +105,10 @@ def _serve_dtype(config: dict[str, Any], precision: str) -> str:
     return _serving(config)["int4_dtype"] if precision == "int4" else precision
 
 
-def _eval_settings(config: dict[str, Any], model: str, precision: str) -> dict[str, Any]:
+def _eval_settings(config: dict[str, Any], model: str, precision: str, source: ModelSource) -> dict[str, Any]:
     e = config["eval"]
+    if e["model"] == "vllm":  # the hf backend reads the model's own context
+        _within_context("eval.max_model_len", e["max_model_len"], model, source)
     local = e.get("local")
     wanted_local = [t for t in e["tasks"] if t in LOCAL_TASKS]
     if wanted_local and not local:
@@ -138,10 +151,9 @@ def _inference_settings(config: dict[str, Any], model: str, precision: str, poin
     if total > vllm["max_model_len"]:
         raise ConfigError(f"config key `{key}`: prompt_len + output_len = {total} "
                           f"exceeds inference.vllm.max_model_len {vllm['max_model_len']}")
-    limit = source.max_positions
-    if limit and total > limit:
-        raise ConfigError(f"config key `{key}`: prompt_len + output_len = {total} exceeds the {limit} positions "
-                          f"model {model!r} was trained for (its seq_length)")
+    _within_context(key, total, model, source, "prompt_len + output_len = ")
+    if inf["engine"] == "vllm":  # vLLM refuses a max_model_len beyond the model's positions
+        _within_context("inference.vllm.max_model_len", vllm["max_model_len"], model, source)
     return {
         "model": model,
         "precision": precision,
@@ -171,7 +183,7 @@ def serve_cells(config: dict[str, Any], exported: list[PretrainCell]) -> ServeCe
     sources = {m: resolve_model_ref(f"quantize.models.{m}", ref, exported) for m, ref in q["models"].items()}
     pairs = [(m, p) for m in q["models"] for p in q["precisions"]]
     quant = [ServeCell(m, p, _quantize_settings(config, m, p, sources[m]), source=sources[m]) for m, p in pairs]
-    ev = [ServeCell(m, p, _eval_settings(config, m, p), source=sources[m]) for m, p in pairs] \
+    ev = [ServeCell(m, p, _eval_settings(config, m, p, sources[m]), source=sources[m]) for m, p in pairs] \
         if config.get("eval") else []
     inf, table_point = [], ""
     if config.get("inference"):
@@ -187,4 +199,4 @@ def serve_cells(config: dict[str, Any], exported: list[PretrainCell]) -> ServeCe
 
 def needs_calibration(settings: dict[str, Any]) -> bool:
     """Whether a quantize cell calibrates on the pipeline's own corpus (GPTQ and AWQ int4)."""
-    return settings["precision"] == "int4" and settings["int4"]["method"] in ("gptq", "awq")
+    return settings["precision"] == "int4" and settings["int4"]["method"] in CALIBRATED
