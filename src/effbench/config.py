@@ -361,7 +361,8 @@ WEIGHT_BITS = {"bf16": 16, "fp16": 16, "int4": 4}
 LOCAL_TASKS = {"effbench_mc_fact": "fact", "effbench_mc_context": "context", "effbench_mc_arithmetic": "arithmetic"}
 INT4_DEFAULTS = {"method": "gptq", "group_size": 128, "symmetric": True, "ignore": ["lm_head"],
                  "dampening_frac": 0.01, "calibration": {"samples": 32, "seq_length": 128}}
-VLLM_DEFAULTS = {"max_model_len": 512, "max_num_seqs": 256, "enforce_eager": False, "gpu_memory_utilization": 0.9, "cpu_kvcache_gb": 1}
+VLLM_DEFAULTS = {"max_model_len": 512, "max_num_seqs": 256, "enforce_eager": False, "gpu_memory_utilization": 0.9, "cpu_kvcache_gb": 1,
+                 "block_size": 128, "kv_cache_headroom": 1.0}
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,8 @@ def _fixture(tmp: Path):
             write_record(r, {**BASE, "run_id": f"i{p}{lp}", "stage": "inference", "cell": f"tiny/{p}/{lp}",
                              "model": "tiny", "precision": p, "load_point": lp, "params_total": 1000, "seconds": 2.0,
                              "it_tokens_per_s": Figure.of(it, "clock"), "e2e_s_mean": Figure.of(4000 / it, "clock"),
-                             "amu_gb": Figure.of(1.0, "psutil_rss"), "aec_w": Figure.missing("no counter")})
+                             "amu_gb": Figure.of(1.0, "psutil_rss"), "aec_w": Figure.missing("no counter"),
+                             "kv_bytes_per_token": 1024, "tpot_s_mean": Figure.of(1 / it, "clock")})
             inf.append(r)
         s = tmp / f"s_{p}.json"
         s.write_text(json.dumps({"model": "tiny", "precision": p, "backend": "hf", "accuracy": ACC[p],
@@ -200,6 +201,7 @@ def test_the_join_computes_accuracy_and_both_mcrs(tmp_path):
     assert {p["name"] for p in m["plots"]} >= {"inference_accuracy_vs_it_tokens_per_s",
                                                 "inference_accuracy_vs_amu_gb", "inference_throughput_vs_latency"}
     assert (out / "plots" / "inference_throughput_vs_latency.png").exists()
+    assert (out / "plots" / "inference_kv_bytes_vs_latency.png").exists()
     latency = pd.read_csv(out / "tables" / "inference_latency.csv")
     assert len(latency) == 6  # every load point
     tasks = pd.read_csv(out / "tables" / "inference_tasks.csv")

@@ -21,6 +21,7 @@ from typing import Any
 from ..measure.monitor import Monitor
 from ..progress import Progress
 from .latency import latency_figures, throughput_figures
+from .memory import kv_budget, memory_figures
 
 log = logging.getLogger("effbench.inference")
 SIDE_CAR = "effbench.json"  # written by the quantize stage beside the weights
@@ -53,10 +54,13 @@ def vocab_of(model_dir: Path) -> tuple[int, set[int]]:
 
 class SharedEngine:
     """Opens the engine on first use (inside a measured cell, so a failed load is that cell's
-    OOM record) and keeps it for the next load points."""
+    OOM record) and keeps it for the next load points. Its KV cache is sized for the largest
+    of ``loads`` (every point it will serve; default: the first point's)."""
 
-    def __init__(self, settings: dict[str, Any], model_dir: Path, device: str) -> None:
+    def __init__(self, settings: dict[str, Any], model_dir: Path, device: str,
+                 loads: list[dict[str, Any]] | None = None) -> None:
         self.settings, self.model_dir, self.device = settings, model_dir, device
+        self.kv_cache_bytes = kv_budget(settings, model_dir, loads or [settings["point"]])
         self.engine = None
 
     def get(self):  # type: ignore[no-untyped-def]
@@ -64,7 +68,7 @@ class SharedEngine:
             from .engines import open_engine
 
             t0 = time.monotonic()
-            self.engine = open_engine(self.settings, self.model_dir, self.device)
+            self.engine = open_engine(self.settings, self.model_dir, self.device, self.kv_cache_bytes)
             log.info("engine %s loaded in %.1f s", self.engine.name, time.monotonic() - t0)
         return self.engine
 
@@ -86,6 +90,9 @@ def serve_point(settings: dict[str, Any], shared: SharedEngine, mon: Monitor) ->
         engine.run(warm, olen, min(concurrency, len(warm)), tag=f"{tag}-warmup")
     traces, rep_tokens, rep_seconds = [], [], []
     progress = Progress(settings["repeats"], "repeat", log)
+    peaks = getattr(engine, "peaks", None)
+    if peaks is not None:
+        peaks.reset()
     mon.begin_window("serve")
     t_begin = time.monotonic()
     r = 0
@@ -109,12 +116,14 @@ def serve_point(settings: dict[str, Any], shared: SharedEngine, mon: Monitor) ->
     return {
         "precision": settings["precision"],
         **{k: fig[k] for k in ("amu_gb", "amu_frac", "peak_mem_gb", "pcu_frac", "aec_w", "energy_j")},
+        **memory_figures(engine, fig["amu_gb"], shared.kv_cache_bytes),
         **latency_figures(traces, engine.trace_source),
         **throughput_figures(rep_tokens, rep_seconds, "wall_clock_per_repeat"),
         "energy_j_per_token": energy.derive(lambda e: e / generated, "/generated_tokens"),
         "repeats": r,
         "concurrency": concurrency,
-        "batch_size": engine.batch_cap or concurrency,
+        "batch_size": min(concurrency, engine.batch_cap or concurrency),
+        "running_peak": peaks.running if peaks is not None else None,
         "prompt_len": plen,
         "output_len": olen,
         "engine": engine.name,
