@@ -76,8 +76,8 @@ def test_mcr_matches_the_papers_check():
 def test_default_serving_cells():
     s = cfg.serve_cells(DEFAULT)
     assert {(c.model, c.precision) for c in s.quantize} == {
-        (m, p) for m in ("xs-gqa", "s-gqa") for p in ("bf16", "fp16", "int4")}
-    assert len(s.inference) == 2 * 3 * len(DEFAULT["inference"]["load_points"])
+        (m, p) for m in ("xs-gqa", "s-gqa", "xs-mha", "xs-mqa") for p in ("bf16", "fp16", "int4")}
+    assert len(s.inference) == 4 * 3 * len(DEFAULT["inference"]["load_points"])
     int4 = next(c for c in s.quantize if c.precision == "int4")
     assert int4.settings["int4"]["method"] in ("rtn", "gptq", "awq") and int4.settings["weight_bits"] == 4
     assert "int4" not in next(c for c in s.quantize if c.precision == "bf16").settings
@@ -148,7 +148,7 @@ def test_a_load_point_edit_changes_only_that_points_settings():
     a = cfg.serve_cells(DEFAULT)
     b = cfg.serve_cells(_edit(("inference", "load_points", "c1", "requests"), 6))
     changed = {c.name for c, d in zip(a.inference, b.inference) if c.settings != d.settings}
-    assert changed == {f"{m}/{p}/c1" for m in ("xs-gqa", "s-gqa") for p in ("bf16", "fp16", "int4")}
+    assert changed == {f"{m}/{p}/c1" for m in DEFAULT["quantize"]["models"] for p in ("bf16", "fp16", "int4")}
     assert [c.settings for c in a.quantize] == [c.settings for c in b.quantize]
 
 
