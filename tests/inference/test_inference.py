@@ -77,7 +77,7 @@ def _point_settings(engine: str, point: str, mode: str, requests: int, concurren
 
 
 VLLM = {"max_model_len": 128, "max_num_seqs": 8, "enforce_eager": True, "gpu_memory_utilization": 0.9,
-        "cpu_kvcache_gb": 1, "block_size": 32, "kv_cache_headroom": 1.0}
+        "cpu_kvcache_gb": 1, "block_size": 128, "kv_cache_headroom": 1.0}
 
 
 def _serve(engine: str, model_dir: Path, out: Path) -> list[dict]:
@@ -112,15 +112,15 @@ def test_vllm_serves_the_pipelines_int4_checkpoint(int4_dir, tmp_path):
     # The engine process is a child of the measured process: its memory is in AMU.
     assert records[0]["amu_gb"] > 0.2
     per_token = kv_bytes_per_token(LAYERS, 2, HIDDEN // HEADS, 2)
-    # Budget for the largest point: 6 requests × 1 block of 32 tokens (16 + 8 fit one), plus the
-    # null block, and at least one 128-token request (4 blocks): 7 blocks, reserved exactly.
-    budget = 7 * 32 * per_token
+    # Budget for the largest point: 6 requests × 1 block of 128 tokens (16 + 8 fit one), plus the
+    # null block (one 128-token request is 1 block): 7 blocks, reserved exactly.
+    budget = 7 * 128 * per_token
     for r, running in zip(records, (6, 2)):
         assert r["kv_bytes_per_token"] == per_token and r["kv_cache_budget_bytes"] == budget
         assert r["mem_kv_reserved_gb"] == pytest.approx(budget / 1e9, rel=1e-12)
         assert r["running_peak"] == running  # vLLM's scheduler ran exactly the load's concurrency
         # every running request held one block at the peak (vLLM's own block accounting)
-        assert r["mem_kv_peak_used_gb"] == pytest.approx(running * 32 * per_token / 1e9, rel=1e-12)
+        assert r["mem_kv_peak_used_gb"] == pytest.approx(running * 128 * per_token / 1e9, rel=1e-12)
         # int4 weights: packed 4-bit linears + bf16 embedding, under the bf16 size of the same parameters
         assert 0 < r["mem_weights_gb"] * 1e9 < 2 * r["params_total"]
         assert r["mem_runtime_gb"] == pytest.approx(r["amu_gb"] - r["mem_weights_gb"] - r["mem_kv_reserved_gb"])
