@@ -29,7 +29,8 @@ def main() -> None:
     start_job()
     points = json.loads(a.settings)
     first = next(iter(points.values()))
-    shared = SharedEngine(first, a.model_dir, pick_device(first["device"]))
+    shared = SharedEngine(first, a.model_dir, pick_device(first["device"]),
+                          loads=[s["point"] for s in points.values()])  # KV cache sized for the largest
     try:
         for point, s in points.items():
             cell = Cell.from_settings("inference", s, record_path=a.out_dir / point / RECORD_FILE,

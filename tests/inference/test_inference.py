@@ -13,30 +13,36 @@ from pathlib import Path
 
 import pytest
 
+from effbench.inference.kv_cache import kv_budget_bytes, kv_bytes_per_token, kv_bytes_per_token_of
 from effbench.record import read_records
 
 ROOT = Path(__file__).resolve().parents[2]
 QUANTIZE_PY = ROOT / ".venvs" / "quantize" / "bin" / "python"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-HIDDEN, FFN, VOCAB = 256, 512, 1024
+HIDDEN, FFN, VOCAB, LAYERS, HEADS = 256, 512, 1024, 2, 4
+ATTENTION_GROUPS = {"mha": HEADS, "gqa": 2, "mqa": 1}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
+def _tiny_checkpoint(d: Path, kv_heads: int) -> Path:
+    """A decoder shaped as the pipeline's export writes it (Llama, head_dim 64, tied embeddings)."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    d = tmp_path_factory.mktemp("tiny")
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=LAYERS,
+                      num_attention_heads=HEADS, num_key_value_heads=kv_heads, head_dim=HIDDEN // HEADS,
+                      max_position_embeddings=128, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
     LlamaForCausalLM(cfg).save_pretrained(d)
     tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(VOCAB)}, unk_token="t0"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", bos_token="t1", eos_token="t2").save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return _tiny_checkpoint(tmp_path_factory.mktemp("tiny"), kv_heads=2)
 
 
 def _quantize(src: Path, out: Path, precision: str) -> Path:
@@ -67,8 +73,11 @@ def _point_settings(engine: str, point: str, mode: str, requests: int, concurren
                       "output_len": 8},
             "warmup_requests": 1, "repeats": 2, "min_seconds": 0, "threads": 1, "device": "cpu", "seed": 0,
             "measure": {"interval_s": 0.1},
-            "vllm": {"max_model_len": 128, "max_num_seqs": 8, "enforce_eager": True, "gpu_memory_utilization": 0.9,
-                     "cpu_kvcache_gb": 1}}
+            "vllm": VLLM}
+
+
+VLLM = {"max_model_len": 128, "max_num_seqs": 8, "enforce_eager": True, "gpu_memory_utilization": 0.9,
+        "cpu_kvcache_gb": 1, "block_size": 128, "kv_cache_headroom": 1.0}
 
 
 def _serve(engine: str, model_dir: Path, out: Path) -> list[dict]:
@@ -76,7 +85,7 @@ def _serve(engine: str, model_dir: Path, out: Path) -> list[dict]:
               "c2": _point_settings(engine, "c2", "concurrency", 4, 2)}
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "inference.py"), "--settings", json.dumps(points),
                         "--config-hash", "test", "--model-dir", str(model_dir), "--out-dir", str(out)],
-                       capture_output=True, text=True, env=ENV, timeout=400)
+                       capture_output=True, text=True, env=ENV, timeout=900)
     assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-6000:])
     assert p.stderr.count("loaded in") == 1  # one engine load serves both points
     return read_records([out / "offline" / "record.parquet", out / "c2" / "record.parquet"]).to_pylist()
@@ -90,9 +99,10 @@ def _check(records: list[dict], engine: str) -> None:
         assert r["weight_bits"] == 4 and r["quant_method"] == "rtn" and r["disk_bytes"] > 0
         assert 0 < r["ttft_s_p50"] <= r["e2e_s_p50"] and r["tpot_s_mean"] > 0 and r["itl_s_p99"] >= r["itl_s_p50"]
         assert r["it_tokens_per_s"] > 0 and r["al_s_per_request"] == pytest.approx(r["e2e_s_mean"])
-        assert r["amu_gb"] > 0 and r["amu_gb__source"] in ("psutil_rss", "nvml_memory_used")
+        assert r["amu_gb"] > 0 and r["amu_gb__source"].startswith(("psutil", "nvml"))
         assert r["aec_w"] is not None or r["aec_w__missing"]
     assert off["concurrency"] == 6 and c2["concurrency"] == 2
+    assert off["batch_size"] == 6 and c2["batch_size"] == 2  # the batch the load allows, not max_num_seqs (8)
 
 
 def test_vllm_serves_the_pipelines_int4_checkpoint(int4_dir, tmp_path):
@@ -101,10 +111,73 @@ def test_vllm_serves_the_pipelines_int4_checkpoint(int4_dir, tmp_path):
     _check(records, "vllm")
     # The engine process is a child of the measured process: its memory is in AMU.
     assert records[0]["amu_gb"] > 0.2
+    per_token = kv_bytes_per_token(LAYERS, 2, HIDDEN // HEADS, 2)
+    # Budget for the largest point: 6 requests × 1 block of 128 tokens (16 + 8 fit one), plus the
+    # null block (one 128-token request is 1 block): 7 blocks, reserved exactly.
+    budget = 7 * 128 * per_token
+    for r, running in zip(records, (6, 2)):
+        assert r["kv_bytes_per_token"] == per_token and r["kv_cache_budget_bytes"] == budget
+        assert r["mem_kv_reserved_gb"] == pytest.approx(budget / 1e9, rel=1e-12)
+        assert r["running_peak"] == running  # vLLM's scheduler ran exactly the load's concurrency
+        # every running request held one block at the peak (vLLM's own block accounting)
+        assert r["mem_kv_peak_used_gb"] == pytest.approx(running * 128 * per_token / 1e9, rel=1e-12)
+        # int4 weights: packed 4-bit linears + bf16 embedding, under the bf16 size of the same parameters
+        assert 0 < r["mem_weights_gb"] * 1e9 < 2 * r["params_total"]
+        assert r["mem_runtime_gb"] == pytest.approx(r["amu_gb"] - r["mem_weights_gb"] - r["mem_kv_reserved_gb"])
+        assert r["mem_weights_gb__source"] == "vllm_worker_parameter_bytes"
+
+
+_OPEN_VLLM = """
+import json, sys
+from effbench.inference.engines import VllmEngine
+e = VllmEngine(sys.argv[1], "bf16", 0, json.loads(sys.argv[2]), "cpu", 1, int(sys.argv[3]))
+print("MEMORY=" + json.dumps(e.memory))
+e.close()
+"""
+
+
+@pytest.mark.parametrize("attention", ["mha", "gqa", "mqa"])
+def test_vllm_kv_bytes_per_token_equal_the_analytic_size(attention, tmp_path):
+    """vLLM's KV cache spec (per layer, from the engine after load) against 2·L·groups·head_dim·bytes."""
+    pytest.importorskip("vllm")
+    groups = ATTENTION_GROUPS[attention]
+    d = _tiny_checkpoint(tmp_path / attention, groups)
+    analytic = kv_bytes_per_token(LAYERS, groups, HIDDEN // HEADS, 2)
+    assert kv_bytes_per_token_of(json.loads((d / "config.json").read_text()), "bf16") == analytic
+    budget = kv_budget_bytes(analytic, [(3, 40)], VLLM["block_size"], VLLM["max_model_len"])
+    p = subprocess.run([sys.executable, "-c", _OPEN_VLLM, str(d), json.dumps(VLLM), str(budget)],
+                       capture_output=True, text=True, env=ENV, timeout=600)  # a load: 20-140 s on 2 busy cores
+    assert p.returncode == 0, p.stderr[-4000:]
+    mem = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("MEMORY="))[len("MEMORY="):])
+    per_layer = mem["kv_bytes_per_token_per_layer"]
+    assert len(per_layer) == LAYERS
+    assert set(per_layer.values()) == {analytic // LAYERS} and sum(per_layer.values()) == analytic
+    assert mem["kv_allocated_bytes"] == budget  # the budget is whole blocks: vLLM reserves exactly it
+
+
+def test_kv_budget_is_whole_blocks_for_the_largest_load():
+    per_token = kv_bytes_per_token(num_layers=2, num_kv_heads=1, head_dim=64, dtype_bytes=2)
+    assert per_token == 512
+    # 16 requests of 96 tokens at block 128: one block each, plus the null block
+    assert kv_budget_bytes(per_token, [(16, 96), (1, 96)], 128, 128) == 17 * 128 * per_token
+    # a request spanning two blocks needs both; headroom scales the blocks
+    assert kv_budget_bytes(per_token, [(4, 130)], 128, 128) == 9 * 128 * per_token
+    assert kv_budget_bytes(per_token, [(4, 130)], 128, 128, headroom=1.5) == 13 * 128 * per_token
+    # never below one max_model_len request
+    assert kv_budget_bytes(per_token, [(1, 10)], 32, 128) == 5 * 32 * per_token
+    # MHA holds heads/groups times the KV of GQA/MQA of the same shape
+    assert kv_bytes_per_token_of({"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 256}, "bf16") \
+        == 4 * per_token
 
 
 def test_transformers_fallback_engine(int4_dir, tmp_path):
-    _check(_serve("transformers", int4_dir, tmp_path / "hf"), "transformers")
+    records = _serve("transformers", int4_dir, tmp_path / "hf")
+    _check(records, "transformers")
+    for r in records:  # weights measured; no KV reservation to report (a cache grows per batch)
+        assert r["mem_weights_gb"] > 0 and r["mem_weights_gb__source"] == "torch_parameter_bytes"
+        assert r["mem_kv_reserved_gb"] is None and "grows a cache per batch" in r["mem_kv_reserved_gb__missing"]
+        assert r["mem_runtime_gb"] is None and r["mem_runtime_gb__missing"]
+        assert r["kv_bytes_per_token"] == kv_bytes_per_token(LAYERS, 2, HIDDEN // HEADS, 2)
 
 
 def test_lm_eval_scores_local_tasks_per_task_with_stderr(int4_dir, tmp_path):

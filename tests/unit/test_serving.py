@@ -39,7 +39,7 @@ def test_latency_statistics_match_a_hand_computed_trace():
     assert v["tpot"] == pytest.approx([0.2, 0.1])  # the one-token response has no TPOT
     assert sorted(v["itl"]) == pytest.approx([0.1, 0.1, 0.2, 0.3])
     assert v["e2e"] == pytest.approx([1.1, 0.8, 1.1])
-    f = {k: x.value for k, x in latency_figures(TRACE, "test").items()}
+    f = {k: x.value for k, x in latency_figures([TRACE], "test").items()}
     expected = {
         # mean, then linear-interpolation percentiles: sorted xs, position (n-1)·q/100
         "ttft_s_mean": 2.3 / 3, "ttft_s_p50": 0.7, "ttft_s_p90": 0.7 + 0.8 * 0.4, "ttft_s_p99": 0.7 + 0.98 * 0.4,
@@ -76,8 +76,8 @@ def test_mcr_matches_the_papers_check():
 def test_default_serving_cells():
     s = cfg.plan(DEFAULT).serve
     assert {(c.model, c.precision) for c in s.quantize} == {
-        (m, p) for m in ("xs-gqa", "s-gqa") for p in ("bf16", "fp16", "int4")}
-    assert len(s.inference) == 2 * 3 * len(DEFAULT["inference"]["load_points"])
+        (m, p) for m in ("xs-gqa", "xs-mha", "xs-mqa") for p in ("bf16", "int4")}
+    assert len(s.inference) == 3 * 2 * len(DEFAULT["inference"]["load_points"])
     int4 = next(c for c in s.quantize if c.precision == "int4")
     assert int4.settings["int4"]["method"] in ("rtn", "gptq", "awq") and int4.settings["weight_bits"] == 4
     assert "int4" not in next(c for c in s.quantize if c.precision == "bf16").settings
@@ -103,7 +103,7 @@ def _edit(path, value, base=DEFAULT):
     "path, value, message",
     [
         (("quantize", "precisions"), ["bf16", "int8"], "config key `quantize.precisions.1`"),
-        (("quantize", "baseline"), "fp16", None),  # valid: fp16 is listed
+        (("quantize", "baseline"), "int4", None),  # valid: int4 is listed
         (("quantize", "precisions"), ["int4"], "config key `quantize.baseline`"),
         (("quantize", "models", "xs-gqa"), {"pretrained": "xs/mla"}, "config key `quantize.models.xs-gqa.pretrained`"),
         (("quantize", "models", "xs-gqa"), {"pretrained": "m/gqa"}, "config key `quantize.models.xs-gqa.pretrained`"),
@@ -148,7 +148,7 @@ def test_a_load_point_edit_changes_only_that_points_settings():
     a = cfg.plan(DEFAULT).serve
     b = cfg.plan(_edit(("inference", "load_points", "c1", "requests"), 6)).serve
     changed = {c.name for c, d in zip(a.inference, b.inference) if c.settings != d.settings}
-    assert changed == {f"{m}/{p}/c1" for m in ("xs-gqa", "s-gqa") for p in ("bf16", "fp16", "int4")}
+    assert changed == {f"{m}/{p}/c1" for m in DEFAULT["quantize"]["models"] for p in DEFAULT["quantize"]["precisions"]}
     assert [c.settings for c in a.quantize] == [c.settings for c in b.quantize]
 
 
@@ -175,7 +175,8 @@ def _fixture(tmp: Path):
             write_record(r, {**BASE, "run_id": f"i{p}{lp}", "stage": "inference", "cell": f"tiny/{p}/{lp}",
                              "model": "tiny", "precision": p, "load_point": lp, "params_total": 1000, "seconds": 2.0,
                              "it_tokens_per_s": Figure.of(it, "clock"), "e2e_s_mean": Figure.of(4000 / it, "clock"),
-                             "amu_gb": Figure.of(1.0, "psutil_rss"), "aec_w": Figure.missing("no counter")})
+                             "amu_gb": Figure.of(1.0, "psutil_rss"), "aec_w": Figure.missing("no counter"),
+                             "kv_bytes_per_token": 1024, "tpot_s_mean": Figure.of(1 / it, "clock")})
             inf.append(r)
         s = tmp / f"s_{p}.json"
         s.write_text(json.dumps({"model": "tiny", "precision": p, "backend": "hf", "accuracy": ACC[p],
@@ -200,6 +201,7 @@ def test_the_join_computes_accuracy_and_both_mcrs(tmp_path):
     assert {p["name"] for p in m["plots"]} >= {"inference_accuracy_vs_it_tokens_per_s",
                                                 "inference_accuracy_vs_amu_gb", "inference_throughput_vs_latency"}
     assert (out / "plots" / "inference_throughput_vs_latency.png").exists()
+    assert (out / "plots" / "inference_kv_bytes_vs_latency.png").exists()
     latency = pd.read_csv(out / "tables" / "inference_latency.csv")
     assert len(latency) == 6  # every load point
     tasks = pd.read_csv(out / "tables" / "inference_tasks.csv")

@@ -125,12 +125,13 @@ def task_table(scores: dict[tuple[str, str], dict[str, Any]], spec: StageSpec, o
     return rel
 
 
-def throughput_latency_plot(df: pd.DataFrame, out: Path) -> dict[str, Any] | None:
-    """IT against mean E2E latency over the load points, one line per model × precision."""
+def _ok_with(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    """The ok rows where every one of ``cols`` was measured."""
     ok = df[(df["status"] == "ok")] if len(df) else df
-    ok = ok[[not is_missing(a) and not is_missing(b) for a, b in zip(ok.get("it_tokens_per_s", []), ok.get("e2e_s_mean", []))]]
-    if not len(ok):
-        return None
+    return ok[[all(not is_missing(r.get(c)) for c in cols) for _, r in ok.iterrows()]] if len(ok) else ok
+
+
+def _new_axes():  # type: ignore[no-untyped-def]
     import matplotlib
 
     matplotlib.rcParams["svg.hashsalt"] = "effbench"
@@ -139,7 +140,27 @@ def throughput_latency_plot(df: pd.DataFrame, out: Path) -> dict[str, Any] | Non
 
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    return fig, fig.add_subplot()
+
+
+def _save_plot(fig: Any, ax: Any, name: str, title: str, out: Path) -> dict[str, str]:
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    rel = {ext: f"plots/{name}.{ext}" for ext in ("png", "svg")}
+    with atomic_path(out / rel["png"]) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
+    with atomic_path(out / rel["svg"]) as tmp:
+        fig.savefig(tmp, format="svg", metadata={"Date": None})
+    return rel
+
+
+def throughput_latency_plot(df: pd.DataFrame, out: Path) -> dict[str, Any] | None:
+    """IT against mean E2E latency over the load points, one line per model × precision."""
+    ok = _ok_with(df, "it_tokens_per_s", "e2e_s_mean")
+    if not len(ok):
+        return None
+    fig, ax = _new_axes()
     for (model, precision), g in ok.groupby(["model", "precision"], sort=True):
         g = g.sort_values("e2e_s_mean")
         ax.plot(g["e2e_s_mean"], g["it_tokens_per_s"], marker="o", label=f"{model} {precision}")
@@ -148,15 +169,8 @@ def throughput_latency_plot(df: pd.DataFrame, out: Path) -> dict[str, Any] | Non
                         xytext=(4, 4), fontsize=7)
     ax.set_xlabel("Mean end-to-end latency per request (s), lower is better")
     ax.set_ylabel("IT, generated tokens/s, higher is better")
-    ax.set_title("inference: throughput vs latency over the load points")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
     name = "inference_throughput_vs_latency"
-    rel = {ext: f"plots/{name}.{ext}" for ext in ("png", "svg")}
-    with atomic_path(out / rel["png"]) as tmp:
-        fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
-    with atomic_path(out / rel["svg"]) as tmp:
-        fig.savefig(tmp, format="svg", metadata={"Date": None})
+    rel = _save_plot(fig, ax, name, "inference: throughput vs latency over the load points", out)
     return {"name": name, "x": "e2e_s_mean", "y": "it_tokens_per_s", "title": "Throughput vs latency (load points)",
             **rel, "left_out": []}
 
@@ -167,6 +181,28 @@ def fidelity_table(quant: pd.DataFrame, out: Path) -> dict[str, str]:
                          for m, p in dict.fromkeys(zip(quant.get("model", []), quant.get("precision", [])))])
     ordered = order_rows(keys, INFERENCE) if len(keys) else keys
     return {"title": FIDELITY_TITLE, **write_fidelity_table(out, zip(ordered.get("model", []), ordered.get("precision", [])))}
+
+
+def kv_latency_plot(df: pd.DataFrame, out: Path) -> dict[str, Any] | None:
+    """Mean TPOT against KV-cache bytes per token, one line per precision × load point across the
+    models (the attention variants): does a smaller KV cache decode faster?"""
+    ok = _ok_with(df, "kv_bytes_per_token", "tpot_s_mean")
+    if not len(ok):
+        return None
+    fig, ax = _new_axes()
+    for (precision, point), g in ok.groupby(["precision", "load_point"], sort=True):
+        g = g.sort_values("kv_bytes_per_token")
+        ax.plot(g["kv_bytes_per_token"], g["tpot_s_mean"], marker="o", label=f"{precision} {point}")
+        for _, r in g.iterrows():
+            ax.annotate(str(r["model"]), (r["kv_bytes_per_token"], r["tpot_s_mean"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("KV-cache bytes per token (all layers, vLLM's KV cache spec)")
+    ax.set_ylabel("Mean TPOT (s), lower is better")
+    name = "inference_kv_bytes_vs_latency"
+    rel = _save_plot(fig, ax, name, "inference: KV-cache size vs decode latency", out)
+    return {"name": name, "x": "kv_bytes_per_token", "y": "tpot_s_mean", "title": "KV bytes per token vs latency",
+            **rel, "left_out": []}
 
 
 def aggregate_quantize(quant_records: list[Path], score_files: list[Path], out: Path, baseline: str
@@ -203,13 +239,16 @@ def aggregate_inference(records: list[Path], quant_records: list[Path], score_fi
         {"title": INFERENCE_LATENCY.title, **latency},
         fidelity_table(quant, out),
     ]
-    curve = throughput_latency_plot(all_points, out)
-    if curve:
-        manifest["plots"].append(curve)
-    else:
-        manifest["skipped"].append({"name": "inference_throughput_vs_latency", "kind": "plot",
-                                    "title": "Throughput vs latency (load points)",
-                                    "reason": "no ok inference run with IT and E2E"})
+    plots = ((throughput_latency_plot, "inference_throughput_vs_latency", "Throughput vs latency (load points)",
+              "no ok inference run with IT and E2E"),
+             (kv_latency_plot, "inference_kv_bytes_vs_latency", "KV bytes per token vs latency",
+              "no ok inference run with KV bytes per token and TPOT"))
+    for plot, name, title, reason in plots:
+        made = plot(all_points, out)
+        if made:
+            manifest["plots"].append(made)
+        else:
+            manifest["skipped"].append({"name": name, "kind": "plot", "title": title, "reason": reason})
     manifest["table_load_point"] = table_load_point
     write_text(manifest_path(out, "inference"), json.dumps(manifest, indent=2) + "\n")
     return manifest

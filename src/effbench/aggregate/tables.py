@@ -28,6 +28,7 @@ from .specs import ENERGY_COLUMNS, ColumnSpec, StageSpec
 NOT_RECORDED = "not recorded in the run's record"
 SHORT_MARK = "E"  # the note mark of an energy figure from a short window
 SHARED_MARK = "S"  # the note mark of a cell measured while other effbench jobs ran on its host
+FALLBACK_MARK = "F"  # the note mark of a serving cell another engine than the configured one served
 SHORT_ENERGY_WINDOW = (f"[{SHORT_MARK}] energy measured over a window of fewer than 20 energy-counter updates "
                        "(under ~1.7 s on NVML): coarse")
 STATUS_TEXT = {"oom": "OOM", "failed": "failed"}
@@ -113,6 +114,11 @@ def build_table(df: pd.DataFrame, spec: StageSpec) -> Table:
             mk[0] = SHARED_MARK
             other.append(f"[{SHARED_MARK}] {r['cell']}: not measured alone; overlapping jobs: "
                          f"{r.get('concurrent_jobs_json')} (its timed figures are not comparable)")
+        fallback = r.get("engine_fallback")
+        if cells and not is_missing(fallback):
+            mk[0] = FALLBACK_MARK
+            other.append(f"[{FALLBACK_MARK}] {r['cell']}: served by {r.get('engine')}, not the configured engine: "
+                         f"{fallback} (its latencies are not comparable with other engines' rows)")
         rows.append(cells)
         marks.append(mk)
         if status != "ok":

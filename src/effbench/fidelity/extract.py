@@ -112,7 +112,11 @@ def _config_vocab(model_dir: Path) -> int:
 
 def logprobs(model_dir: Path, windows: np.ndarray, settings: dict[str, Any], device: str) -> np.ndarray:
     """The log-distributions from the engine the inference stage serves with (``settings["engine"]``)."""
-    engine = settings["engine"]
+    from ..inference.engines import engine_for
+
+    engine, why = engine_for(settings, model_dir, device)  # the engine the inference stage serves it with
+    if why:
+        log.warning("fidelity: %s", why)
     log.info("fidelity: %s on %s (%s, %s): %d windows of %d tokens", model_dir, engine, settings["dtype"], device,
              *windows.shape)
     if engine == "vllm":

@@ -18,6 +18,7 @@ greedy decode for exactly ``output_len`` steps). Greedy sampling in both.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -25,7 +26,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from .kv_cache import kv_bytes_per_token_of
 from .latency import RequestTrace
+from .vllm_probe import SchedulerPeaks, distinct_bytes, worker_memory
 
 log = logging.getLogger("effbench.inference")
 
@@ -36,25 +39,34 @@ class VllmEngine:
     name = "vllm"
     trace_source = "vllm_engine_step_client_clock"
 
-    def __init__(self, model_dir: Path, dtype: str, seed: int, vllm: dict[str, Any], device: str, threads: int
-                 ) -> None:
+    def __init__(self, model_dir: Path, dtype: str, seed: int, vllm: dict[str, Any], device: str, threads: int,
+                 kv_cache_bytes: int) -> None:
         if device == "cpu":
-            # The CPU build's KV cache is host memory; set before vLLM is imported.
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(vllm["cpu_kvcache_gb"]))))
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
             os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        from vllm import LLM
+        # The CPU platform turns this legacy variable (whole GiB) into kv_cache_memory_bytes,
+        # overriding the budget passed below.
+        if os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None) is not None:
+            log.warning("VLLM_CPU_KVCACHE_SPACE ignored: the KV cache is sized to the load points")
+        # Callables sent to the workers (worker_memory) travel pickled; vLLM refuses that
+        # unless allowed. Set before the engine processes start, as they read it too.
+        os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
+        from vllm.engine.arg_utils import EngineArgs
+        from vllm.usage.usage_lib import UsageContext
+        from vllm.v1.engine.llm_engine import LLMEngine
 
-        kwargs: dict[str, Any] = dict(
+        args = EngineArgs(
             model=str(model_dir), tokenizer=str(model_dir), dtype=TORCH_DTYPES[dtype], seed=seed,
-            max_model_len=vllm["max_model_len"], max_num_seqs=vllm["max_num_seqs"], enforce_eager=vllm["enforce_eager"] or device == "cpu",
-            disable_log_stats=True,
+            max_model_len=vllm["max_model_len"], max_num_seqs=vllm["max_num_seqs"],
+            enforce_eager=vllm["enforce_eager"] or device == "cpu",
+            kv_cache_memory_bytes=kv_cache_bytes, block_size=vllm["block_size"],
+            disable_log_stats=False,  # the scheduler's stats feed SchedulerPeaks
         )
-        if device == "cuda":
-            kwargs["gpu_memory_utilization"] = vllm["gpu_memory_utilization"]
         self.batch_cap = vllm["max_num_seqs"]
-        self.llm = LLM(**kwargs)
-        self.engine = self.llm.llm_engine
+        self.peaks = SchedulerPeaks()
+        self.engine = LLMEngine.from_engine_args(args, usage_context=UsageContext.LLM_CLASS,
+                                                 stat_loggers=[self.peaks.logger])
+        self.memory = self.engine.collective_rpc(worker_memory)[0]
 
     def run(self, prompts: list[list[int]], output_len: int, concurrency: int, tag: str = "r") -> list[RequestTrace]:
         from vllm import SamplingParams
@@ -94,6 +106,7 @@ class VllmEngine:
 class TransformersEngine:
     name = "transformers"
     trace_source = "transformers_decode_step_clock"
+    fallback_reason: str | None = None  # set when it serves in place of vLLM (open_engine)
 
     def __init__(self, model_dir: Path, dtype: str, device: str, threads: int) -> None:
         import torch
@@ -106,6 +119,9 @@ class TransformersEngine:
         self.batch_cap = None  # static batches of ``concurrency`` requests
         self.model = AutoModelForCausalLM.from_pretrained(
             str(model_dir), dtype=getattr(torch, TORCH_DTYPES[dtype])).to(device).eval()
+        self.memory = {"weights_bytes": distinct_bytes(self.model.parameters()),
+                       "weights_source": "torch_parameter_bytes",
+                       "kv_bytes_per_token": kv_bytes_per_token_of(self.model.config.to_dict(), dtype)}
 
     def _sync(self) -> None:
         if self.device == "cuda":
@@ -145,10 +161,52 @@ class TransformersEngine:
 ENGINE_KEYS = ("engine", "dtype", "seed", "vllm", "threads", "device")
 
 
-def open_engine(settings: dict[str, Any], model_dir: Path, device: str):  # type: ignore[no-untyped-def]
-    """The engine for these settings; only ``ENGINE_KEYS`` matter (shared by a model's load points)."""
+def is_int4_checkpoint(model_dir: Path) -> bool:
+    """A W4A16 compressed-tensors checkpoint (what the quantize stage writes for int4)."""
+    q = json.loads((Path(model_dir) / "config.json").read_text()).get("quantization_config") or {}
+    groups = (q.get("config_groups") or {}).values()
+    return any(((g.get("weights") or {}).get("num_bits")) == 4 for g in groups)
+
+
+def vllm_unavailable_reason(model_dir: Path, device: str) -> str | None:
+    """Why vLLM cannot serve this checkpoint on this host (None: it can). The CPU build ships its
+    W4A16 kernel (``cpu_gemm_wna16``) only in its AVX-512 library: on an AVX2-only CPU an int4
+    checkpoint loads and then fails at its first step."""
+    if device != "cpu" or not is_int4_checkpoint(model_dir):
+        return None
+    import torch
+    import vllm._custom_ops  # noqa: F401 - loads the build's kernels into torch.ops._C
+
+    if hasattr(torch.ops._C, "cpu_gemm_wna16"):
+        return None
+    return ("vllm-cpu has no int4 (W4A16) kernel on this CPU (its cpu_gemm_wna16 ships only in the "
+            "AVX-512 build): served by transformers")
+
+
+def engine_for(settings: dict[str, Any], model_dir: Path, device: str) -> tuple[str, str | None]:
+    """(the engine that will serve, why it is not the configured one or None)."""
     if settings["engine"] == "vllm":
-        return VllmEngine(model_dir, settings["dtype"], settings["seed"], settings["vllm"], device, settings["threads"])
+        why = vllm_unavailable_reason(model_dir, device)
+        if why:
+            return "transformers", why
+    return settings["engine"], None
+
+
+def open_engine(settings: dict[str, Any], model_dir: Path, device: str, kv_cache_bytes: int
+                ):  # type: ignore[no-untyped-def]
+    """The engine for these settings; only ``ENGINE_KEYS`` matter (shared by a model's load points).
+    vLLM reserves ``kv_cache_bytes`` of KV cache; transformers grows its cache per batch. Where
+    vLLM cannot serve the checkpoint here (:func:`vllm_unavailable_reason`), transformers does,
+    and the engine's ``fallback_reason`` says why (the record's ``engine_fallback``)."""
+    name, why = engine_for(settings, model_dir, device)
+    if why:
+        log.warning("%s", why)
+        engine = TransformersEngine(model_dir, settings["dtype"], device, settings["threads"])
+        engine.fallback_reason = why
+        return engine
+    if settings["engine"] == "vllm":
+        return VllmEngine(model_dir, settings["dtype"], settings["seed"], settings["vllm"], device, settings["threads"],
+                          kv_cache_bytes)
     if settings["engine"] == "transformers":
         return TransformersEngine(model_dir, settings["dtype"], device, settings["threads"])
     raise ValueError(f"unknown engine {settings['engine']!r}")

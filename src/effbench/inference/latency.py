@@ -15,10 +15,11 @@ linear-interpolation p50 / p90 / p99 of :func:`effbench.measure.formulas.percent
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..measure import formulas
+from ..measure import formulas, spread
 from ..measure.figure import Figure
 
 STATS = ("mean", "p50", "p90", "p99")
@@ -74,24 +75,40 @@ def per_request(traces: Sequence[RequestTrace]) -> dict[str, list[float]]:
     }
 
 
-def latency_figures(traces: Sequence[RequestTrace], source: str) -> dict[str, Figure]:
-    """``<metric>_s_<stat>`` figures for TTFT, TPOT, ITL and E2E, plus AL (s/request)."""
-    values = per_request(traces)
+def _over_repeats(pooled: float, per_repeat: Sequence[float], source: str) -> Figure:
+    """The pooled statistic with a t interval from its spread across the repeats (each repeat is an
+    independent replicate of the whole load point); one repeat: no interval."""
+    if len(per_repeat) < 2:
+        return Figure.of(pooled, source)
+    _, sd = spread.mean_sd(per_repeat)
+    h = spread.t95(len(per_repeat) - 1) * sd / math.sqrt(len(per_repeat))
+    return Figure.of(pooled, source, spread.Interval(pooled - h, pooled + h, len(per_repeat), "t_repeats"))
+
+
+def latency_figures(repeats: Sequence[Sequence[RequestTrace]], source: str) -> dict[str, Figure]:
+    """``<metric>_s_<stat>`` figures for TTFT, TPOT, ITL and E2E over every request of every
+    repeat, plus AL (s/request), each with its interval across the repeats."""
+    pooled = per_request([t for rep in repeats for t in rep])
+    each = [per_request(rep) for rep in repeats]
     out: dict[str, Figure] = {}
     for metric in METRICS:
-        vs = values[metric]
+        vs = pooled[metric]
         for st in STATS:
             key = f"{metric}_s_{st}"
-            out[key] = Figure.of(stats(vs)[st], source) if vs else Figure.missing(
-                f"every response was one token long: no {metric.upper()}")
-    out["al_s_per_request"] = Figure.of(formulas.average_latency(values["e2e"]), source + "_e2e_mean")
+            if not vs:
+                out[key] = Figure.missing(f"every response was one token long: no {metric.upper()}")
+                continue
+            out[key] = _over_repeats(stats(vs)[st], [stats(e[metric])[st] for e in each if e[metric]], source)
+    e2e = [formulas.average_latency(e["e2e"]) for e in each]
+    out["al_s_per_request"] = _over_repeats(formulas.average_latency(pooled["e2e"]), e2e, source + "_e2e_mean")
     return out
 
 
 def throughput_figures(repeat_tokens: Sequence[int], repeat_seconds: Sequence[float], source: str) -> dict[str, Figure]:
-    """IT = Σ generated tokens / Σ time over the repeats, and its CV across repeats."""
-    it = formulas.inference_throughput(sum(repeat_tokens), sum(repeat_seconds))
+    """IT = Σ generated tokens / Σ time over the repeats (with the ratio estimator's interval across
+    them), and its CV across repeats."""
     per = [n / s for n, s in zip(repeat_tokens, repeat_seconds)]
     cv = (Figure.of(formulas.coefficient_of_variation(per), source + "_per_repeat") if len(per) > 1
           else Figure.missing("one repeat: no spread"))
-    return {"it_tokens_per_s": Figure.of(it, source), "tokens_per_s": Figure.of(it, source), "it_cv": cv}
+    it = Figure.rate([float(n) for n in repeat_tokens], list(repeat_seconds), source, "t_repeats")
+    return {"it_tokens_per_s": it, "tokens_per_s": it, "it_cv": cv}

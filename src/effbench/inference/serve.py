@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..measure.monitor import Monitor
+from ..measure.monitor import ENERGY_FLAGS, Monitor
 from ..progress import Progress
 from ..record import SIDE_CAR, WINDOW_FIGURES  # written by the quantize stage beside the weights
 from .latency import latency_figures, throughput_figures
+from .memory import kv_budget, memory_figures
 
 log = logging.getLogger("effbench.inference")
 
@@ -53,10 +54,13 @@ def vocab_of(model_dir: Path) -> tuple[int, set[int]]:
 
 class SharedEngine:
     """Opens the engine on first use (inside a measured cell, so a failed load is that cell's
-    OOM record) and keeps it for the next load points."""
+    OOM record) and keeps it for the next load points. Its KV cache is sized for the largest
+    of ``loads`` (every point it will serve; default: the first point's)."""
 
-    def __init__(self, settings: dict[str, Any], model_dir: Path, device: str) -> None:
+    def __init__(self, settings: dict[str, Any], model_dir: Path, device: str,
+                 loads: list[dict[str, Any]] | None = None) -> None:
         self.settings, self.model_dir, self.device = settings, model_dir, device
+        self.kv_cache_bytes = kv_budget(settings, model_dir, loads or [settings["point"]])
         self.engine = None
 
     def get(self):  # type: ignore[no-untyped-def]
@@ -64,7 +68,7 @@ class SharedEngine:
             from .engines import open_engine
 
             t0 = time.monotonic()
-            self.engine = open_engine(self.settings, self.model_dir, self.device)
+            self.engine = open_engine(self.settings, self.model_dir, self.device, self.kv_cache_bytes)
             log.info("engine %s loaded in %.1f s", self.engine.name, time.monotonic() - t0)
         return self.engine
 
@@ -86,11 +90,16 @@ def serve_point(settings: dict[str, Any], shared: SharedEngine, mon: Monitor) ->
         engine.run(warm, olen, min(concurrency, len(warm)), tag=f"{tag}-warmup")
     traces, rep_tokens, rep_seconds = [], [], []
     progress = Progress(settings["repeats"], "repeat", log)
+    peaks = getattr(engine, "peaks", None)
+    if peaks is not None:
+        peaks.reset()
     mon.begin_window("serve")
     t_begin = time.monotonic()
     r = 0
     while r < settings["repeats"] or time.monotonic() - t_begin < settings["min_seconds"]:
         prompts = make_prompts(n, plen, vocab, special, seed, f"{tag}:repeat{r}")
+        if r:
+            mon.mark()  # a repeat boundary: energy and memory per repeat (docs/noise.md)
         t0 = time.monotonic()
         got = engine.run(prompts, olen, concurrency, tag=f"{tag}-rep{r}")
         rep_seconds.append(time.monotonic() - t0)
@@ -98,30 +107,33 @@ def serve_point(settings: dict[str, Any], shared: SharedEngine, mon: Monitor) ->
         if tokens != n * olen:
             raise RuntimeError(f"repeat {r}: {tokens} tokens generated, expected {n} × {olen} (fixed length)")
         rep_tokens.append(tokens)
-        traces += got
+        traces.append(got)
         r += 1
         progress.update(min(r, settings["repeats"]), items=sum(rep_tokens),
                         extra=f"{tokens / rep_seconds[-1]:.1f} tok/s")
     window = mon.end_window("serve")
-    fig = window.figures()
+    fig = {**(window.spread_figures(r) if r >= 2 else window.figures()), **window.energy_flags()}
     generated = sum(rep_tokens)
     energy = fig["energy_j"]
     return {
         "precision": settings["precision"],
-        **{k: fig[k] for k in WINDOW_FIGURES},
+        **{k: fig[k] for k in (*WINDOW_FIGURES, *ENERGY_FLAGS)},
+        **memory_figures(engine, fig["amu_gb"], shared.kv_cache_bytes),
         **latency_figures(traces, engine.trace_source),
         **throughput_figures(rep_tokens, rep_seconds, "wall_clock_per_repeat"),
         "energy_j_per_token": energy.derive(lambda e: e / generated, "/generated_tokens"),
         "repeats": r,
         "concurrency": concurrency,
-        "batch_size": engine.batch_cap or concurrency,
+        "batch_size": min(concurrency, engine.batch_cap or concurrency),
+        "running_peak": peaks.running if peaks is not None else None,
         "prompt_len": plen,
         "output_len": olen,
         "engine": engine.name,
+        "engine_fallback": getattr(engine, "fallback_reason", None),
         "weight_bits": info["weight_bits"],
         "quant_method": info.get("quant_method"),
         "tokens": generated,
-        "samples": len(traces),
+        "samples": sum(len(t) for t in traces),
         "seconds": window.seconds,
         "params_total": info["params_total"],
         "disk_bytes": info["disk_bytes"],

@@ -51,6 +51,8 @@ MIN_ENERGY_UPDATES = 20
 Mark = tuple[float, float | None]  # (monotonic time, energy counter in J or None)
 
 
+ENERGY_FLAGS = ("energy_counter_updates", "energy_window_short")  # the record columns of Window.energy_flags()
+
 @dataclass
 class Window:
     name: str

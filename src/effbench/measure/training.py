@@ -20,9 +20,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .figure import Figure
-from .monitor import Window
+from .monitor import ENERGY_FLAGS, Window
 
-ENERGY_FLAGS = ("energy_counter_updates", "energy_window_short")  # Window.energy_flags()
+__all__ = ["ENERGY_FLAGS", "SUB_WINDOWS", "boundary_steps", "step_groups", "sub_window_count", "training_figures"]
+
 SUB_WINDOWS = 8  # k: enough replicates for a t interval (df 7), few enough extra syncs
 
 

@@ -1,0 +1,75 @@
+"""What vLLM itself reports about its memory: the worker's loaded weights and KV cache, and
+the scheduler's KV-cache usage and running requests step by step.
+
+- :func:`worker_memory` runs inside each worker (``collective_rpc``) after the engine is up.
+- :class:`SchedulerPeaks` is a vLLM stat logger (the public ``stat_loggers`` hook of
+  ``LLMEngine``): it keeps the largest KV-cache usage and running-request count the scheduler
+  reported since the last :meth:`SchedulerPeaks.reset`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+def distinct_bytes(tensors: Any) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (tied or viewed tensors count once)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if t is None:
+            continue
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+    return sum(seen.values())
+
+
+def worker_memory(worker: Any) -> dict[str, Any]:
+    """Weights, KV cache and KV cache spec of one vLLM worker (runs in the worker process)."""
+    model = worker.get_model()
+    specs = worker.get_kv_cache_spec()
+    runner = worker.model_runner
+    return {
+        "weights_bytes": distinct_bytes(model.parameters()),
+        "weights_source": "vllm_worker_parameter_bytes",
+        "kv_allocated_bytes": distinct_bytes(getattr(runner, "kv_caches", [])),
+        # per layer: bytes one token occupies in that layer's KV pages
+        "kv_bytes_per_token_per_layer": {name: s.page_size_bytes // s.block_size for name, s in specs.items()},
+        "block_size": next(iter(specs.values())).block_size if specs else None,
+    }
+
+
+@dataclass
+class SchedulerPeaks:
+    kv_usage: float = 0.0  # fraction of the KV blocks in use, 0-1
+    running: int = 0
+    steps: int = 0
+
+    def reset(self) -> None:
+        self.kv_usage, self.running, self.steps = 0.0, 0, 0
+
+    def observe(self, stats: Any) -> None:
+        if stats is None:
+            return
+        self.steps += 1
+        self.kv_usage = max(self.kv_usage, float(stats.kv_cache_usage))
+        self.running = max(self.running, int(stats.num_running_reqs))
+
+    def logger(self, vllm_config: Any, engine_index: int = 0) -> Any:
+        """Per-engine stat-logger factory for ``LLMEngine(stat_loggers=[...])``."""
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        peaks = self
+
+        class _Logger(StatLoggerBase):
+            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+                pass
+
+            def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
+                       engine_idx: int = 0) -> None:
+                peaks.observe(scheduler_stats)
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        return _Logger(vllm_config, engine_index)
