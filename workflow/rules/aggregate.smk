@@ -1,17 +1,25 @@
+# The outputs are update(): Snakemake keeps the previous ones while the job runs and puts them
+# back if it fails; scripts/aggregate.py replaces the whole set at once, or none of it.
+# aggregate.skip_bad_records: leave bad records out (listed under the tables) instead of failing.
+SKIP_BAD_RECORDS = "--skip-bad-records" if PLAN.config["aggregate"]["skip_bad_records"] else ""
+
+
 rule aggregate_pretrain:
     """The paper's pretraining table, the leaderboard and the Pareto plots."""
     input:
         records=pretrain_records,
         env=stage_env("driver"),
     output:
-        manifest=RESULTS / "pretrain.manifest.json",
-        table=RESULTS / "tables" / "pretrain.md",
+        manifest=update(RESULTS / "pretrain.manifest.json"),
+        table=update(RESULTS / "tables" / "pretrain.md"),
+    params:
+        skip=SKIP_BAD_RECORDS,
     log:
         LOGS / "aggregate" / "pretrain.log",
     resources:
         **light_resources(),
     shell:
-        "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage pretrain --out {RESULTS:q} --records {input.records:q} > {log:q} 2>&1"
+        "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage pretrain --out {RESULTS:q} --records {input.records:q} {params.skip} > {log:q} 2>&1"
 
 
 rule aggregate_finetune:
@@ -19,14 +27,16 @@ rule aggregate_finetune:
     input:
         finetune_records,
     output:
-        manifest=RESULTS / "finetune.manifest.json",
-        table=RESULTS / "tables" / "finetune.md",
+        manifest=update(RESULTS / "finetune.manifest.json"),
+        table=update(RESULTS / "tables" / "finetune.md"),
+    params:
+        skip=SKIP_BAD_RECORDS,
     log:
         LOGS / "aggregate" / "finetune.log",
     resources:
         **light_resources(),
     shell:
-        "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage finetune --out {RESULTS:q} --records {input:q} > {log:q} 2>&1"
+        "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage finetune --out {RESULTS:q} --records {input:q} {params.skip} > {log:q} 2>&1"
 
 
 rule aggregate_quantize:
@@ -35,17 +45,18 @@ rule aggregate_quantize:
         records=quantize_records,
         scores=eval_scores,
     output:
-        manifest=RESULTS / "quantize.manifest.json",
-        table=RESULTS / "tables" / "quantize.md",
+        manifest=update(RESULTS / "quantize.manifest.json"),
+        table=update(RESULTS / "tables" / "quantize.md"),
     params:
         baseline=SERVE.baseline,
+        skip=SKIP_BAD_RECORDS,
     log:
         LOGS / "aggregate" / "quantize.log",
     resources:
         **light_resources(),
     shell:
         "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage quantize --out {RESULTS:q} --records {input.records:q}"
-        " --scores {input.scores:q} --baseline {params.baseline} > {log:q} 2>&1"
+        " --scores {input.scores:q} --baseline {params.baseline} {params.skip} > {log:q} 2>&1"
 
 
 rule aggregate_inference:
@@ -55,13 +66,14 @@ rule aggregate_inference:
         quantize=quantize_records,
         scores=eval_scores,
     output:
-        manifest=RESULTS / "inference.manifest.json",
-        table=RESULTS / "tables" / "inference.md",
-        tasks=RESULTS / "tables" / "inference_tasks.md",
-        latency=RESULTS / "tables" / "inference_latency.md",
+        manifest=update(RESULTS / "inference.manifest.json"),
+        table=update(RESULTS / "tables" / "inference.md"),
+        tasks=update(RESULTS / "tables" / "inference_tasks.md"),
+        latency=update(RESULTS / "tables" / "inference_latency.md"),
     params:
         baseline=SERVE.baseline,
         table_load_point=SERVE.table_load_point,
+        skip=SKIP_BAD_RECORDS,
     log:
         LOGS / "aggregate" / "inference.log",
     resources:
@@ -69,7 +81,7 @@ rule aggregate_inference:
     shell:
         "{DRIVER_PYTHON} {SCRIPTS}/aggregate.py --stage inference --out {RESULTS:q} --records {input.records:q}"
         " --quantize-records {input.quantize:q} --scores {input.scores:q} --baseline {params.baseline}"
-        " --table-load-point {params.table_load_point} > {log:q} 2>&1"
+        " --table-load-point {params.table_load_point} {params.skip} > {log:q} 2>&1"
 
 
 rule summary:
