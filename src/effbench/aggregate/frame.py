@@ -5,6 +5,10 @@ figure is the median over the ok runs that measured it (its ``__missing`` reason
 only when no ok run measured it; a median of several runs has no interval); otherwise the
 latest run's status and detail stand.
 ``n_runs`` and ``n_ok`` say how many runs a row stands for.
+
+Each record read is checked first: readable and of the schema, at its own cell's path, and a
+run not already read from another file. A bad record fails the aggregation naming the file,
+or, inside :func:`skipping_bad_records`, is left out and listed (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ def path_cell(path: Path) -> str:
 def check_place(path: Path, table: pa.Table) -> None:
     """A record must sit at ``<stage>/<cell keys...>/record.parquet`` of its own stage and keys,
     and its ``cell`` must be its keys: a record copied over another cell's path is refused."""
-    for row in table.select(["stage", "cell", *{k for ks in KEY_NAMES.values() for k in ks}]).to_pylist():
+    names = dict.fromkeys(k for ks in KEY_NAMES.values() for k in ks)
+    for row in table.select(["stage", "cell", *names]).to_pylist():
         keys = KEY_NAMES.get(row["stage"])
         if keys is None:
             raise SchemaError(f"{path}: unknown stage {row['stage']!r}")
