@@ -80,7 +80,7 @@ def test_bad_records_can_be_skipped_and_are_listed_in_the_table_manifest_and_sum
     assert "- left out: pretrain/s/gqa — column params_total is string" in md
     assert "left out: pretrain/s/gqa" in (out / "tables" / "pretrain.tex").read_text()
     summary = write_summary([out / "pretrain.manifest.json"], out).read_text()
-    assert "**Left out**" in summary and f"- pretrain/s/gqa — column params_total is string" in summary
+    assert "**Left out**" in summary and "- pretrain/s/gqa — column params_total is string" in summary
 
 
 def _old_set(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
