@@ -268,30 +268,44 @@ def write_samples(path: Path, run_id: str, rows: list[dict[str, Any]]) -> None:
         pq.write_table(table, tmp)
 
 
-def read_records(paths: Iterable[Path]) -> "pa.Table":
-    """Read and check records. A record of an earlier schema version is read with the columns it
-    predates set to null (with a warning naming the file); a newer version, a record lacking a
-    required column or an unversioned file is an error naming the file."""
-    tables = []
+def read_record(path: Path) -> "pa.Table":
+    """Read one record file as the current schema. A record of an earlier schema version is read
+    with the columns it predates set to null (with a warning naming the file); an unreadable
+    file, a newer or missing version, a missing required column or a column of the wrong type
+    is a SchemaError naming the file (and the column)."""
+    try:
+        t = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise SchemaError(f"{path}: not a readable Parquet record: {e}") from e
+    version = (t.schema.metadata or {}).get(b"effbench_schema_version")
+    if version is None or not version.isdigit() or int(version) > SCHEMA_VERSION:
+        raise SchemaError(f"{path}: record schema version {version!r}, this code reads up to {SCHEMA_VERSION}")
     required = {c.name for c in COLUMNS if c.required}
-    for p in paths:
-        t = pq.read_table(p)
-        meta = t.schema.metadata or {}
-        version = meta.get(b"effbench_schema_version")
-        if version is None or int(version) > SCHEMA_VERSION:
-            raise SchemaError(f"{p}: record schema version {version!r}, this code reads up to {SCHEMA_VERSION}")
-        missing = [n for n in RECORD_SCHEMA.names if n not in t.schema.names]
-        if set(missing) & required:
-            raise SchemaError(f"{p}: required columns missing {sorted(set(missing) & required)}")
-        if missing:
-            warnings.warn(f"{p}: a schema v{int(version)} record, read as v{SCHEMA_VERSION}: "
-                          f"{len(missing)} newer columns are null", stacklevel=2)
-            for n in missing:
-                t = t.append_column(RECORD_SCHEMA.field(n), pa.nulls(t.num_rows, RECORD_SCHEMA.field(n).type))
-        tables.append(t.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA))
-    if not tables:
-        return RECORD_SCHEMA.empty_table()
-    return pa.concat_tables(tables)
+    missing = [n for n in RECORD_SCHEMA.names if n not in t.schema.names]
+    if set(missing) & required:
+        raise SchemaError(f"{path}: required columns missing {sorted(set(missing) & required)}")
+    if missing:
+        warnings.warn(f"{path}: a schema v{int(version)} record, read as v{SCHEMA_VERSION}: "
+                      f"{len(missing)} newer columns are null", stacklevel=3)
+    columns, wrong = [], []
+    for f in RECORD_SCHEMA:
+        if f.name in missing:
+            columns.append(pa.nulls(t.num_rows, f.type))
+            continue
+        col = t.column(f.name)
+        try:  # a column Arrow can cast losslessly (e.g. int64 -> double) is taken as it is
+            columns.append(col if col.type == f.type else col.cast(f.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            wrong.append(f"column {f.name} is {col.type}, the schema says {f.type} ({e})")
+    if wrong:
+        raise SchemaError(f"{path}: " + "; ".join(wrong))
+    return pa.Table.from_arrays(columns, schema=RECORD_SCHEMA)
+
+
+def read_records(paths: Iterable[Path]) -> "pa.Table":
+    """Read and check records (see :func:`read_record`), one table of all their rows."""
+    tables = [read_record(p) for p in paths]
+    return pa.concat_tables(tables) if tables else RECORD_SCHEMA.empty_table()
 
 
 def markdown() -> str:

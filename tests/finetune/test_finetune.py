@@ -35,7 +35,7 @@ def settings(method: str, method_settings: dict, **training) -> dict:
 
 
 def run_stage(tmp: Path, s: dict, model: Path, task_dir: Path) -> tuple[subprocess.CompletedProcess, Path]:
-    cell = tmp / s["method"]
+    cell = tmp / "finetune" / s["model"] / s["task"] / s["method"]  # the results layout (aggregation checks it)
     cmd = [sys.executable, str(ROOT / "scripts" / "finetune.py"), "--settings", json.dumps(s), "--config-hash", "test",
            "--model-path", str(model), "--data-dir", str(task_dir), "--output-dir", str(cell / "adapter"),
            "--record", str(cell / "record.parquet"), "--samples", str(cell / "samples.parquet")]

@@ -86,7 +86,7 @@ def make_record(
         values.update(extra or {})
     else:
         values["status_detail"] = "CUDA out of memory at micro-batch 1"
-    target = path / f"{size}_{technique}_{i}.parquet"
+    target = path / f"run{i}" / "pretrain" / size / technique / "record.parquet"  # the results layout
     write_record(target, values)
     return target
 
@@ -405,7 +405,7 @@ def _other_stage_record(path: Path, stage: str, i: int, **values) -> Path:  # ty
         "started_at": T0,
         "ended_at": T0 + timedelta(minutes=1),
     }
-    target = path / f"{stage}_{i}.parquet"
+    target = path / f"run{i}" / stage / values["cell"] / "record.parquet"
     write_record(target, {**base, **values})
     return target
 

@@ -95,3 +95,24 @@ def test_reader_refuses_newer_versions_and_reads_older_ones(tmp_path):
 def test_schema_doc_is_generated_from_the_code():
     doc = Path(__file__).resolve().parents[2] / "docs" / "record-schema.md"
     assert doc.read_text() == record.markdown(), "regenerate: python -m effbench.record > docs/record-schema.md"
+
+
+def test_a_column_of_the_wrong_type_names_the_file_and_the_column(tmp_path):
+    import pyarrow as pa
+
+    p = tmp_path / "r.parquet"
+    record.write_record(p, ok_row())
+    t = pq.read_table(p)
+    i = t.schema.get_field_index("seconds")
+    # Written by hand (not by write_record): seconds as text Arrow cannot parse as a number.
+    pq.write_table(t.set_column(i, "seconds", pa.array(["1.5 s"])), p)
+    with pytest.raises(record.SchemaError, match=rf"{p}: column seconds is string, the schema says double"):
+        record.read_records([p])
+
+
+def test_a_truncated_record_names_the_file(tmp_path):
+    p = tmp_path / "r.parquet"
+    record.write_record(p, ok_row())
+    p.write_bytes(p.read_bytes()[:100])  # e.g. a copy cut short
+    with pytest.raises(record.SchemaError, match=rf"{p}: not a readable Parquet record"):
+        record.read_records([p])

@@ -165,13 +165,13 @@ ACC = {"bf16": 0.40, "fp16": 0.40, "int4": 0.36}
 def _fixture(tmp: Path):
     quant, inf, scores = [], [], []
     for p, (bits, disk) in SIZES.items():
-        q = tmp / f"q_{p}.parquet"
+        q = tmp / "quantize" / "tiny" / p / "record.parquet"
         write_record(q, {**BASE, "run_id": f"q{p}", "stage": "quantize", "cell": f"tiny/{p}", "model": "tiny",
                          "precision": p, "weight_bits": bits, "disk_bytes": disk, "params_total": 1000,
                          "seconds": 1.0, "quant_method": "gptq" if p == "int4" else None})
         quant.append(q)
         for lp, it in (("offline", 100.0 + bits), ("c1", 20.0 + bits)):
-            r = tmp / f"i_{p}_{lp}.parquet"
+            r = tmp / "inference" / "tiny" / p / lp / "record.parquet"
             write_record(r, {**BASE, "run_id": f"i{p}{lp}", "stage": "inference", "cell": f"tiny/{p}/{lp}",
                              "model": "tiny", "precision": p, "load_point": lp, "params_total": 1000, "seconds": 2.0,
                              "it_tokens_per_s": Figure.of(it, "clock"), "e2e_s_mean": Figure.of(4000 / it, "clock"),

@@ -4,14 +4,16 @@ rule aggregate_pretrain:
         records=pretrain_records,
         env=stage_env("driver"),
     output:
-        manifest=RESULTS / "pretrain.manifest.json",
-        table=RESULTS / "tables" / "pretrain.md",
+        manifest=update(RESULTS / "pretrain.manifest.json"),
+        table=update(RESULTS / "tables" / "pretrain.md"),
+    params:
+        skip=skip_bad_records_arg(),
     log:
         LOGS / "aggregate" / "pretrain.log",
     resources:
         **light_resources(),
     shell:
-        "{DRIVER_PYTHON} {SCRIPTS:q}/aggregate.py --stage pretrain --out {RESULTS:q} --records {input.records:q} > {log:q} 2>&1"
+        "{DRIVER_PYTHON} {SCRIPTS:q}/aggregate.py --stage pretrain --out {RESULTS:q} --records {input.records:q} {params.skip} > {log:q} 2>&1"
 
 
 rule aggregate_finetune:
@@ -19,14 +21,16 @@ rule aggregate_finetune:
     input:
         finetune_records,
     output:
-        manifest=RESULTS / "finetune.manifest.json",
-        table=RESULTS / "tables" / "finetune.md",
+        manifest=update(RESULTS / "finetune.manifest.json"),
+        table=update(RESULTS / "tables" / "finetune.md"),
+    params:
+        skip=skip_bad_records_arg(),
     log:
         LOGS / "aggregate" / "finetune.log",
     resources:
         **light_resources(),
     shell:
-        "{DRIVER_PYTHON} {SCRIPTS:q}/aggregate.py --stage finetune --out {RESULTS:q} --records {input:q} > {log:q} 2>&1"
+        "{DRIVER_PYTHON} {SCRIPTS:q}/aggregate.py --stage finetune --out {RESULTS:q} --records {input:q} {params.skip} > {log:q} 2>&1"
 
 
 rule aggregate_quantize:
@@ -36,17 +40,18 @@ rule aggregate_quantize:
         scores=eval_scores,
         fidelity=fidelity_files,  # read from RESULTS/fidelity by effbench.fidelity.table
     output:
-        manifest=RESULTS / "quantize.manifest.json",
-        table=RESULTS / "tables" / "quantize.md",
+        manifest=update(RESULTS / "quantize.manifest.json"),
+        table=update(RESULTS / "tables" / "quantize.md"),
     params:
         baseline=SERVE.baseline,
+        skip=skip_bad_records_arg(),
     log:
         LOGS / "aggregate" / "quantize.log",
     resources:
         **light_resources(),
     shell:
         "{DRIVER_PYTHON} {SCRIPTS:q}/aggregate.py --stage quantize --out {RESULTS:q} --records {input.records:q}"
-        " --scores {input.scores:q} --baseline {params.baseline:q} > {log:q} 2>&1"
+        " --scores {input.scores:q} --baseline {params.baseline:q} {params.skip} > {log:q} 2>&1"
 
 
 rule aggregate_inference:
@@ -57,13 +62,14 @@ rule aggregate_inference:
         scores=eval_scores,
         fidelity=fidelity_files,  # read from RESULTS/fidelity by effbench.fidelity.table
     output:
-        manifest=RESULTS / "inference.manifest.json",
-        table=RESULTS / "tables" / "inference.md",
-        tasks=RESULTS / "tables" / "inference_tasks.md",
-        latency=RESULTS / "tables" / "inference_latency.md",
+        manifest=update(RESULTS / "inference.manifest.json"),
+        table=update(RESULTS / "tables" / "inference.md"),
+        tasks=update(RESULTS / "tables" / "inference_tasks.md"),
+        latency=update(RESULTS / "tables" / "inference_latency.md"),
     params:
         baseline=SERVE.baseline,
         table_load_point=SERVE.table_load_point,
+        skip=skip_bad_records_arg(),
     log:
         LOGS / "aggregate" / "inference.log",
     resources:
@@ -71,7 +77,7 @@ rule aggregate_inference:
     shell:
         "{DRIVER_PYTHON} {SCRIPTS:q}/aggregate.py --stage inference --out {RESULTS:q} --records {input.records:q}"
         " --quantize-records {input.quantize:q} --scores {input.scores:q} --baseline {params.baseline:q}"
-        " --table-load-point {params.table_load_point:q} > {log:q} 2>&1"
+        " --table-load-point {params.table_load_point:q} {params.skip} > {log:q} 2>&1"
 
 
 rule summary:

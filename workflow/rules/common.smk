@@ -230,6 +230,14 @@ def fidelity_settings(w):
     return settings_json(fidelity_job(SERVE, w.model, w.precision))
 
 
+# --- aggregation ---------------------------------------------------------------------------------
+
+
+def skip_bad_records_arg():
+    """`aggregate.skip_bad_records`: leave unreadable or misplaced records out (listed), not fail."""
+    return "--skip-bad-records" if PLAN.config["aggregate"]["skip_bad_records"] else ""
+
+
 # --- targets --------------------------------------------------------------------------------------
 
 

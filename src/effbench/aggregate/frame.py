@@ -5,29 +5,130 @@ figure is the median over the ok runs that measured it (its ``__missing`` reason
 only when no ok run measured it; a median of several runs has no interval); otherwise the
 latest run's status and detail stand.
 ``n_runs`` and ``n_ok`` say how many runs a row stands for.
+
+Each record read is checked first: readable and of the schema, at its own cell's path, and a
+run not already read from another file. A bad record fails the aggregation naming the file,
+or, inside :func:`skipping_bad_records`, is left out and listed (docs/faults.md).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
-from ..record import CI_SUFFIXES, FIGURE_COLUMNS, read_records
+from ..record import CI_SUFFIXES, FIGURE_COLUMNS, RECORD_FILE, RECORD_SCHEMA, SchemaError, read_record
+from ..runner import KEY_NAMES
 from .specs import StageSpec
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """A bad record left out of the tables on request (``aggregate.skip_bad_records``)."""
+
+    path: str
+    cell: str  # the cell its path names (the record itself may be unreadable)
+    reason: str
+
+    def note(self) -> str:
+        return f"left out: {self.cell} — {self.reason}"
+
+
+# The records left out so far while skipping is on; None: a bad record is an error.
+_LEFT_OUT: ContextVar[list[LeftOut] | None] = ContextVar("effbench_left_out", default=None)
+
+
+@contextmanager
+def skipping_bad_records() -> Iterator[list[LeftOut]]:
+    """Within this block every loader leaves a bad record out and lists it (in the list yielded)
+    instead of failing; the aggregation notes them in its tables and manifest. Re-entering keeps
+    the outer list, so one aggregation reading several record sets lists them all."""
+    outer = _LEFT_OUT.get()
+    if outer is not None:
+        yield outer
+        return
+    token = _LEFT_OUT.set([])
+    try:
+        yield _LEFT_OUT.get()  # type: ignore[misc]
+    finally:
+        _LEFT_OUT.reset(token)
+
+
+def left_out_so_far() -> list[LeftOut]:
+    return list(_LEFT_OUT.get() or [])
+
+
+def path_cell(path: Path) -> str:
+    """The stage/cell a record's path names: the folders between ``results/`` and the file."""
+    for stage, keys in KEY_NAMES.items():
+        parts = path.parent.parts
+        if path.name == RECORD_FILE and len(parts) > len(keys) and parts[-len(keys) - 1] == stage:
+            return "/".join(parts[-len(keys) - 1:])
+    return str(path)
+
+
+def check_place(path: Path, table: pa.Table) -> None:
+    """A record must sit at ``<stage>/<cell keys...>/record.parquet`` of its own stage and keys,
+    and its ``cell`` must be its keys: a record copied over another cell's path is refused."""
+    names = dict.fromkeys(k for ks in KEY_NAMES.values() for k in ks)
+    for row in table.select(["stage", "cell", *names]).to_pylist():
+        keys = KEY_NAMES.get(row["stage"])
+        if keys is None:
+            raise SchemaError(f"{path}: unknown stage {row['stage']!r}")
+        own = "/".join(str(row[k]) for k in keys)
+        if row["cell"] != own:
+            raise SchemaError(f"{path}: its cell column says {row['cell']!r} but its keys "
+                              f"({', '.join(keys)}) make {own!r}")
+        expect = [row["stage"], *own.split("/")]
+        found = list(path.parent.parts[-len(expect):])
+        if path.name != RECORD_FILE or found != expect:
+            where = "/".join(found) if path.name == RECORD_FILE else path.name
+            raise SchemaError(f"{path}: the record is {'/'.join(expect)} but its path says {where} "
+                              f"(records live at <stage>/{'/'.join('<' + k + '>' for k in keys)}/{RECORD_FILE}; "
+                              "a record copied over another cell's?)")
+
+
 def read_stage_records(records: Iterable[Path | str], stage: str) -> pd.DataFrame:
-    """Read the given record files (never a glob), one row per run; all must be of ``stage``."""
-    df = read_records([Path(p) for p in records]).to_pandas()
+    """Read the given record files (never a glob), one row per run; all must be of ``stage``.
+
+    Each record is checked (readable, of the schema, at its own cell's path, a run not already
+    read from another file). A bad record is an error naming the file, unless the caller is
+    :func:`skipping_bad_records`: then it is left out and listed."""
+    left_out = _LEFT_OUT.get()
+    tables: list[pa.Table] = []
+    seen_paths: set[Path] = set()
+    run_file: dict[str, Path] = {}
+    for p in (Path(r) for r in records):
+        if p.resolve() in seen_paths:  # the same file named twice is read once
+            continue
+        seen_paths.add(p.resolve())
+        try:
+            t = read_record(p)
+            check_place(p, t)
+            for run in t.column("run_id").to_pylist():
+                if run in run_file:
+                    raise SchemaError(f"{p}: run {run!r} was already read from {run_file[run]} (a copied record?)")
+            run_file.update((run, p) for run in t.column("run_id").to_pylist())
+        except SchemaError as e:
+            if left_out is None:
+                raise
+            if not any(x.path == str(p) for x in left_out):
+                left_out.append(LeftOut(str(p), path_cell(p), str(e).removeprefix(f"{p}: ")))
+            continue
+        tables.append(t)
+    df = (pa.concat_tables(tables) if tables else RECORD_SCHEMA.empty_table()).to_pandas()
     wrong = df[df["stage"] != stage] if len(df) else df
     if len(wrong):
         cells = ", ".join(f"{s}:{c}" for s, c in zip(wrong["stage"], wrong["cell"]))
         raise ValueError(f"aggregating stage {stage!r} but given records of other stages: {cells}")
-    return df.drop_duplicates("run_id", keep="last").reset_index(drop=True)  # a file named twice
+    return df.reset_index(drop=True)
 
 
 def load_frame(records: Iterable[Path | str], spec: StageSpec) -> pd.DataFrame:

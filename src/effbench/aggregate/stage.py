@@ -1,27 +1,31 @@
 """Aggregate one stage: tables, leaderboard, Pareto plots, and a manifest of what was written.
 
 The manifest ``<out>/<stage>.manifest.json`` lists every output (paths relative to the
-manifest's folder), every output that was skipped and why, and the provenance of the
-records; :mod:`.summary` builds the summary page from manifests alone.
+manifest's folder), every output that was skipped and why, the bad records left out on
+request (``left_out``), and the provenance of the records; :mod:`.summary` builds the summary
+page from manifests alone. The outputs are published all at once (:mod:`.publish`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..atomic import write_text
-from .frame import is_missing, read_stage_records, stage_rows
+from .frame import is_missing, left_out_so_far, read_stage_records, skipping_bad_records, stage_rows
 from .leaderboard import write_leaderboard
 from .pareto import write_pareto_plots
+from .publish import previous_outputs, staged
 from .specs import StageSpec, get_spec
 from .tables import build_table, write_tables
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2 added outputs and left_out
 
 
 def manifest_path(out: Path, stage: str) -> Path:
@@ -60,18 +64,40 @@ def aggregate_stage(
     out: Path | str,
     spec: StageSpec | None = None,
     enrich: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    skip_bad_records: bool = False,
 ) -> dict[str, Any]:
     """Write a stage's tables, leaderboard and plots under ``out`` and return its manifest.
 
     ``records`` are the record.parquet files to read, named explicitly. ``enrich`` may
-    select runs and add columns joined from other files before rows are collapsed.
+    select runs and add columns joined from other files before rows are collapsed. A bad
+    record fails the aggregation, unless ``skip_bad_records`` (or an enclosing
+    :func:`.frame.skipping_bad_records`): then it is left out and listed under the table and in
+    the manifest. Either every output is written or none is (the previous ones stay).
     """
     spec = spec or get_spec(stage)
     if spec.stage != stage:
         raise ValueError(f"spec is for stage {spec.stage!r}, not {stage!r}")
     out = Path(out)
-    records = [Path(p) for p in records]
+    with ExitStack() as stack:
+        if skip_bad_records:
+            stack.enter_context(skipping_bad_records())
+        with staged(out, stage) as staging:
+            manifest = _write_stage(stage, [Path(p) for p in records], staging, spec, enrich)
+    manifest["outputs"] = previous_outputs(manifest_path(out, stage))
+    return manifest
+
+
+def _write_stage(
+    stage: str,
+    records: list[Path],
+    out: Path,
+    spec: StageSpec,
+    enrich: Callable[[pd.DataFrame], pd.DataFrame] | None,
+) -> dict[str, Any]:
     raw = read_stage_records(records, stage)
+    left_out = left_out_so_far()  # this stage's and any read before it (inference: quantize records)
+    if left_out:
+        spec = replace(spec, notes=(*spec.notes, *(x.note() for x in left_out)))
     if enrich is not None:
         raw = enrich(raw)
     df = stage_rows(raw, spec)
@@ -94,6 +120,7 @@ def aggregate_stage(
         ],
         "plots": plots,
         "skipped": skipped,
+        "left_out": [asdict(x) for x in left_out],
         "missing_reasons": table.notes,
         "status_notes": table.status_notes,
         "provenance": provenance(raw),

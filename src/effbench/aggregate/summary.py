@@ -1,7 +1,8 @@
 """The summary page, built from stage manifests only.
 
 ``<out>/summary.md`` links every table, leaderboard and plot of every stage given, embeds
-the Markdown tables and leaderboards, lists the plots that were not drawn and why, and
+the Markdown tables and leaderboards, lists the bad records left out on request and the
+plots that were not drawn and why, and
 ends with a provenance block (hosts, devices, code versions, config hashes, time span).
 """
 
@@ -81,6 +82,9 @@ def render_summary(manifests: list[dict[str, Any]], out: Path) -> str:
         lines += ["", f'<a id="{m["stage"]}"></a>', "", f"## {m['title']}", ""]
         manifest = _link(m, Path(m["_path"]).name, out)
         lines.append(f"{prov.get('runs', 0)} runs ({statuses or 'none'}) in {m['rows']} rows; [manifest]({manifest}).")
+        if m.get("left_out"):
+            lines += ["", "**Left out** (bad records, skipped on request: `aggregate.skip_bad_records`):", ""]
+            lines += [f"- {x['cell']} — {x['reason']} (`{x['path']}`)" for x in m["left_out"]]
         lines += ["", "### Table", "", _embed(m, m["tables"]["md"])]
         for x in m.get("extra_tables", []):
             lines += ["", f"### {x['title']}", "", _embed(m, x["md"])]

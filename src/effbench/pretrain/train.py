@@ -67,8 +67,12 @@ def _forward_loss(model: torch.nn.Module, ids: torch.Tensor, labels: torch.Tenso
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    """Write a checkpoint beside ``path``, then rename it over ``path``: a full disk raises
+    NoSpaceError ('no space left on <folder>') and leaves the previous checkpoint as it was.
+    torch.save writes through our file object, so ENOSPC reaches us instead of torch's
+    'unexpected pos' / 'iostream error'."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
 
 
 @dataclass
