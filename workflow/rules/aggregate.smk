@@ -1,3 +1,7 @@
+# The outputs are update(): Snakemake keeps the previous ones while the job runs and puts them
+# back if it fails; scripts/aggregate.py replaces the whole set at once, or none of it.
+
+
 rule aggregate_pretrain:
     """The paper's pretraining table, the leaderboard and the Pareto plots."""
     input:
