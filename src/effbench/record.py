@@ -136,6 +136,7 @@ COLUMNS: tuple[Column, ...] = (
     _c("ppl", F, "Validation perplexity, exp(val_loss).", PT, figure=True),
     _c("train_loss", F, "Mean training loss over the last logged steps.", PT + FT, figure=True),
     _c("accuracy", F, "Mean accuracy over the evaluated tasks, 0-1.", FT + QT + IT, figure=True),
+    _c("quality_vs_baseline", S, "Accuracy against the baseline precision: significant | not significant (inside 2 combined standard errors) | baseline; joined at aggregation.", QT + IT),
     _c("accuracy_tasks_json", S, "Per-task scores {task: {metric, value, stderr, n}} from lm-evaluation-harness (JSON).", FT + QT + IT),
     # raw counts
     _c("steps", I, "Optimizer steps measured.", PT + FT),

@@ -10,6 +10,7 @@ baseline precision, once with nominal bits and once with measured on-disk bytes.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pandas as pd
 
 from ..atomic import atomic_path, write_text
 from ..fidelity.table import TITLE as FIDELITY_TITLE, write_fidelity_table
-from ..measure import formulas
+from ..measure import formulas, spread
 from .frame import is_missing, order_rows
 from .specs import INFERENCE, INFERENCE_LATENCY, QUANTIZE, StageSpec
 from .stage import aggregate_stage, manifest_path
@@ -47,6 +48,22 @@ def mcr_pair(base: dict[str, Any], comp: dict[str, Any], acc_base: float, acc_co
             formulas.mcr(base["disk_bytes"], comp["disk_bytes"], acc_comp, acc_base))
 
 
+def accuracy_se(s: dict[str, Any]) -> tuple[float | None, int]:
+    """Standard error of the mean over tasks (independent tasks: sqrt(Σ se²) / k) and the items
+    behind it; None when a task has no standard error."""
+    tasks = list(s["tasks"].values())
+    if not tasks or any(t.get("stderr") is None for t in tasks):
+        return None, 0
+    return math.sqrt(sum(float(t["stderr"]) ** 2 for t in tasks)) / len(tasks), sum(int(t.get("n") or 0) for t in tasks)
+
+
+def _ci_cols(cols: dict[str, list[Any]], name: str, iv: spread.Interval | None) -> None:
+    cols[name + "__ci_low"].append(iv.low if iv else None)
+    cols[name + "__ci_high"].append(iv.high if iv else None)
+    cols[name + "__ci_n"].append(iv.n if iv else None)
+    cols[name + "__ci_method"].append(iv.method if iv else None)
+
+
 def attach_quality(df: pd.DataFrame, quant: pd.DataFrame, scores: dict[tuple[str, str], dict[str, Any]],
                    baseline: str) -> pd.DataFrame:
     """Accuracy, per-task scores, sizes and both MCRs for each (model, precision) row."""
@@ -55,7 +72,8 @@ def attach_quality(df: pd.DataFrame, quant: pd.DataFrame, scores: dict[tuple[str
     cols: dict[str, list[Any]] = {k: [] for k in (
         "accuracy", "accuracy__source", "accuracy__missing", "accuracy_tasks_json", "disk_bytes", "weight_bits",
         "quant_method", "mcr_nominal", "mcr_nominal__source", "mcr_nominal__missing", "mcr_disk",
-        "mcr_disk__source", "mcr_disk__missing")}
+        "mcr_disk__source", "mcr_disk__missing", "quality_vs_baseline",
+        *(f"{m}__ci_{x}" for m in ("accuracy", "mcr_nominal", "mcr_disk") for x in ("low", "high", "n", "method")))}
     for _, r in df.iterrows():
         key, base_key = (r["model"], r["precision"]), (r["model"], baseline)
         s, sb = scores.get(key), scores.get(base_key)
@@ -65,6 +83,13 @@ def attach_quality(df: pd.DataFrame, quant: pd.DataFrame, scores: dict[tuple[str
         cols["accuracy__source"].append(f"lm_eval:{s['backend']}:mean_of_{len(s['tasks'])}_tasks" if s else "unavailable")
         cols["accuracy__missing"].append(None if s else NO_SCORES)
         cols["accuracy_tasks_json"].append(json.dumps(s["tasks"], sort_keys=True) if s else None)
+        se, n_items = accuracy_se(s) if s else (None, 0)
+        se_b = accuracy_se(sb)[0] if sb else None
+        _ci_cols(cols, "accuracy", spread.normal_interval(acc, se, n_items) if se is not None else None)
+        # A quality difference inside 2 combined standard errors is not significant (docs/noise.md).
+        cols["quality_vs_baseline"].append(
+            "baseline" if r["precision"] == baseline else
+            spread.difference_label(acc, se, sb["accuracy"], se_b) if se is not None and se_b is not None else None)
         for k in ("disk_bytes", "weight_bits", "quant_method"):
             v = size.get(k, r.get(k))
             cols[k].append(None if is_missing(v) else v)
@@ -80,8 +105,14 @@ def attach_quality(df: pd.DataFrame, quant: pd.DataFrame, scores: dict[tuple[str
                 cols[k].append(None)
                 cols[k + "__source"].append("unavailable")
                 cols[k + "__missing"].append(why)
+                _ci_cols(cols, k, None)
         else:
             nominal, disk = mcr_pair(size_b, size, sb["accuracy"], acc)
+            # MCR carries its Perf ratio's uncertainty (the sizes are exact): delta method.
+            for k, ratio in (("mcr_nominal", size_b["weight_bits"] / size["weight_bits"]),
+                             ("mcr_disk", size_b["disk_bytes"] / size["disk_bytes"])):
+                ok = se is not None and se_b is not None
+                _ci_cols(cols, k, spread.mcr_interval(ratio, acc, se, sb["accuracy"], se_b, n_items)[1] if ok else None)
             cols["mcr_nominal"] += [nominal]
             cols["mcr_nominal__source"] += [f"bits {size_b['weight_bits']}/{size['weight_bits']} × accuracy ratio"]
             cols["mcr_nominal__missing"] += [None]
@@ -90,7 +121,8 @@ def attach_quality(df: pd.DataFrame, quant: pd.DataFrame, scores: dict[tuple[str
             cols["mcr_disk__missing"] += [None]
     for k, v in cols.items():
         df[k] = pd.Series(v, index=df.index, dtype=object)
-    for k in ("accuracy", "mcr_nominal", "mcr_disk", "disk_bytes", "weight_bits"):
+    for k in ("accuracy", "mcr_nominal", "mcr_disk", "disk_bytes", "weight_bits",
+              *(f"{m}__ci_{x}" for m in ("accuracy", "mcr_nominal", "mcr_disk") for x in ("low", "high", "n"))):
         df[k] = pd.to_numeric(df[k])
     return df
 

@@ -197,7 +197,9 @@ FINETUNE = StageSpec(
 # records at aggregation (effbench.aggregate.serving).
 _MCR_NOTE = ("MCR = (size_orig / size_comp) × (Perf_comp / Perf_orig) against the baseline precision; "
              "the MCR column uses the nominal bit ratio (16/4 for int4, as the paper), MCR (disk) the measured "
-             "on-disk bytes of the weights (*.safetensors).")
+             "on-disk bytes of the weights (*.safetensors). Perf ± is its 95 % interval (the tasks' standard "
+             "errors), MCR ± the delta method's on the Perf ratio; 'Perf vs baseline' is 'not significant' when "
+             "the difference is inside 2 combined standard errors (docs/noise.md).")
 _FIDELITY_NOTE = ("Fidelity to the baseline precision, independent of task accuracy (held-out perplexity, KL of the "
                   "next-token distributions, top-1 agreement): tables/fidelity.md.")
 _PERF = ColumnSpec("accuracy", "Perf", "sig4", HIGHER, label="Benchmark accuracy (0-1, mean over tasks)")
@@ -219,6 +221,7 @@ INFERENCE = StageSpec(
         _AEC,
         _MCR,
         _MCR_DISK,
+        ColumnSpec("quality_vs_baseline", "Perf vs baseline", "str", metric=False),
         ColumnSpec("energy_j_per_token", "Energy (J/token)", "sig4", LOWER),
         ColumnSpec("load_point", "Load", "str", metric=False),
     ),
