@@ -32,7 +32,10 @@ def stage_command(tmp: Path, s: dict, model: Path, task_dir: Path) -> tuple[list
     cmd = [sys.executable, str(ROOT / "scripts" / "finetune.py"), "--settings", json.dumps(s), "--config-hash", "test",
            "--model-path", str(model), "--data-dir", str(task_dir), "--output-dir", str(cell / "adapter"),
            "--record", str(cell / "record.parquet"), "--samples", str(cell / "samples.parquet")]
-    return cmd, {**os.environ, "PYTHONPATH": str(ROOT / "src")}, cell
+    # A registry of this test's own: a concurrent run of the same cell elsewhere on the host
+    # (another checkout's tests) would otherwise flag the record as not measured alone.
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "EFFBENCH_JOB_REGISTRY": str(tmp / "job-registry")}
+    return cmd, env, cell
 
 
 def run_stage(tmp: Path, s: dict, model: Path, task_dir: Path) -> tuple[subprocess.CompletedProcess, Path]:
