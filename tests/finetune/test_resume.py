@@ -25,7 +25,7 @@ def _marked_steps(adapter: Path) -> list[int]:
     return sorted(int(p.parent.name.split("-")[1]) for p in adapter.glob(f"checkpoint-*/{MARKER}"))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_cell_resumes_from_its_checkpoint(tmp_path, tiny_model, task_dir, sig):
     s = settings("lora", LORA, gradient_accumulation_steps=1, max_steps=MAX_STEPS, checkpoint_interval=4,
                  warmup_measure_steps=0)
