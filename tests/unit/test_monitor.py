@@ -331,7 +331,8 @@ def test_run_cell_writes_the_record_with_the_lost_figures_missing(tmp_path, monk
         mon.begin_window("w")
         time.sleep(0.2)  # the backend fails after ~50 ms
         w = mon.end_window("w")
-        return {"seconds": w.seconds, "params_total": 1, **{k: v for k, v in w.figures().items() if k in WINDOW_FIGURES}}
+        figs = w.figures()
+        return {"seconds": w.seconds, "params_total": 1, **{k: figs[k] for k in WINDOW_FIGURES}}
 
     assert runner.run_cell(cell, work) == "ok"
     (r,) = read_records([tmp_path / "record.parquet"]).to_pylist()
