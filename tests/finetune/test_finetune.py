@@ -9,39 +9,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from stage import DRIVER_PY, LORA, ROOT, run_stage, settings
 
 from effbench.record import read_records
-
-ROOT = Path(__file__).resolve().parents[2]
-DRIVER_PY = ROOT / ".venvs" / "driver" / "bin" / "python"
-
-LORA = {"finetuning_type": "lora", "lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.1, "lora_target": "all"}
-
-
-def settings(method: str, method_settings: dict, **training) -> dict:
-    t = {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 8, "gradient_accumulation_steps": 2,
-         "learning_rate": 1e-3, "num_train_epochs": 1, "lr_scheduler_type": "cosine", "warmup_ratio": 0.1,
-         "cutoff_len": 64, "precision": "fp32", "threads": 1, "warmup_measure_steps": 1, "max_new_tokens": 4}
-    t.update(training)
-    return {"model": "tiny", "method": method, "task": "synthetic", "model_source": {"path": "tiny"},
-            "template": "default", "trust_remote_code": False, "method_settings": method_settings, "training": t,
-            "task_settings": {"source": "synthetic", "synthetic": {"n_train": 48, "n_eval": 16},
-                              "exact_match_samples": 8},
-            "device": "cpu", "seed": 1, "measure": {"interval_s": 0.05}}
-
-
-def run_stage(tmp: Path, s: dict, model: Path, task_dir: Path) -> tuple[subprocess.CompletedProcess, Path]:
-    cell = tmp / "finetune" / s["model"] / s["task"] / s["method"]  # the results layout (aggregation checks it)
-    cmd = [sys.executable, str(ROOT / "scripts" / "finetune.py"), "--settings", json.dumps(s), "--config-hash", "test",
-           "--model-path", str(model), "--data-dir", str(task_dir), "--output-dir", str(cell / "adapter"),
-           "--record", str(cell / "record.parquet"), "--samples", str(cell / "samples.parquet")]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    return p, cell
 
 
 @pytest.mark.parametrize("method,ms", [("lora", LORA), ("dora", {**LORA, "use_dora": True}),

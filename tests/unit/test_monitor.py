@@ -223,3 +223,121 @@ def test_host_memory_is_pss_so_shared_pages_count_once():
     finally:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
+
+
+class FailingGpu(RampGpu):
+    """The ramp GPU whose reads, then whose energy counter, start raising at scripted times (an NVML
+    error mid-run: a lost GPU); what the backend boundary of a real run would see."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, clock, read_fails_at=None, energy_fails_at=None):
+        super().__init__(clock)
+        self.read_fails_at, self.energy_fails_at = read_fails_at, energy_fails_at
+        self.calls = 0
+
+    def read(self):
+        if self.read_fails_at is not None and self.clock.t >= self.read_fails_at:
+            self.calls += 1
+            raise self.NVMLError("GPU is lost")
+        return super().read()
+
+    def energy_j(self):
+        if self.energy_fails_at is not None and self.clock.t >= self.energy_fails_at:
+            raise self.NVMLError("Unknown Error")
+        return super().energy_j()
+
+
+def failing_window(**fails):
+    clock = ScriptedClock()
+    gpu = FailingGpu(clock, **fails)
+    mon = Monitor(backend=gpu, interval_s=1.0, clock=clock)
+    mon.begin_window("w")
+    for t in (1.0, 2.0, 3.0):
+        clock.t = t
+        mon.sample_now()
+        mon.mark()
+    clock.t = 4.0
+    return mon, mon.end_window("w"), gpu
+
+
+def test_readings_failing_mid_run_make_memory_and_utilisation_missing_with_the_reason():
+    mon, w, gpu = failing_window(read_fails_at=2.5)
+    figs = w.figures()
+    for key in ("amu_gb", "peak_mem_gb", "amu_frac", "pcu_frac"):
+        assert figs[key].value is None  # not a time average over the first 2.5 s only
+        assert figs[key].missing_reason.startswith("scripted readings failed 3.0 s into the run (")
+        assert "NVMLError: GPU is lost" in figs[key].missing_reason
+    assert figs["energy_j"].value == pytest.approx(400.0, rel=0.01)  # the counter still works
+    assert gpu.calls == 1  # a failed source is not read again
+    spread = w.spread_figures(2)  # sub-windows before the failure do not bring the figure back
+    assert spread["amu_gb"].value is None and spread["pcu_frac"].value is None
+    mon.stop()  # the run goes on to write its record
+
+
+def test_energy_counter_failing_mid_run_makes_energy_missing_not_polled():
+    mon, w, _ = failing_window(energy_fails_at=2.0)
+    figs = w.figures()
+    assert figs["energy_j"].value is None and figs["aec_w"].value is None
+    assert "scripted energy counter failed 2.0 s into the run" in figs["energy_j"].missing_reason
+    assert figs["aec_w"].missing_reason == figs["energy_j"].missing_reason
+    assert w.energy_flags() == {"energy_counter_updates": None, "energy_window_short": None}
+    assert figs["amu_gb"].value == pytest.approx(0.6, abs=0.01)  # readings unaffected
+    # A window that ended before the failure keeps its energy.
+    early = w.sub_windows(4)[0]
+    assert early.energy().value == pytest.approx(100.0, rel=0.01)
+
+
+def test_a_failing_backend_does_not_stop_the_sampler_thread_or_describe():
+    clock = ScriptedClock()
+    gpu = FailingGpu(clock, read_fails_at=0.0, energy_fails_at=0.0)
+    with Monitor(backend=gpu, interval_s=0.01) as mon:  # real time: the thread samples
+        mon.begin_window("w")
+        time.sleep(0.1)
+        w = mon.end_window("w")
+    assert w.figures()["amu_gb"].value is None and mon.describe()["device_name"] == "scripted"
+
+
+class GpuLostAfter(ScriptedGpu):
+    """Readings and the energy counter work for ``ok_reads`` reads, then raise (real time)."""
+
+    def __init__(self, ok_reads):
+        super().__init__()
+        self.left = ok_reads
+
+    def read(self):
+        self.left -= 1
+        if self.left < 0:
+            raise FailingGpu.NVMLError("GPU is lost")
+        return super().read()
+
+    def energy_j(self):
+        if self.left < 0:
+            raise FailingGpu.NVMLError("GPU is lost")
+        return super().energy_j()
+
+
+def test_run_cell_writes_the_record_with_the_lost_figures_missing(tmp_path, monkeypatch):
+    from effbench import runner
+    from effbench.record import WINDOW_FIGURES, read_records
+
+    monkeypatch.setattr(runner, "open_backend", lambda *a, **k: (GpuLostAfter(ok_reads=5), None))
+    settings = {"model": "m", "precision": "bf16", "device": "cuda", "seed": 0, "measure": {"interval_s": 0.01}}
+    cell = runner.Cell.from_settings("quantize", settings, record_path=tmp_path / "record.parquet",
+                                     samples_path=tmp_path / "samples.parquet", config_hash="t", libraries=[])
+
+    def work(mon):
+        mon.begin_window("w")
+        time.sleep(0.2)  # the backend fails after ~50 ms
+        w = mon.end_window("w")
+        figs = w.figures()
+        return {"seconds": w.seconds, "params_total": 1, **{k: figs[k] for k in WINDOW_FIGURES}}
+
+    assert runner.run_cell(cell, work) == "ok"
+    (r,) = read_records([tmp_path / "record.parquet"]).to_pylist()
+    assert r["device_name"] == "scripted"  # described before the failure
+    for k in WINDOW_FIGURES:  # memory and utilisation (readings), energy and AEC (counter)
+        reason = r[k + "__missing"]
+        assert r[k] is None and reason.startswith("scripted ") and " s into the run (" in reason, (k, reason)
+        assert "NVMLError: GPU is lost" in reason

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .resume import checkpoint_args
+
 METHOD_KEYS = (
     "finetuning_type", "lora_rank", "lora_alpha", "lora_dropout", "lora_target", "use_rslora", "use_dora",
     "loraplus_lr_ratio", "pissa_init", "pissa_iter", "pissa_convert", "freeze_trainable_layers",
@@ -23,7 +25,7 @@ TRAINING_KEYS = (
 )
 # Keys of a cell's training settings that are ours, not LlamaFactory's.
 OWN_TRAINING_KEYS = ("precision", "threads", "warmup_measure_steps", "host_memory_limit_gb", "exact_match_samples",
-                     "max_new_tokens", "extra_args")
+                     "max_new_tokens", "checkpoint_interval", "extra_args")
 
 
 def llamafactory_args(
@@ -46,9 +48,11 @@ def llamafactory_args(
         "dataset_dir": str(dataset_dir),
         "dataset": datasets["train"],
         "output_dir": str(output_dir),
+        # True stops LlamaFactory resuming any checkpoint it finds (train.py picks one, guarded
+        # by the settings); it removes only LlamaFactory's trainer log, never checkpoints.
         "overwrite_output_dir": True,
         "overwrite_cache": True,
-        "save_strategy": "no",  # the final adapter/model is saved once, by run_sft
+        **checkpoint_args(t.get("checkpoint_interval")),  # the final adapter/model is saved by run_sft
         "logging_steps": 1,  # every optimizer step reaches the callback's on_log
         "report_to": "none",
         "disable_tqdm": True,

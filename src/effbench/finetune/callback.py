@@ -44,6 +44,8 @@ class MeasureCallback(TrainerCallback):
         self.tokens_at_begin: int | None = None
         self.tokens_at_end: int | None = None
         self.max_steps = 0
+        self.start_step = 0  # the step a resumed run starts from (0: from scratch)
+        self._open_at = 0
         self._open = False
         self._last_edge = 0.0
         self._progress: Progress | None = None
@@ -56,14 +58,19 @@ class MeasureCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001 - Trainer's signature
         self.max_steps = int(state.max_steps)
+        # A resumed run measures only the steps it runs, each after its own warm-up (a new process).
+        self.start_step = int(state.global_step)
+        remaining = self.max_steps - self.start_step
         # Leave at least one step in the window, whatever warmup_measure_steps says.
-        self.warmup_steps = min(self.warmup_steps, max(self.max_steps - 1, 0))
-        self._marks = boundary_steps(self.max_steps - self.warmup_steps)
-        self._progress = Progress(self.max_steps, "step", log)
-        log.info("training %d optimizer steps; measuring from step %d", self.max_steps, self.warmup_steps)
+        self.warmup_steps = min(self.warmup_steps, max(remaining - 1, 0))
+        self._open_at = self.start_step + self.warmup_steps
+        self._marks = boundary_steps(remaining - self.warmup_steps)
+        self._progress = Progress(self.max_steps, "step", log, start=self.start_step)
+        log.info("training %d optimizer steps (from step %d); measuring from step %d", self.max_steps,
+                 self.start_step, self._open_at)
 
     def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001
-        if not self._open and state.global_step == self.warmup_steps:
+        if not self._open and state.global_step == self._open_at:
             self.mon.begin_window("train")  # syncs the device and reads the energy counter
             self._open = True
             self._last_edge = time.monotonic()

@@ -23,10 +23,11 @@ import torch  # noqa: E402
 from ..measure.figure import Figure  # noqa: E402
 from ..measure.monitor import Monitor  # noqa: E402
 from ..measure.training import ENERGY_FLAGS, training_figures  # noqa: E402
-from ..record import WINDOW_FIGURES  # noqa: E402
+from ..record import WINDOW_FIGURES, settings_json  # noqa: E402
 from ..torch_device import apply_host_memory_cap, pick_device  # noqa: E402
 from .args import llamafactory_args  # noqa: E402
 from .callback import MeasureCallback  # noqa: E402
+from .resume import find_resumable, mark_checkpoints_callback, remove_checkpoints  # noqa: E402
 from .tasks import TASK_META  # noqa: E402
 
 log = logging.getLogger("effbench.finetune")
@@ -117,9 +118,14 @@ def finetune_cell(settings: dict[str, Any], *, model_path: str, data_dir: Path, 
     cb = MeasureCallback(mon, warmup_steps=int(t.get("warmup_measure_steps", 0)), sync=sync, after_train=after_train)
     args = llamafactory_args(settings, model_path=model_path, dataset_dir=data_dir, datasets=meta["datasets"],
                              output_dir=output_dir, device=device)
+    settings_text = settings_json(settings)
+    resume_from = find_resumable(output_dir, settings_text)
+    if resume_from is not None:
+        args["resume_from_checkpoint"] = str(resume_from)
     log.info("LlamaFactory arguments: %s", json.dumps(args, sort_keys=True))
     apply_host_memory_cap(t.get("host_memory_limit_gb"))
-    run_exp(args, callbacks=[cb])
+    run_exp(args, callbacks=[cb, mark_checkpoints_callback(settings_text)])
+    remove_checkpoints(output_dir)  # the run finished: its adapter/model is saved
 
     window = cb.window
     assert window is not None  # on_train_end raised otherwise
@@ -152,6 +158,7 @@ def finetune_cell(settings: dict[str, Any], *, model_path: str, data_dir: Path, 
         "accuracy": wall(found["accuracy"], f"exact_match_greedy_{len(em_items)}_heldout")
         if "accuracy" in found else Figure.missing(em_missing),
         "steps": steps,
+        "resumed_from_step": cb.start_step,
         "tokens": tokens or None,
         "samples": samples,
         "seconds": window.seconds,

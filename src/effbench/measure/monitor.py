@@ -30,10 +30,19 @@ utilisation still get intervals, energy does not (the counter was read only at t
 A window also knows how many energy-counter updates fell inside it
 (:meth:`Window.energy_flags`): fewer than :data:`MIN_ENERGY_UPDATES` makes its energy figures
 too coarse to trust, and the record carries ``energy_window_short``.
+
+Measurement faults. A backend whose reads start failing partway through a run (an NVML error:
+the driver lost the GPU, a Xid, a permissions change) must not fail the run nor leave figures
+computed from a silently truncated series. The monitor records the first failure of each kind
+(:class:`SourceFailure`: when, what), stops using that source, and every window that ends after
+it reports the affected figures missing with that reason: ``read()`` failing takes memory,
+utilisation and polled power; ``energy_j()`` failing takes energy and AEC.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -44,6 +53,8 @@ from . import formulas, spread
 from .backends import Backend, Row, open_backend
 from .figure import Figure
 
+log = logging.getLogger("effbench.measure")
+
 # A window needs this many energy-counter updates for its energy to be trusted: the counter
 # is quantised in time, so with fewer the edges' rounding is more than ~5 % of the window.
 MIN_ENERGY_UPDATES = 20
@@ -52,6 +63,20 @@ Mark = tuple[float, float | None]  # (monotonic time, energy counter in J or Non
 
 
 ENERGY_FLAGS = ("energy_counter_updates", "energy_window_short")  # the record columns of Window.energy_flags()
+
+
+@dataclass(frozen=True)
+class SourceFailure:
+    """The first failure of one of the backend's sources: readings after ``t`` are missing."""
+
+    t: float  # monotonic seconds
+    what: str  # "readings" (memory, utilisation, power) or "energy counter"
+    reason: str  # e.g. "nvml readings failed 12.3 s into the run (2026-...Z): NVMLError_GpuIsLost: ..."
+
+    def hits(self, t1: float) -> bool:
+        """Whether a window ending at ``t1`` lost readings to this failure."""
+        return self.t <= t1
+
 
 @dataclass
 class Window:
@@ -69,6 +94,8 @@ class Window:
     marks: list[Mark] = field(default_factory=list)  # inside (t0, t1), in time order
     energy_update_hz: float | None = None  # how often the backend's energy counter updates
     steps: int | None = None  # marked steps in this window (a sub-window's share of them)
+    read_failure: SourceFailure | None = None  # memory/utilisation/power stopped (see SourceFailure)
+    energy_failure: SourceFailure | None = None  # the energy counter stopped
 
     @property
     def seconds(self) -> float:
@@ -77,7 +104,7 @@ class Window:
     def energy_flags(self) -> dict[str, object]:
         """``energy_counter_updates`` (counter updates expected in the window, None when the
         rate is unknown) and ``energy_window_short`` (fewer than MIN_ENERGY_UPDATES)."""
-        if self.energy_update_hz is None or self.energy_start_j is None:
+        if self.energy_update_hz is None or self.energy_start_j is None or self._failed(self.energy_failure):
             return {"energy_counter_updates": None, "energy_window_short": None}
         updates = self.seconds * self.energy_update_hz
         return {"energy_counter_updates": updates, "energy_window_short": updates < MIN_ENERGY_UPDATES}
@@ -93,6 +120,7 @@ class Window:
             energy_source=self.energy_source, energy_missing_reason=reason or self.energy_missing_reason,
             mem_source=self.mem_source, util_source=self.util_source, series=series,
             marks=[m for m in self.marks if a[0] < m[0] < b[0]], energy_update_hz=self.energy_update_hz, steps=steps,
+            read_failure=self.read_failure, energy_failure=self.energy_failure,
         )
 
     def sub_windows(self, k: int) -> list["Window"]:
@@ -139,10 +167,18 @@ class Window:
     def _per_device(self, key: str) -> dict[int, tuple[list[float], list[float]]]:
         return {d: ([t for t, _ in pts], [v for _, v in pts]) for d, pts in self.series.get(key, {}).items() if pts}
 
+    def _failed(self, failure: SourceFailure | None) -> str | None:
+        return failure.reason if failure is not None and failure.hits(self.t1) else None
+
     def energy(self) -> Figure:
+        failed = self._failed(self.energy_failure)
+        if failed:
+            return Figure.missing(failed)
         if self.energy_start_j is not None and self.energy_end_j is not None:
             return Figure.of(self.energy_end_j - self.energy_start_j, self.energy_source or "counter")
         power = self._per_device("power_w")
+        if power and self._failed(self.read_failure):  # the polled power stopped partway
+            return Figure.missing(self._failed(self.read_failure))  # type: ignore[arg-type]
         if power:  # a GPU without an energy counter: integrate polled power (under-samples bursts)
             total = sum(formulas.energy_from_power(ts, vs, self.t0, self.t1) for ts, vs in power.values())
             return Figure.of(total, "nvml_power_poll")
@@ -154,6 +190,17 @@ class Window:
         Memory and utilisation are averaged over devices (the per-device load a user sizes
         hardware by); energy is summed over devices (what the node draws).
         """
+        failed = self._failed(self.read_failure)
+        if failed:  # a truncated series would bias every time average: none is reported
+            out = {k: Figure.missing(failed) for k in ("amu_gb", "peak_mem_gb", "amu_frac", "pcu_frac")}
+        else:
+            out = self._memory_and_utilisation()
+        energy = self.energy()
+        out["energy_j"] = energy
+        out["aec_w"] = energy.derive(lambda e: formulas.average_power_w(e, self.seconds), "/window")
+        return out
+
+    def _memory_and_utilisation(self) -> dict[str, Figure]:
         out: dict[str, Figure] = {}
         mem = self._per_device("mem_used_bytes")
         total = self._per_device("mem_total_bytes")
@@ -177,9 +224,6 @@ class Window:
             out["pcu_frac"] = Figure.of(sum(pcus) / len(pcus), self.util_source)
         else:
             out["pcu_frac"] = Figure.missing("no utilisation samples in the window")
-        energy = self.energy()
-        out["energy_j"] = energy
-        out["aec_w"] = energy.derive(lambda e: formulas.average_power_w(e, self.seconds), "/window")
         return out
 
 
@@ -212,15 +256,43 @@ class Monitor:
         self._marks: list[Mark] = []
         self.wall_t0 = time.time()
         self.mono_t0 = clock()
+        self.read_failure: SourceFailure | None = None
+        self.energy_failure: SourceFailure | None = None
+        self._described: dict[str, object] | None = None
+
+    def _fail(self, what: str, t: float, exc: Exception) -> SourceFailure:
+        """Record the first failure of a source; it is not read again."""
+        wall = dt.datetime.fromtimestamp(self.wall_t0 + (t - self.mono_t0), dt.timezone.utc)
+        reason = (f"{self.backend.name} {what} failed {t - self.mono_t0:.1f} s into the run "
+                  f"({wall.strftime('%Y-%m-%dT%H:%M:%SZ')}): {type(exc).__name__}: {exc}")
+        log.error("measurement fault, figures from it are missing from here on: %s", reason)
+        return SourceFailure(t, what, reason)
 
     # -- sampling -------------------------------------------------------------
     def sample_now(self) -> float:
         """Read the backend once; returns the time the reading is stamped with."""
         t = self._clock()
-        rows: list[Row] = self.backend.read()
+        if self.read_failure is not None:
+            return t
+        try:
+            rows: list[Row] = self.backend.read()
+        except Exception as exc:  # noqa: BLE001 - any hardware-library error: the run goes on
+            with self._lock:
+                if self.read_failure is None:
+                    self.read_failure = self._fail("readings", t, exc)
+            return t
         with self._lock:
             self._rows.extend((t, d, k, v) for d, k, v in rows)
         return t
+
+    def _energy_now(self, t: float) -> float | None:
+        if self.energy_failure is not None:
+            return None
+        try:
+            return self.backend.energy_j()
+        except Exception as exc:  # noqa: BLE001 - as in sample_now
+            self.energy_failure = self._fail("energy counter", t, exc)
+            return None
 
     def _run(self) -> None:
         next_t = self._clock()
@@ -231,6 +303,7 @@ class Monitor:
             self._stop.wait(max(0.0, next_t - self._clock()))
 
     def start(self) -> "Monitor":
+        self.describe()  # while the backend works: a later failure must not lose the device's name
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="effbench-sampler", daemon=True)
             self._thread.start()
@@ -256,7 +329,7 @@ class Monitor:
         # The edge is the edge sample's own timestamp, so the window's [t0, t1] filter keeps it
         # (reading the clock after the sample dropped the window's first sample).
         t = self.sample_now()
-        return t, self.backend.energy_j()
+        return t, self._energy_now(t)
 
     def mark(self) -> None:
         """A step boundary inside the open windows: sync, sample, read the energy counter."""
@@ -292,6 +365,7 @@ class Monitor:
             series={k: dict(v) for k, v in series.items()},
             marks=[m for m in self._marks if t0 < m[0] < t1],
             energy_update_hz=getattr(self.backend, "energy_update_hz", None),
+            read_failure=self.read_failure, energy_failure=self.energy_failure,
         )
 
     def samples_rows(self) -> list[dict[str, object]]:
@@ -305,4 +379,11 @@ class Monitor:
         ]
 
     def describe(self) -> dict[str, object]:
-        return self.backend.describe()
+        """The device's name, count and driver, read once (the first successful read is kept)."""
+        if self._described is None:
+            try:
+                self._described = self.backend.describe()
+            except Exception as exc:  # noqa: BLE001 - the record is still written, without them
+                log.error("could not describe the measured device: %s: %s", type(exc).__name__, exc)
+                return {}
+        return self._described

@@ -30,7 +30,7 @@ from ..measure.peaks import peak_flops
 from ..measure.training import ENERGY_FLAGS, boundary_steps, training_figures
 from ..progress import Progress
 from ..record import WINDOW_FIGURES, settings_json
-from ..torch_device import cuda_sync_or_none, pick_device
+from ..torch_device import apply_host_memory_cap, cuda_sync_or_none, pick_device
 from .mixed_precision import MasterWeightAdamW
 from .model import build_gpt_model, count_parameters, flops_per_token
 from .parallel import NodeSum, init_single_process, is_node_leader, sum_over_nodes
@@ -118,6 +118,7 @@ def train_cell(
     settings: dict[str, Any], data_dir: Path, checkpoint_path: Path, resume_dir: Path, mon: Monitor
 ) -> dict[str, Any]:
     """Train, evaluate and save one cell; return its figures and counts for the record."""
+    apply_host_memory_cap(settings["training"].get("host_memory_limit_gb"))  # per process (rank)
     job = set_up(settings, data_dir, resume_dir)
     start = resume(job)
     trained = train(job, start, mon)
