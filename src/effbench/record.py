@@ -136,6 +136,10 @@ COLUMNS: tuple[Column, ...] = (
     _c("ppl", F, "Validation perplexity, exp(val_loss).", PT, figure=True),
     _c("train_loss", F, "Mean training loss over the last logged steps.", PT + FT, figure=True),
     _c("accuracy", F, "Mean accuracy over the evaluated tasks, 0-1.", FT + QT + IT, figure=True),
+    _c("fid_ppl", F, "Held-out perplexity of this precision through the serving engine (effbench.fidelity); joined at aggregation.", QT + IT, figure=True),
+    _c("fid_kl_mean", F, "Mean KL(baseline || this precision) of next-token distributions on held-out text, nats; joined at aggregation.", QT + IT, figure=True),
+    _c("fid_kl_p99", F, "99th percentile over positions of that KL, nats; joined at aggregation.", QT + IT, figure=True),
+    _c("fid_top1_agreement", F, "Share of held-out positions where this precision's top-1 token is the baseline's; joined at aggregation.", QT + IT, figure=True),
     _c("quality_vs_baseline", S, "Accuracy against the baseline precision: significant | not significant (inside 2 combined standard errors) | baseline; joined at aggregation.", QT + IT),
     _c("accuracy_tasks_json", S, "Per-task scores {task: {metric, value, stderr, n}} from lm-evaluation-harness (JSON).", FT + QT + IT),
     # raw counts

@@ -18,7 +18,9 @@ from typing import Any
 import pandas as pd
 
 from ..atomic import atomic_path, write_text
-from ..fidelity.table import TITLE as FIDELITY_TITLE, write_fidelity_table
+from ..fidelity.table import NO_RUN as FIDELITY_NO_RUN
+from ..fidelity.table import TITLE as FIDELITY_TITLE
+from ..fidelity.table import fidelity_path, write_fidelity_table
 from ..measure import formulas, spread
 from .frame import is_missing, order_rows
 from .specs import INFERENCE, INFERENCE_LATENCY, QUANTIZE, StageSpec
@@ -237,6 +239,31 @@ def kv_latency_plot(df: pd.DataFrame, out: Path) -> dict[str, Any] | None:
             **rel, "left_out": []}
 
 
+FIDELITY_COLUMNS = {"ppl": "fid_ppl", "kl_mean": "fid_kl_mean", "kl_p99": "fid_kl_p99",
+                    "top1_agreement": "fid_top1_agreement"}
+
+
+def attach_fidelity(df: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """Each row's fidelity to the baseline (effbench.fidelity; results/fidelity/<model>/<precision>/),
+    as figure columns with their sources and, where a figure is absent, its reason."""
+    df = df.copy()
+    cols: dict[str, list[Any]] = {c + x: [] for c in FIDELITY_COLUMNS.values() for x in ("", "__source", "__missing")}
+    for _, r in df.iterrows():
+        path = fidelity_path(out, r["model"], r["precision"])
+        f = json.loads(path.read_text()) if path.is_file() else {}
+        for key, col in FIDELITY_COLUMNS.items():
+            v = f.get(key)
+            cols[col].append(v)
+            cols[col + "__source"].append(f"fidelity:{f.get('engine')}:{f.get('positions')}_positions" if v is not None
+                                          else "unavailable")
+            cols[col + "__missing"].append(None if v is not None else (f.get(key + "__missing") or FIDELITY_NO_RUN))
+    for k, v in cols.items():
+        df[k] = pd.Series(v, index=df.index, dtype=object)
+    for col in FIDELITY_COLUMNS.values():
+        df[col] = pd.to_numeric(df[col])
+    return df
+
+
 def aggregate_quantize(quant_records: list[Path], score_files: list[Path], out: Path, baseline: str
                        ) -> dict[str, Any]:
     from .frame import read_stage_records
@@ -244,7 +271,7 @@ def aggregate_quantize(quant_records: list[Path], score_files: list[Path], out: 
     quant = read_stage_records(quant_records, "quantize")
     scores = load_scores(score_files)
     manifest = aggregate_stage("quantize", quant_records, out, QUANTIZE,
-                               enrich=lambda raw: attach_quality(raw, quant, scores, baseline))
+                               enrich=lambda raw: attach_fidelity(attach_quality(raw, quant, scores, baseline), out))
     manifest.setdefault("extra_tables", []).append(fidelity_table(quant, Path(out)))
     write_text(manifest_path(Path(out), "quantize"), json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -260,7 +287,7 @@ def aggregate_inference(records: list[Path], quant_records: list[Path], score_fi
 
     def table_rows(raw: pd.DataFrame) -> pd.DataFrame:
         raw = raw[raw["load_point"] == table_load_point] if len(raw) else raw
-        return attach_quality(raw.reset_index(drop=True), quant, scores, baseline)
+        return attach_fidelity(attach_quality(raw.reset_index(drop=True), quant, scores, baseline), out)
 
     manifest = aggregate_stage("inference", records, out, INFERENCE, enrich=table_rows)
     all_points = stage_rows(read_stage_records(records, "inference"), INFERENCE_LATENCY)

@@ -206,6 +206,13 @@ _PERF = ColumnSpec("accuracy", "Perf", "sig4", HIGHER, label="Benchmark accuracy
 _MCR = ColumnSpec("mcr_nominal", "MCR", "sig4", HIGHER, label="MCR, nominal bits")
 _MCR_DISK = ColumnSpec("mcr_disk", "MCR (disk)", "sig4", HIGHER, label="MCR, on-disk bytes")
 _IT = ColumnSpec("it_tokens_per_s", "IT (tok/s)", "sig4", HIGHER, label="IT, generated tokens/s")
+# Fidelity to the baseline on held-out text (docs/fidelity.md), independent of task accuracy.
+_FIDELITY = (
+    ColumnSpec("fid_ppl", "Held-out PPL", "sig4", LOWER),
+    ColumnSpec("fid_kl_mean", "KL mean", "sci2", LOWER, label="KL(baseline || precision), mean over positions (nats)"),
+    ColumnSpec("fid_kl_p99", "KL p99", "sci2", LOWER, label="KL(baseline || precision), p99 over positions (nats)"),
+    ColumnSpec("fid_top1_agreement", "Top-1 agree", "sig4", HIGHER, label="Top-1 agreement with the baseline"),
+)
 _AL_REQ = ColumnSpec("al_s_per_request", "AL (s/req)", "sig4", LOWER, label="AL, average latency (s/request)")
 
 INFERENCE = StageSpec(
@@ -222,6 +229,7 @@ INFERENCE = StageSpec(
         _MCR,
         _MCR_DISK,
         ColumnSpec("quality_vs_baseline", "Perf vs baseline", "str", metric=False),
+        *_FIDELITY,
         ColumnSpec("energy_j_per_token", "Energy (J/token)", "sig4", LOWER),
         ColumnSpec("load_point", "Load", "str", metric=False),
     ),
@@ -280,6 +288,7 @@ QUANTIZE = StageSpec(
         _PERF,
         _MCR,
         _MCR_DISK,
+        *_FIDELITY,
         ColumnSpec("seconds", "Time (s)", "sig3", LOWER, label="Quantization wall time (s)"),
         _AMU,
         _AEC,
