@@ -2,10 +2,11 @@ rule aggregate_pretrain:
     """The paper's pretraining table, the leaderboard and the Pareto plots."""
     input:
         records=pretrain_records,
-        env=stage_env("driver"),
     output:
         manifest=RESULTS / "pretrain.manifest.json",
         table=RESULTS / "tables" / "pretrain.md",
+    params:
+        env=stage_env("driver"),
     log:
         LOGS / "aggregate" / "pretrain.log",
     resources:
