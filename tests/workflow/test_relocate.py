@@ -45,16 +45,32 @@ def test_a_copied_working_folder_plans_nothing(finished, tmp_path):
     assert_nothing_to_do(snakemake(moved, config, "-n"))
 
 
-def test_a_moved_repository_plans_nothing(finished, tmp_path):
-    work, config = finished
-    repo = tmp_path / "moved-repo"
+def copy_of_checkout(repo: Path) -> Path:
+    """This checkout's tracked files, elsewhere, with the same environments."""
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
     for f in tracked.splitlines():
         if (ROOT / f).is_file():
             (repo / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, repo / f)
-    (repo / ".venvs").symlink_to((ROOT / ".venvs").resolve())  # the same environments, found from the new place
-    assert_nothing_to_do(snakemake(work, config, "-n", repo=repo))
+    (repo / ".venvs").symlink_to((ROOT / ".venvs").resolve())
+    return repo
+
+
+def test_a_moved_repository_plans_nothing(finished, tmp_path):
+    work, config = finished
+    assert_nothing_to_do(snakemake(work, config, "-n", repo=copy_of_checkout(tmp_path / "moved-repo")))
+
+
+def test_an_edited_environment_file_still_reruns_its_stage(finished, tmp_path):
+    """The environment files left the inputs for a digest param: editing one still re-runs."""
+    work, config = finished
+    repo = copy_of_checkout(tmp_path / "edited-repo")
+    with (repo / "envs" / "pretrain.lock.txt").open("a") as f:
+        f.write("# edited\n")
+    p = snakemake(work, config, "-n", repo=repo)
+    jobs = {j.split("[")[0] for j in planned_jobs(p.stdout)}
+    assert {"pretrain_data", "pretrain", "export_hf"} <= jobs and "Params have changed" in p.stdout + p.stderr, \
+        (p.stdout + p.stderr)[-6000:]
 
 
 def test_an_unpacked_archive_with_results_plans_nothing(finished, tmp_path):
