@@ -7,7 +7,8 @@
 #   tar xzf effbench.tar.gz && cd effbench-* && bash scripts/setup.sh && .venvs/driver/bin/snakemake -n
 # Usage:
 #   bash scripts/archive.sh [-o OUT.tar.gz] [--with-results] [--results DIR (default results)]
-# Files: what git tracks (so nothing stray, no .venvs or .snakemake), plus envs/* even if not
+# Files: what git tracks (nothing stray, no .venvs; of .snakemake only the packed results'
+# records), plus envs/* even if not
 # yet committed; outside git, every file but results/, .venvs/, .snakemake/ and caches.
 # On the cluster, `snakemake --archive FILE.tar.gz` is Snakemake's own alternative (the
 # workflow's tracked sources and inputs, no results).
