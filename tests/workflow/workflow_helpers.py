@@ -58,10 +58,11 @@ def minimal_config(results: Path, later_stages: bool = True) -> dict:
     return c
 
 
-def snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, config: dict, *args: str, check: bool = True, repo: Path = ROOT) -> subprocess.CompletedProcess:
+    """Snakemake on ``config`` in ``workdir``, with the workflow of ``repo`` (this checkout by default)."""
     cfg_path = workdir / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
-    cmd = [str(SNAKEMAKE), "-s", str(ROOT / "workflow" / "Snakefile"), "-d", str(workdir),
+    cmd = [str(SNAKEMAKE), "-s", str(repo / "workflow" / "Snakefile"), "-d", str(workdir),
            "--configfile", str(cfg_path), "--cores", "2", *args]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": ""})
     if check and p.returncode != 0:

@@ -6,7 +6,6 @@ rule aggregate_pretrain:
     """The paper's pretraining table, the leaderboard and the Pareto plots."""
     input:
         records=pretrain_records,
-        env=stage_env("driver"),
     output:
         manifest=update(RESULTS / "pretrain.manifest.json"),
         table=update(RESULTS / "tables" / "pretrain.md"),

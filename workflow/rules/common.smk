@@ -25,8 +25,13 @@ CONFIG_HASH = PLAN.config_hash
 SEED = PLAN.config["seed"]
 LOAD_POINTS = SERVE.load_points
 # Every config value reaches a shell quoted: rules write `{x:q}`; the few shell fragments built
-# here (DRIVER_PYTHON, stage_shell, stage_launch, *_arg) quote their parts with shlex.quote and
+# here (DRIVER_PYTHON, STAGE_PYTHON, stage_launch, *_arg) quote their parts with shlex.quote and
 # go in unquoted (tests/workflow/test_hostile_values.py).
+# How the shell text starts a script: interpreter and import path, as globals the shell text names
+# (`{STAGE_PYTHON[pretrain]}`), never params. Where the checkout and its environments live is no
+# experiment setting, and Snakemake records each output's params and input paths (the shell text
+# only as written, unexpanded), so a path there re-runs every job of a moved repository.
+STAGE_PYTHON = {s: cfg.with_package(shlex.quote(cfg.stage_python(PLAN.config["environments"], s))) for s in cfg.STAGES}
 # Light steps (aggregation) run with the driver's own interpreter: no torch there.
 DRIVER_PYTHON = cfg.with_package(shlex.quote(sys.executable))
 
@@ -70,14 +75,11 @@ wildcard_constraints:
 # --- environments, launchers, threads and resources ------------------------------------------
 
 
-def stage_shell(stage):
-    """The interpreter (and import path) a stage's script runs with."""
-    return cfg.with_package(shlex.quote(cfg.stage_python(PLAN.config["environments"], stage)))
-
-
 def stage_launch(stage):
     """A params function: the stage's launcher for the pretraining layout (the interpreter for one
-    process, torchrun on one node, srun + torchrun across nodes, sized from the job's resources)."""
+    process, torchrun on one node, srun + torchrun across nodes, sized from the job's resources).
+    Its paths stay out of the provenance: Snakemake records no param computed from a job's threads
+    or resources (a "derived" param)."""
 
     def launch(wildcards, threads, resources):
         cpus, gpus = cfg.step_cpus(PLAN.layout, threads, resources)
@@ -88,9 +90,9 @@ def stage_launch(stage):
 
 
 def stage_env(stage):
-    """A stage's environment files (lock + conda file), listed as a rule's inputs: editing one
-    re-runs the jobs that use the stage."""
-    return [str(p) for p in cfg.env_files(stage)]
+    """A params value: the stage's environment by content (its lock and conda files' digests):
+    editing one re-runs the jobs that use the stage; moving them re-runs nothing."""
+    return cfg.env_digest(stage)
 
 
 def stage_threads(stage):
@@ -185,7 +187,7 @@ def finetune_model_path(w):
 def quantize_inputs(w):
     """The model's export (if it is the pipeline's own) and, for calibrated int4, the corpus."""
     cell = QUANTIZE[(w.model, w.precision)]
-    out = {"env": stage_env("quantize"), "source": export_inputs(cell.source)}
+    out = {"source": export_inputs(cell.source)}
     if cfg.needs_calibration(cell.settings):
         out["corpus"] = rules.pretrain_data.output.train
     return out

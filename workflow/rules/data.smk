@@ -1,16 +1,14 @@
 rule pretrain_data:
     """Make (synthetic) or tokenize (shards) the pretraining corpus and its tokenizer."""
-    input:
-        env=stage_env("pretrain"),
     output:
         meta=DATA_PRETRAIN / "meta.json",
         train=DATA_PRETRAIN / "train.bin",
         val=DATA_PRETRAIN / "val.bin",
         tokenizer=DATA_PRETRAIN / "tokenizer" / "tokenizer.json",
     params:
+        env=stage_env("pretrain"),
         settings=data_settings(),
         seed=SEED,
-        run=stage_shell("pretrain"),
     log:
         LOGS / "data" / "pretrain.log",
     benchmark:
@@ -18,5 +16,5 @@ rule pretrain_data:
     resources:
         **light_resources(),
     shell:
-        "{params.run} {SCRIPTS:q}/make_data.py --settings {params.settings:q} --seed {params.seed:q}"
+        "{STAGE_PYTHON[pretrain]} {SCRIPTS:q}/make_data.py --settings {params.settings:q} --seed {params.seed:q}"
         " --out-dir {DATA_PRETRAIN:q} > {log:q} 2>&1"

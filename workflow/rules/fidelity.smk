@@ -6,15 +6,14 @@ rule fidelity:
         baseline=fidelity_baseline_model,
         held_out=rules.pretrain_data.output.val,
         meta=rules.pretrain_data.output.meta,
-        env=stage_env("inference"),
     output:
         RESULTS / "fidelity" / "{model}" / "{precision}" / "fidelity.json",
     params:
         settings=fidelity_settings,
+        env=stage_env("inference"),
         model_dir=folder_of("input", "model"),
         baseline_dir=folder_of("input", "baseline"),
         data_dir=folder_of("input", "meta"),
-        run=stage_shell("inference"),
     log:
         LOGS / "fidelity" / "{model}" / "{precision}.log",
     benchmark:
@@ -23,5 +22,5 @@ rule fidelity:
     resources:
         **stage_resources("fidelity"),
     shell:
-        "{params.run} {SCRIPTS}/fidelity.py --settings {params.settings:q} --model-dir {params.model_dir:q}"
+        "{STAGE_PYTHON[inference]} {SCRIPTS:q}/fidelity.py --settings {params.settings:q} --model-dir {params.model_dir:q}"
         " --baseline-dir {params.baseline_dir:q} --data-dir {params.data_dir:q} --out {output:q} > {log:q} 2>&1"

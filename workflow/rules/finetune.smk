@@ -1,21 +1,19 @@
 rule finetune_data:
     """Make (synthetic) or describe (hf, local) one fine-tuning task for LlamaFactory."""
-    input:
-        env=stage_env("finetune"),
     output:
         meta=DATA_FINETUNE / "{task}" / "task.json",
         info=DATA_FINETUNE / "{task}" / "dataset_info.json",
     params:
+        env=stage_env("finetune"),
         settings=task_settings,
         seed=SEED,
         out_dir=folder_of("output", "meta"),
-        run=stage_shell("finetune"),
     log:
         LOGS / "data" / "finetune" / "{task}.log",
     resources:
         **light_resources(),
     shell:
-        "{params.run} {SCRIPTS:q}/make_sft_task.py --name {wildcards.task:q} --settings {params.settings:q}"
+        "{STAGE_PYTHON[finetune]} {SCRIPTS:q}/make_sft_task.py --name {wildcards.task:q} --settings {params.settings:q}"
         " --seed {params.seed:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
@@ -27,16 +25,15 @@ rule finetune:
     input:
         task=rules.finetune_data.output.meta,
         model=finetune_model_inputs,
-        env=stage_env("finetune"),
     output:
         record=FINETUNE_DIR / "{model}" / "{task}" / "{method}" / "record.parquet",
         samples=FINETUNE_DIR / "{model}" / "{task}" / "{method}" / "samples.parquet",
     params:
+        env=stage_env("finetune"),
         settings=cell_settings(FINETUNE, "model", "task", "method"),
         model_path=finetune_model_path,
         data_dir=folder_of("input", "task"),
         output_dir=lambda w: FINETUNE_DIR / w.model / w.task / w.method / "adapter",
-        run=stage_shell("finetune"),
     log:
         LOGS / "finetune" / "{model}" / "{task}" / "{method}.log",
     benchmark:
@@ -45,6 +42,6 @@ rule finetune:
     resources:
         **stage_resources("finetune"),  # one GPU per cell (single-process LlamaFactory)
     shell:
-        "{params.run} {SCRIPTS:q}/finetune.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
+        "{STAGE_PYTHON[finetune]} {SCRIPTS:q}/finetune.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
         " --model-path {params.model_path:q} --data-dir {params.data_dir:q}"
         " --output-dir {params.output_dir:q} --record {output.record:q} --samples {output.samples:q} > {log:q} 2>&1"

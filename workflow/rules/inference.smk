@@ -20,14 +20,13 @@ rule evaluate:
     input:
         model=rules.quantize.output.model,
         tasks=eval_task_inputs,
-        env=stage_env("inference"),
     output:
         RESULTS / "eval" / "{model}" / "{precision}" / "scores.json",
     params:
+        env=stage_env("inference"),
         settings=cell_settings(EVALS, "model", "precision"),
         include=eval_include_arg(),
         model_dir=folder_of("input", "model"),
-        run=stage_shell("inference"),
     log:
         LOGS / "eval" / "{model}" / "{precision}.log",
     benchmark:
@@ -36,7 +35,7 @@ rule evaluate:
     resources:
         **stage_resources("eval"),
     shell:
-        "{params.run} {SCRIPTS:q}/evaluate.py --settings {params.settings:q} --model-dir {params.model_dir:q}"
+        "{STAGE_PYTHON[inference]} {SCRIPTS:q}/evaluate.py --settings {params.settings:q} --model-dir {params.model_dir:q}"
         " {params.include} --out {output:q} > {log:q} 2>&1"
 
 
@@ -44,17 +43,16 @@ rule inference:
     """Serve every load point of one model × precision with one engine load; one record per point."""
     input:
         model=rules.quantize.output.model,
-        env=stage_env("inference"),
     output:
         records=expand(RESULTS / "inference" / "{{model}}" / "{{precision}}" / "{load_point}" / "record.parquet",
                        load_point=LOAD_POINTS),
         samples=expand(RESULTS / "inference" / "{{model}}" / "{{precision}}" / "{load_point}" / "samples.parquet",
                        load_point=LOAD_POINTS),
     params:
+        env=stage_env("inference"),
         settings=serving_job_settings,
         model_dir=folder_of("input", "model"),
         out_dir=lambda w: RESULTS / "inference" / w.model / w.precision,
-        run=stage_shell("inference"),
     log:
         LOGS / "inference" / "{model}" / "{precision}.log",
     benchmark:
@@ -63,5 +61,5 @@ rule inference:
     resources:
         **stage_resources("inference"),
     shell:
-        "{params.run} {SCRIPTS:q}/inference.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
+        "{STAGE_PYTHON[inference]} {SCRIPTS:q}/inference.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
         " --model-dir {params.model_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -2,12 +2,12 @@ rule pretrain:
     """Train one size × technique cell with megatron-core, measured; one record per run."""
     input:
         data=rules.pretrain_data.output,
-        env=stage_env("pretrain"),
     output:
         record=RESULTS / "pretrain" / "{size}" / "{technique}" / "record.parquet",
         samples=RESULTS / "pretrain" / "{size}" / "{technique}" / "samples.parquet",
         checkpoint=RESULTS / "pretrain" / "{size}" / "{technique}" / "checkpoint" / "model.pt",
     params:
+        env=stage_env("pretrain"),
         settings=cell_settings(PRETRAIN, "size", "technique"),
         resume_dir=lambda w: RESULTS / "pretrain" / w.size / w.technique / "resume",
         run=stage_launch("pretrain"),
@@ -29,18 +29,17 @@ rule export_hf:
     input:
         checkpoint=rules.pretrain.output.checkpoint,
         tokenizer=rules.pretrain_data.output.tokenizer,
-        env=stage_env("pretrain"),
     output:
         config=RESULTS / "pretrain" / "{size}" / "{technique}" / "hf" / "config.json",
         weights=RESULTS / "pretrain" / "{size}" / "{technique}" / "hf" / "model.safetensors",
     params:
+        env=stage_env("pretrain"),
         tokenizer_dir=folder_of("input", "tokenizer"),
         out_dir=folder_of("output", "config"),
-        run=stage_shell("pretrain"),
     log:
         LOGS / "export_hf" / "{size}" / "{technique}.log",
     resources:
         **light_resources(),
     shell:
-        "{params.run} {SCRIPTS:q}/export_hf.py --checkpoint {input.checkpoint:q}"
+        "{STAGE_PYTHON[pretrain]} {SCRIPTS:q}/export_hf.py --checkpoint {input.checkpoint:q}"
         " --tokenizer-dir {params.tokenizer_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -7,11 +7,11 @@ rule quantize:
         samples=RESULTS / "quantize" / "{model}" / "{precision}" / "samples.parquet",
         model=RESULTS / "quantize" / "{model}" / "{precision}" / "model" / "effbench.json",
     params:
+        env=stage_env("quantize"),
         settings=cell_settings(QUANTIZE, "model", "precision"),
         source=quantize_source_arg,
         data=quantize_data_arg,
         out_dir=folder_of("output", "model"),
-        run=stage_shell("quantize"),
     log:
         LOGS / "quantize" / "{model}" / "{precision}.log",
     benchmark:
@@ -20,6 +20,6 @@ rule quantize:
     resources:
         **stage_resources("quantize"),  # GPTQ/AWQ calibrate on the GPU
     shell:
-        "{params.run} {SCRIPTS:q}/quantize.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
+        "{STAGE_PYTHON[quantize]} {SCRIPTS:q}/quantize.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
         " {params.source} {params.data} --out-dir {params.out_dir:q}"
         " --record {output.record:q} --samples {output.samples:q} > {log:q} 2>&1"

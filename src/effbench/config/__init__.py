@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .environments import ENVS_DIR, STAGES, env_files, stage_python, with_package
+from .environments import ENVS_DIR, STAGES, env_digest, env_files, stage_python, with_package
 from .errors import ConfigError
 from .finetune import FinetuneCell
 from .launch import ONE_GPU, gpu_resources, launch_command, step_cpus
@@ -43,7 +43,7 @@ def pretrain_settings(config: dict[str, Any], size: str, technique: str) -> dict
 __all__ = [
     "ENVS_DIR", "EXPORTABLE_ATTENTION", "LOCAL_TASKS", "ONE_GPU", "SCHEMA_PATH", "STAGES", "WEIGHT_BITS",
     "ConfigError", "FinetuneCell", "Locations", "ModelSource", "Plan", "PretrainCell", "ServeCell", "ServeCells",
-    "config_hash", "data_paths", "deep_merge", "defaults_of", "env_files", "gpu_resources", "launch_command",
+    "config_hash", "data_paths", "deep_merge", "defaults_of", "env_digest", "env_files", "gpu_resources", "launch_command",
     "load_files", "missing_paths", "needs_calibration", "parallel_layout", "plan", "pretrain_settings", "resolve_model", "resolve_model_ref",
     "stage_python", "step_cpus", "validate", "with_defaults", "with_package",
 ]

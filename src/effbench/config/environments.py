@@ -3,6 +3,7 @@ the files that define it."""
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from pathlib import Path
 from typing import Mapping
@@ -34,10 +35,16 @@ def with_package(command: str) -> str:
 
 
 def env_files(stage: str) -> list[Path]:
-    """The files that define a stage's environment: the local lock and the cluster's conda file.
-
-    Rules list them as inputs, so editing either re-runs the cells that use the stage
-    (Snakemake compares checksums of small files: touching one without a change re-runs nothing).
-    """
+    """The files that define a stage's environment: the local lock and the cluster's conda file."""
     _check(stage)
     return [p for p in (ENVS_DIR / f"{stage}.lock.txt", ENVS_DIR / f"{stage}.yaml") if p.exists()]
+
+
+def env_digest(stage: str) -> str:
+    """Which environment a stage runs in, by content: each defining file's name and SHA-256.
+
+    Rules carry it as a param, so editing either file re-runs the cells that use the stage, while
+    moving the repository re-runs nothing (Snakemake records an input's path, and a path outside
+    the working directory changes with a move; touching a file without a change re-runs nothing).
+    """
+    return " ".join(f"{p.name}:sha256:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in env_files(stage))
