@@ -38,14 +38,26 @@ def registry_dir() -> Path:
     return Path(os.environ.get(REGISTRY_ENV) or Path(tempfile.gettempdir()) / "effbench-jobs")
 
 
-def _alive(pid: int) -> bool:
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22); None where
+    there is no /proc or no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # fields after the command name, 3-based
+
+
+def _alive(pid: int, start_ticks: int | None) -> bool:
+    """Whether the registered process still runs: its pid exists and, where /proc tells, it is the
+    same process (pids are reused: pid_max is often 32768, and a killed job leaves its entry)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's live process
-        return True
-    return True
+        pass
+    return start_ticks is None or _start_ticks(pid) == start_ticks
 
 
 def _load_1m() -> float | None:
@@ -72,7 +84,8 @@ class JobRegistration:
         return self.registry / f"{socket.gethostname()}-{os.getpid()}-{id(self):x}.json"
 
     def _write(self) -> None:
-        entry = {"cell": self.cell, "pid": os.getpid(), "started": self.started, "ended": self.ended}
+        entry = {"cell": self.cell, "pid": os.getpid(), "start_ticks": _start_ticks(os.getpid()),
+                 "started": self.started, "ended": self.ended}
         write_text(self.path, json.dumps(entry))
 
     def __enter__(self) -> "JobRegistration":
@@ -108,7 +121,7 @@ class JobRegistration:
         for p, e in self._entries():
             end = e.get("ended")
             if end is None:
-                end = self.ended if _alive(int(e.get("pid", -1))) else p.stat().st_mtime
+                end = self.ended if _alive(int(e.get("pid", -1)), e.get("start_ticks")) else p.stat().st_mtime
             if e.get("started", float("inf")) < self.ended and end > self.started:
                 hits.append({"cell": e.get("cell"), "pid": e.get("pid"), "started": e.get("started"), "ended": e.get("ended")})
         return sorted(hits, key=lambda h: (h["started"] or 0.0))

@@ -59,3 +59,18 @@ def test_load_and_cpus_are_recorded(tmp_path):
     cols = job.columns()
     assert cols["host_cpus"] >= 1
     assert cols["host_load_1m_start"] is not None and cols["host_load_1m_start"] >= 0
+
+
+def test_a_reused_pid_is_not_taken_for_the_dead_job(tmp_path):
+    # A job killed long ago left its entry unstamped; its pid now belongs to another process (here
+    # this test's own), which must not make the old job look alive.
+    import os
+
+    now = time.time()
+    entry = {"cell": "killed", "pid": os.getpid(), "start_ticks": 1, "started": now - 100, "ended": None}
+    stale = tmp_path / "killed.json"
+    stale.write_text(json.dumps(entry))
+    os.utime(stale, (now - 50, now - 50))
+    with JobRegistration("me", registry=tmp_path) as job:
+        pass
+    assert job.columns()["alone"], job.columns()

@@ -94,7 +94,7 @@ def test_no_config_value_reaches_a_shell_unquoted(tmp_path):
     jobs = [j for j in jobs if j[0] != "all"]
     assert all(command for _, command, _ in jobs), f"a job printed no command: {jobs}"
     assert {rule for rule, _, _ in jobs} == {"pretrain_data", "pretrain", "export_hf", "finetune_data", "finetune", "quantize", "eval_tasks",
-                     "evaluate", "inference", "aggregate_pretrain", "aggregate_finetune", "aggregate_quantize",
+                     "evaluate", "fidelity", "inference", "aggregate_pretrain", "aggregate_finetune", "aggregate_quantize",
                      "aggregate_inference", "summary"}
 
     driver = shlex.quote(_driver_python())
