@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from quantize_by_script import QUANTIZE_PY, quantize_by_script
 
 from effbench.fidelity.measures import THRESHOLDS, passes
 
 ROOT = Path(__file__).resolve().parents[2]
-QUANTIZE_PY = ROOT / ".venvs" / "quantize" / "bin" / "python"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 HIDDEN, FFN, VOCAB, CONTEXT = 256, 512, 1024, 64
 ACTIVE, NOISE = 128, 0.2  # the text: a fixed successor of each of 128 tokens, or noise 20 % of the time
@@ -79,26 +79,11 @@ def held_out(tmp_path_factory) -> Path:
     return d
 
 
-def _quantize(src: Path, out: Path, precision: str) -> Path:
-    """The pipeline's quantize script, in the quantization environment (RTN: no corpus needed)."""
-    s = {"model": "tiny", "precision": precision, "weight_bits": 4 if precision == "int4" else 16, "threads": 1,
-         "device": "cpu", "seed": 0, "measure": {"interval_s": 0.1}, "source": {"kind": "path", "ref": str(src)}}
-    if precision == "int4":
-        s["int4"] = {"method": "rtn", "group_size": 128, "symmetric": True, "ignore": ["lm_head"],
-                     "dampening_frac": 0.01, "calibration": {"samples": 1, "seq_length": 8}}
-    p = subprocess.run([str(QUANTIZE_PY), str(ROOT / "scripts" / "quantize.py"), "--settings", json.dumps(s),
-                        "--config-hash", "test", "--source-dir", str(src), "--out-dir", str(out / "model"),
-                        "--record", str(out / "record.parquet"), "--samples", str(out / "samples.parquet")],
-                       capture_output=True, text=True, env=ENV, timeout=600)
-    assert p.returncode == 0, p.stderr[-4000:]
-    return out / "model"
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tiny, tmp_path_factory) -> dict[str, Path]:
     if not QUANTIZE_PY.exists():
         pytest.skip("the quantization environment is missing: run bash scripts/setup.sh")
-    return {p: _quantize(tiny, tmp_path_factory.mktemp(p), p) for p in ("bf16", "int4")}
+    return {p: quantize_by_script(tiny, tmp_path_factory.mktemp(p), p) for p in ("bf16", "int4")}
 
 
 def corrupt(src: Path, dst: Path, how: str) -> Path:

@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from quantize_by_script import QUANTIZE_PY, quantize_by_script
 
 from effbench.inference.kv_cache import kv_budget_bytes, kv_bytes_per_token, kv_bytes_per_token_of
 from effbench.record import read_records
 
 ROOT = Path(__file__).resolve().parents[2]
-QUANTIZE_PY = ROOT / ".venvs" / "quantize" / "bin" / "python"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 HIDDEN, FFN, VOCAB, LAYERS, HEADS = 256, 512, 1024, 2, 4
 ATTENTION_GROUPS = {"mha": HEADS, "gqa": 2, "mqa": 1}
@@ -45,26 +45,11 @@ def tiny(tmp_path_factory) -> Path:
     return _tiny_checkpoint(tmp_path_factory.mktemp("tiny"), kv_heads=2)
 
 
-def _quantize(src: Path, out: Path, precision: str) -> Path:
-    """The pipeline's quantize script, in the quantization environment (RTN: no corpus needed)."""
-    s = {"model": "tiny", "precision": precision, "weight_bits": 4 if precision == "int4" else 16, "threads": 1,
-         "device": "cpu", "seed": 0, "measure": {"interval_s": 0.1}, "source": {"kind": "path", "ref": str(src)}}
-    if precision == "int4":
-        s["int4"] = {"method": "rtn", "group_size": 128, "symmetric": True, "ignore": ["lm_head"],
-                     "dampening_frac": 0.01, "calibration": {"samples": 1, "seq_length": 8}}
-    p = subprocess.run([str(QUANTIZE_PY), str(ROOT / "scripts" / "quantize.py"), "--settings", json.dumps(s),
-                        "--config-hash", "test", "--source-dir", str(src), "--out-dir", str(out / "model"),
-                        "--record", str(out / "record.parquet"), "--samples", str(out / "samples.parquet")],
-                       capture_output=True, text=True, env=ENV, timeout=300)
-    assert p.returncode == 0, p.stderr[-4000:]
-    return out / "model"
-
-
 @pytest.fixture(scope="module")
 def int4_dir(tiny, tmp_path_factory) -> Path:
     if not QUANTIZE_PY.exists():
         pytest.skip("the quantization environment is missing: run bash scripts/setup.sh")
-    return _quantize(tiny, tmp_path_factory.mktemp("q"), "int4")
+    return quantize_by_script(tiny, tmp_path_factory.mktemp("q"), "int4")
 
 
 def _point_settings(engine: str, point: str, mode: str, requests: int, concurrency: int) -> dict:
