@@ -189,24 +189,32 @@ def _save_plot(fig: Any, ax: Any, name: str, title: str, out: Path) -> dict[str,
     return rel
 
 
+def _lines_plot(ok: pd.DataFrame, by: list[str], x: str, y: str, point_label: str, name: str, title: str,
+                xlabel: str, ylabel: str, out: Path, log_x: bool = False) -> dict[str, Any]:
+    """One line per ``by`` group of ``y`` against ``x``, each point labelled by ``point_label``."""
+    fig, ax = _new_axes()
+    for key, g in ok.groupby(by, sort=True):
+        g = g.sort_values(x)
+        ax.plot(g[x], g[y], marker="o", label=" ".join(str(k) for k in key))
+        for _, r in g.iterrows():
+            ax.annotate(str(r[point_label]), (r[x], r[y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if log_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    rel = _save_plot(fig, ax, name, f"inference: {title}", out)
+    return {"name": name, "x": x, "y": y, "title": title[:1].upper() + title[1:], **rel, "left_out": []}
+
+
 def throughput_latency_plot(df: pd.DataFrame, out: Path) -> dict[str, Any] | None:
     """IT against mean E2E latency over the load points, one line per model × precision."""
     ok = _ok_with(df, "it_tokens_per_s", "e2e_s_mean")
     if not len(ok):
         return None
-    fig, ax = _new_axes()
-    for (model, precision), g in ok.groupby(["model", "precision"], sort=True):
-        g = g.sort_values("e2e_s_mean")
-        ax.plot(g["e2e_s_mean"], g["it_tokens_per_s"], marker="o", label=f"{model} {precision}")
-        for _, r in g.iterrows():
-            ax.annotate(str(r["load_point"]), (r["e2e_s_mean"], r["it_tokens_per_s"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)
-    ax.set_xlabel("Mean end-to-end latency per request (s), lower is better")
-    ax.set_ylabel("IT, generated tokens/s, higher is better")
-    name = "inference_throughput_vs_latency"
-    rel = _save_plot(fig, ax, name, "inference: throughput vs latency over the load points", out)
-    return {"name": name, "x": "e2e_s_mean", "y": "it_tokens_per_s", "title": "Throughput vs latency (load points)",
-            **rel, "left_out": []}
+    return _lines_plot(ok, ["model", "precision"], "e2e_s_mean", "it_tokens_per_s", "load_point",
+                       "inference_throughput_vs_latency", "throughput vs latency (load points)",
+                       "Mean end-to-end latency per request (s), lower is better",
+                       "IT, generated tokens/s, higher is better", out)
 
 
 def fidelity_table(quant: pd.DataFrame, out: Path) -> dict[str, str]:
@@ -223,20 +231,10 @@ def kv_latency_plot(df: pd.DataFrame, out: Path) -> dict[str, Any] | None:
     ok = _ok_with(df, "kv_bytes_per_token", "tpot_s_mean")
     if not len(ok):
         return None
-    fig, ax = _new_axes()
-    for (precision, point), g in ok.groupby(["precision", "load_point"], sort=True):
-        g = g.sort_values("kv_bytes_per_token")
-        ax.plot(g["kv_bytes_per_token"], g["tpot_s_mean"], marker="o", label=f"{precision} {point}")
-        for _, r in g.iterrows():
-            ax.annotate(str(r["model"]), (r["kv_bytes_per_token"], r["tpot_s_mean"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("KV-cache bytes per token (all layers, vLLM's KV cache spec)")
-    ax.set_ylabel("Mean TPOT (s), lower is better")
-    name = "inference_kv_bytes_vs_latency"
-    rel = _save_plot(fig, ax, name, "inference: KV-cache size vs decode latency", out)
-    return {"name": name, "x": "kv_bytes_per_token", "y": "tpot_s_mean", "title": "KV bytes per token vs latency",
-            **rel, "left_out": []}
+    return _lines_plot(ok, ["precision", "load_point"], "kv_bytes_per_token", "tpot_s_mean", "model",
+                       "inference_kv_bytes_vs_latency", "KV bytes per token vs latency",
+                       "KV-cache bytes per token (all layers, vLLM's KV cache spec)", "Mean TPOT (s), lower is better",
+                       out, log_x=True)
 
 
 FIDELITY_COLUMNS = {"ppl": "fid_ppl", "kl_mean": "fid_kl_mean", "kl_p99": "fid_kl_p99",
