@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", nargs="*", default=[], type=Path, help="record.parquet files of this stage")
     ap.add_argument("--quantize-records", nargs="*", default=[], type=Path, help="(inference) quantize records")
     ap.add_argument("--scores", nargs="*", default=[], type=Path, help="(quantize, inference) eval scores.json files")
+    ap.add_argument("--fidelity", nargs="*", default=[], type=Path,
+                    help="(quantize, inference) fidelity.json files of the fidelity rule")
     ap.add_argument("--baseline", help="(quantize, inference) the precision MCR compares against")
     ap.add_argument("--table-load-point", help="(inference) the load point of the paper's table")
     ap.add_argument("--skip-bad-records", action="store_true",
@@ -46,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         # Staged as a whole: the quantize and inference aggregations write more after the stage's own set.
         with staged(args.out, args.stage) as out:
             if args.stage == "quantize":
-                manifest = aggregate_quantize(args.records, args.scores, out, args.baseline)
+                manifest = aggregate_quantize(args.records, args.scores, out, args.baseline, args.fidelity)
             elif args.stage == "inference":
                 manifest = aggregate_inference(args.records, args.quantize_records, args.scores, out, args.baseline,
-                                               args.table_load_point)
+                                               args.table_load_point, args.fidelity)
             else:
                 manifest = aggregate_stage(args.stage, args.records, out)
     for s in manifest["skipped"]:

@@ -41,7 +41,7 @@ rule aggregate_quantize:
     input:
         records=quantize_records,
         scores=eval_scores,
-        fidelity=fidelity_files,  # read from RESULTS/fidelity by effbench.fidelity.table
+        fidelity=fidelity_files,
     output:
         manifest=update(RESULTS / "quantize.manifest.json"),
         table=update(RESULTS / "tables" / "quantize.md"),
@@ -54,7 +54,8 @@ rule aggregate_quantize:
         **light_resources(),
     shell:
         "{DRIVER_PYTHON} {SCRIPTS:q}/aggregate.py --stage quantize --out {RESULTS:q} --records {input.records:q}"
-        " --scores {input.scores:q} --baseline {params.baseline:q} {params.skip} > {log:q} 2>&1"
+        " --scores {input.scores:q} --fidelity {input.fidelity:q} --baseline {params.baseline:q} {params.skip}"
+        " > {log:q} 2>&1"
 
 
 rule aggregate_inference:
@@ -63,7 +64,7 @@ rule aggregate_inference:
         records=inference_records,
         quantize=quantize_records,
         scores=eval_scores,
-        fidelity=fidelity_files,  # read from RESULTS/fidelity by effbench.fidelity.table
+        fidelity=fidelity_files,
     output:
         manifest=update(RESULTS / "inference.manifest.json"),
         table=update(RESULTS / "tables" / "inference.md"),
@@ -79,7 +80,8 @@ rule aggregate_inference:
         **light_resources(),
     shell:
         "{DRIVER_PYTHON} {SCRIPTS:q}/aggregate.py --stage inference --out {RESULTS:q} --records {input.records:q}"
-        " --quantize-records {input.quantize:q} --scores {input.scores:q} --baseline {params.baseline:q}"
+        " --quantize-records {input.quantize:q} --scores {input.scores:q} --fidelity {input.fidelity:q}"
+        " --baseline {params.baseline:q}"
         " --table-load-point {params.table_load_point:q} {params.skip} > {log:q} 2>&1"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pandas as pd
 from ..atomic import atomic_path, write_text
 from ..fidelity.table import NO_RUN as FIDELITY_NO_RUN
 from ..fidelity.table import TITLE as FIDELITY_TITLE
-from ..fidelity.table import fidelity_path, write_fidelity_table
+from ..fidelity.table import load_fidelity, write_fidelity_table
 from ..measure import formulas, spread
 from .frame import is_missing, order_rows
 from .specs import INFERENCE, INFERENCE_LATENCY, QUANTIZE, StageSpec
@@ -217,12 +217,14 @@ def throughput_latency_plot(df: pd.DataFrame, out: Path) -> dict[str, Any] | Non
                        "IT, generated tokens/s, higher is better", out)
 
 
-def fidelity_table(quant: pd.DataFrame, out: Path) -> dict[str, str]:
+def fidelity_table(quant: pd.DataFrame, out: Path, fidelity: Mapping[tuple[str, str], dict[str, Any]]
+                   ) -> dict[str, str]:
     """The fidelity table (effbench.fidelity) for every model × precision quantized."""
     keys = pd.DataFrame([{"model": m, "precision": p, "params_total": 0, "cell": f"{m}/{p}"}
                          for m, p in dict.fromkeys(zip(quant.get("model", []), quant.get("precision", [])))])
     ordered = order_rows(keys, INFERENCE) if len(keys) else keys
-    return {"title": FIDELITY_TITLE, **write_fidelity_table(out, zip(ordered.get("model", []), ordered.get("precision", [])))}
+    return {"title": FIDELITY_TITLE, **write_fidelity_table(out, zip(ordered.get("model", []), ordered.get("precision", [])),
+                                                          fidelity)}
 
 
 def kv_latency_plot(df: pd.DataFrame, out: Path) -> dict[str, Any] | None:
@@ -241,14 +243,14 @@ FIDELITY_COLUMNS = {"ppl": "fid_ppl", "kl_mean": "fid_kl_mean", "kl_p99": "fid_k
                     "top1_agreement": "fid_top1_agreement"}
 
 
-def attach_fidelity(df: pd.DataFrame, out: Path) -> pd.DataFrame:
-    """Each row's fidelity to the baseline (effbench.fidelity; results/fidelity/<model>/<precision>/),
-    as figure columns with their sources and, where a figure is absent, its reason."""
+def attach_fidelity(df: pd.DataFrame, fidelity: Mapping[tuple[str, str], dict[str, Any]]) -> pd.DataFrame:
+    """Each row's fidelity to the baseline (``fidelity``: effbench.fidelity.table.load_fidelity of
+    the files the aggregation was given), as figure columns with their sources and, where a figure
+    is absent, its reason."""
     df = df.copy()
     cols: dict[str, list[Any]] = {c + x: [] for c in FIDELITY_COLUMNS.values() for x in ("", "__source", "__missing")}
     for _, r in df.iterrows():
-        path = fidelity_path(out, r["model"], r["precision"])
-        f = json.loads(path.read_text()) if path.is_file() else {}
+        f = fidelity.get((r["model"], r["precision"]), {})
         for key, col in FIDELITY_COLUMNS.items():
             v = f.get(key)
             cols[col].append(v)
@@ -262,30 +264,32 @@ def attach_fidelity(df: pd.DataFrame, out: Path) -> pd.DataFrame:
     return df
 
 
-def aggregate_quantize(quant_records: list[Path], score_files: list[Path], out: Path, baseline: str
-                       ) -> dict[str, Any]:
+def aggregate_quantize(quant_records: list[Path], score_files: list[Path], out: Path, baseline: str,
+                       fidelity_files: Iterable[Path] = ()) -> dict[str, Any]:
     from .frame import read_stage_records
 
     quant = read_stage_records(quant_records, "quantize")
     scores = load_scores(score_files)
+    fidelity = load_fidelity(fidelity_files)
     manifest = aggregate_stage("quantize", quant_records, out, QUANTIZE,
-                               enrich=lambda raw: attach_fidelity(attach_quality(raw, quant, scores, baseline), out))
-    manifest.setdefault("extra_tables", []).append(fidelity_table(quant, Path(out)))
+                               enrich=lambda raw: attach_fidelity(attach_quality(raw, quant, scores, baseline), fidelity))
+    manifest.setdefault("extra_tables", []).append(fidelity_table(quant, Path(out), fidelity))
     write_text(manifest_path(Path(out), "quantize"), json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
 def aggregate_inference(records: list[Path], quant_records: list[Path], score_files: list[Path], out: Path,
-                        baseline: str, table_load_point: str) -> dict[str, Any]:
+                        baseline: str, table_load_point: str, fidelity_files: Iterable[Path] = ()) -> dict[str, Any]:
     from .frame import read_stage_records, stage_rows
 
     out = Path(out)
     quant = read_stage_records(quant_records, "quantize")
     scores = load_scores(score_files)
+    fidelity = load_fidelity(fidelity_files)
 
     def table_rows(raw: pd.DataFrame) -> pd.DataFrame:
         raw = raw[raw["load_point"] == table_load_point] if len(raw) else raw
-        return attach_fidelity(attach_quality(raw.reset_index(drop=True), quant, scores, baseline), out)
+        return attach_fidelity(attach_quality(raw.reset_index(drop=True), quant, scores, baseline), fidelity)
 
     manifest = aggregate_stage("inference", records, out, INFERENCE, enrich=table_rows)
     all_points = stage_rows(read_stage_records(records, "inference"), INFERENCE_LATENCY)
@@ -294,7 +298,7 @@ def aggregate_inference(records: list[Path], quant_records: list[Path], score_fi
     manifest["extra_tables"] = [
         {"title": "Accuracy per task", **tasks},
         {"title": INFERENCE_LATENCY.title, **latency},
-        fidelity_table(quant, out),
+        fidelity_table(quant, out, fidelity),
     ]
     plots = ((throughput_latency_plot, "inference_throughput_vs_latency", "Throughput vs latency (load points)",
               "no ok inference run with IT and E2E"),

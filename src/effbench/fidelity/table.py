@@ -5,7 +5,7 @@ inference stage pages. Light (pandas only): it runs in the driver."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +26,29 @@ def fidelity_path(results: Path | str, model: str, precision: str) -> Path:
     return Path(results) / "fidelity" / model / precision / "fidelity.json"
 
 
+def load_fidelity(files: Iterable[Path | str]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The fidelity.json files an aggregation was given, keyed by their own (model, precision)."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in files:
+        f = json.loads(Path(path).read_text())
+        found[(f["model"], f["precision"])] = f
+    return found
+
+
 def _fmt(v: Any, why: str | None) -> str:
     if v is None:
         return f"n/a ({why})" if why else "n/a"
     return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
 
 
-def write_fidelity_table(results: Path | str, keys: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Write the table for ``keys`` ((model, precision), in display order); return its paths."""
-    results = Path(results)
+def write_fidelity_table(out: Path | str, keys: Iterable[tuple[str, str]],
+                         fidelity: Mapping[tuple[str, str], dict[str, Any]]) -> dict[str, str]:
+    """Write the table for ``keys`` ((model, precision), in display order) under ``out`` from
+    ``fidelity`` (:func:`load_fidelity`); return its paths."""
+    results = Path(out)
     rows = []
     for model, precision in keys:
-        p = fidelity_path(results, model, precision)
-        f = json.loads(p.read_text()) if p.is_file() else {}
+        f = fidelity.get((model, precision), {})
         row = {"model": model, "precision": precision, "baseline": f.get("baseline"), "engine": f.get("engine"),
                "dtype": f.get("dtype"), "positions": f.get("positions")}
         for k in FIGURES:
