@@ -64,15 +64,26 @@ class Cell:
         return "/".join(str(v) for v in self.keys.values())
 
 
+# Messages that say a job asked for more memory than its device has: torch's CPU allocator
+# ("DefaultCPUAllocator: can't allocate memory"), CUDA, and vLLM's start-up checks of its KV
+# cache against the memory left after the weights (GPU and CPU backends).
+OUT_OF_MEMORY_PHRASES = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "no available memory for the cache blocks",
+    "which is larger than the available kv cache memory",
+    "is less than requested memory for kv",
+)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Host MemoryError, torch's CUDA OOM, or an allocator message saying so (torch's CPU
-    allocator raises ``RuntimeError: DefaultCPUAllocator: can't allocate memory``)."""
+    """Host MemoryError, torch's CUDA OOM, or a message saying so (:data:`OUT_OF_MEMORY_PHRASES`;
+    a vLLM engine that failed to start carries its engine core's root cause in its message)."""
     if isinstance(exc, MemoryError):
         return True
-    name = type(exc).__name__
     text = str(exc).lower()
-    return (name == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text
-            or "cannot allocate memory" in text)
+    return type(exc).__name__ == "OutOfMemoryError" or any(p in text for p in OUT_OF_MEMORY_PHRASES)
 
 
 def setup_logging() -> None:
@@ -142,7 +153,16 @@ def run_cell(
     if rank != 0:
         node_sync = sync if local_rank == 0 else None  # only a measuring rank reads counters at edges
         with Monitor(device=device, interval_s=interval_s, sync=node_sync, backend=backend) as mon:
-            work(mon)  # a failure (OOM included) fails this rank, and torchrun stops the others
+            try:
+                work(mon)
+            except BaseException as exc:  # noqa: BLE001 - only OOM is swallowed
+                if not is_out_of_memory(exc):
+                    raise  # fails this rank, and torchrun stops the others
+                # Ranks run the same shapes, so they run out of memory at the same allocation:
+                # this rank ends cleanly and rank 0 records the cell as `oom`. (Had rank 0 not
+                # run out, its next collective fails on the missing peer: a failed job.)
+                log.error("rank %d ran out of memory: %s", rank, str(exc)[:500])
+                return "oom"
         return "ok"
     started = dt.datetime.now(dt.timezone.utc)
     sjson = settings_json(cell.settings)

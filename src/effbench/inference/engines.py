@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections import deque
 from pathlib import Path
@@ -33,6 +34,30 @@ from .vllm_probe import SchedulerPeaks, distinct_bytes, worker_memory
 log = logging.getLogger("effbench.inference")
 
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+class EngineStartError(RuntimeError):
+    """vLLM's engine core process failed to start; the message carries its root cause."""
+
+
+# The last exception line of a traceback, as vLLM's engine core prints it to the shared stderr
+# (each line may carry a "(EngineCore_DP0 pid=N) " prefix).
+_EXCEPTION_LINE = re.compile(r"^(?:\([^)]*\)\s*)?((?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception): .+)$")
+
+
+def engine_core_root_cause(limit_bytes: int = 256 * 1024) -> str | None:
+    """The last exception line in the tail of this process's stderr when stderr is a file (a
+    job's log: the rules send stdout and stderr there, and vLLM's engine core inherits it)."""
+    try:
+        path = os.readlink("/proc/self/fd/2")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - limit_bytes))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:  # stderr is a terminal, a pipe or gone: no log to read back
+        return None
+    found = [m.group(1) for m in map(_EXCEPTION_LINE.match, text.splitlines()) if m]
+    return found[-1].strip() if found else None
 
 
 class VllmEngine:
@@ -64,8 +89,17 @@ class VllmEngine:
         )
         self.batch_cap = vllm["max_num_seqs"]
         self.peaks = SchedulerPeaks()
-        self.engine = LLMEngine.from_engine_args(args, usage_context=UsageContext.LLM_CLASS,
-                                                 stat_loggers=[self.peaks.logger])
+        try:
+            self.engine = LLMEngine.from_engine_args(args, usage_context=UsageContext.LLM_CLASS,
+                                                     stat_loggers=[self.peaks.logger])
+        except RuntimeError as exc:
+            if "Engine core initialization failed" not in str(exc):
+                raise
+            # The engine core is a child process: the parent only says "see root cause above".
+            # Name the cause, so that a memory failure (KV budget over what the device has,
+            # weights that do not fit) is recognised as an out-of-memory result.
+            raise EngineStartError(f"{exc} Root cause in the engine core: "
+                                   f"{engine_core_root_cause() or 'not found in the job log'}") from exc
         self.memory = self.engine.collective_rpc(worker_memory)[0]
 
     def run(self, prompts: list[list[int]], output_len: int, concurrency: int, tag: str = "r") -> list[RequestTrace]:
