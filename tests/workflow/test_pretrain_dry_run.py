@@ -25,7 +25,7 @@ def test_paper_dry_run_predicts_every_cell_and_launches_moe_sharded(tmp_path):
     assert all(float(gb) <= 96 for gb in predicted.values()), predicted
     # The job's command: torchrun with 4 processes on the node, the settings carrying the
     # sharding and expert-parallel size the script hands to megatron-core.
-    (line,) = [x for x in out.splitlines() if "pretrain.py" in x and '"technique": "moe"' in x and '"size": "1.5b"' in x]
+    (line,) = [x for x in out.splitlines() if "pretrain.py" in x and '"technique":"moe"' in x and '"size":"1.5b"' in x]
     assert "-m effbench.torchrun --standalone --nnodes=1 --nproc-per-node=4" in line
     words = shlex.split(line[line.index("pretrain.py"):])
     settings = json.loads(words[words.index("--settings") + 1])
