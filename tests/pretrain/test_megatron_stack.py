@@ -71,7 +71,8 @@ def test_expert_shards_are_renumbered_globally(layout):
         elif layout == "te_grouped":
             parts.append({f"{p}linear_fc2.weight{i}": torch.full((3, 2), 10.0 * rank + i) for i in range(2)})
         else:  # weight1 [H, local × 2F], weight2 [local × F, H]
-            parts.append({f"{p}weight1": torch.full((3, 4), 10.0 * rank), f"{p}weight2": torch.full((2, 3), 10.0 * rank)})
+            parts.append({f"{p}weight1": torch.full((3, 4), 10.0 * rank),
+                          f"{p}weight2": torch.full((2, 3), 10.0 * rank)})
     merged = merge_expert_shards(parts, local_experts=2)
     if layout == "sequential":
         assert [float(merged[f"{p}local_experts.{e}.linear_fc1.weight"][0, 0]) for e in range(4)] == [0, 1, 10, 11]

@@ -52,7 +52,8 @@ def test_the_planner_follows_the_settings():
 
 
 @pytest.mark.parametrize(("parallel", "match"), [
-    ({"gpus_per_node": 4, "expert_parallel": 3}, r"`pretrain.parallel.expert_parallel`: 3 does not divide the world size 4"),
+    ({"gpus_per_node": 4, "expert_parallel": 3},
+     r"`pretrain.parallel.expert_parallel`: 3 does not divide the world size 4"),
     ({"gpus_per_node": 2, "expert_parallel": 2, "optimizer_sharding": "optimizer"},
      r"`pretrain.parallel.expert_parallel`: expert parallelism runs on CUDA only"),
 ])
@@ -68,8 +69,8 @@ def test_expert_parallel_must_divide_the_experts():
     c = edited(c, ("pretrain", "techniques", "moe", "moe", "num_experts"), 6)
     c["pretrain"]["parallel"]["expert_parallel"] = 4
     c["pretrain"]["training"]["global_batch_size"] = 256
-    with pytest.raises(cfg.ConfigError, match=r"pretrain cell 0.5b/moe: config key `pretrain.parallel.expert_parallel`: "
-                                              r"4 does not divide moe.num_experts 6"):
+    with pytest.raises(cfg.ConfigError, match=r"pretrain cell 0.5b/moe: config key `pretrain.parallel."
+                                              r"expert_parallel`: 4 does not divide moe.num_experts 6"):
         cfg.plan(c)
 
 
@@ -86,11 +87,13 @@ def test_position_embedding_default_and_errors():
     # The embedded default has none of them (its run is over its time budget already).
     assert {m["position_embedding"] for m in (s["model"] for s in _cells(DEFAULT).values())} == {"rope"}
     bad = edited(DEFAULT, ("pretrain", "techniques", "mla", "position_embedding"), "none")
-    with pytest.raises(cfg.ConfigError, match=r"mla applies its own decoupled RoPE.*`pretrain.techniques.mla.position_embedding`"):
+    with pytest.raises(cfg.ConfigError,
+                       match=r"mla applies its own decoupled RoPE.*`pretrain.techniques.mla.position_embedding`"):
         cfg.plan(bad)
     # Llama / Qwen2 checkpoints have RoPE only: the export of another encoding is refused.
     export = edited(PAPER, ("pretrain", "export_hf"), ["nope"])
-    with pytest.raises(cfg.ConfigError, match=r"`pretrain.export_hf`: technique 'nope' \(gqa, position_embedding none\)"):
+    with pytest.raises(cfg.ConfigError,
+                       match=r"`pretrain.export_hf`: technique 'nope' \(gqa, position_embedding none\)"):
         cfg.plan(export)
 
 

@@ -50,8 +50,8 @@ class Verdict:
             return head + (f"; it would fit with {needs} (predicted {gb:.1f} GB), which the pretraining stage "
                            "does not implement yet: use a GPU with more memory or a smaller model")
         if self.remedy is None:
-            return head + ("; no combination of optimizer sharding, expert parallelism, micro-batch size and recompute fits: "
-                           "use a GPU with more memory or a smaller model")
+            return head + ("; no combination of optimizer sharding, expert parallelism, micro-batch size and "
+                           "recompute fits: use a GPU with more memory or a smaller model")
         changes = ", ".join(f"{CONFIG_KEYS[k]}: {v}" for k, v in self.remedy.items())
         return head + f"; set {changes} (predicted {self.remedy_gb:.1f} GB)"
 

@@ -3,7 +3,8 @@
 Pure arithmetic on a resolved ``settings["model"]`` dict (the shape documented in
 `effbench.pretrain.model.transformer_config_from_settings`): SwiGLU MLPs, no linear biases
 except optional q/k/v biases, RMSNorm weights, RoPE or no position encoding (no table) or a
-learned absolute position table (seq_length x hidden), untied or tied embeddings. tests/pretrain/test_plan_memory.py checks every count against the built model.
+learned absolute position table (seq_length x hidden), untied or tied embeddings.
+tests/pretrain/test_plan_memory.py checks every count against the built model.
 """
 
 from __future__ import annotations
