@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,3 +76,26 @@ def _tiny_settings(**overrides: Any) -> dict[str, Any]:
 def tiny_settings() -> Callable[..., dict[str, Any]]:
     """Factory for a tiny resolved model-settings dict (what build_gpt_model consumes)."""
     return _tiny_settings
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic corpus (vocabulary 512) for the multi-process tests."""
+    from effbench.data.synthetic import make_pretraining_corpus
+
+    d = tmp_path_factory.mktemp("data")
+    make_pretraining_corpus(d, vocab_size=512, train_tokens=40_000, val_tokens=4_000, seed=3)
+    return d
+
+
+@pytest.fixture(scope="session")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """A gqa cell trained by two processes, full optimizer state on each: its output folder and
+    the launch's output (shared by the data-parallel and the sharding tests)."""
+    from effbench import config as cfg
+    from launch_helpers import run, settings
+
+    s = settings("gqa", 2)
+    assert cfg.launch_command("py", s["parallel"]).startswith("py -m effbench.torchrun --standalone")
+    two = tmp_path_factory.mktemp("two")
+    return two, run(two, data_dir, s)

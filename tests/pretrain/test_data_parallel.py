@@ -6,57 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from effbench import config as cfg
-from effbench.data.synthetic import make_pretraining_corpus
 from effbench.record import read_records, settings_json
-
-ROOT = Path(__file__).resolve().parents[2]
-PEAK = 5.0e10  # a stated per-device peak (a CPU has none in the datasheet table)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    make_pretraining_corpus(d, vocab_size=512, train_tokens=40_000, val_tokens=4_000, seed=3)
-    return d
-
-
-def settings(technique: str, gpus_per_node: int) -> dict:
-    c = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    c["pretrain"]["training"].update(train_steps=4, warmup_steps=1, checkpoint_interval=2, eval_batches=1,
-                                     micro_batch_size=2, global_batch_size=8, warmup_measure_steps=1)
-    c["pretrain"]["sizes"]["xs"].update(num_layers=1, seq_length=32)
-    c["pretrain"]["parallel"] = {"nodes": 1, "gpus_per_node": gpus_per_node}
-    c["device"] = "cpu"
-    c["measure"]["peak_flops"] = {"fp32": PEAK}
-    return cfg.pretrain_settings(c, "xs", technique)
-
-
-def run(out: Path, data_dir: Path, s: dict) -> subprocess.CompletedProcess:
-    launch = cfg.launch_command(sys.executable, s["parallel"])
-    cmd = [*launch.split(), str(ROOT / "scripts" / "pretrain.py"), "--settings", settings_json(s),
-           "--config-hash", "t", "--data-dir", str(data_dir), "--record", str(out / "record.parquet"),
-           "--samples", str(out / "samples.parquet"), "--checkpoint", str(out / "model.pt"),
-           "--resume-dir", str(out / "resume")]
-    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
-    return p
-
-
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory, data_dir) -> tuple[Path, subprocess.CompletedProcess]:
-    """A gqa cell trained by two processes: its output folder and the launch's output."""
-    s = settings("gqa", 2)
-    assert cfg.launch_command("py", s["parallel"]).startswith("py -m effbench.torchrun --standalone")
-    two = tmp_path_factory.mktemp("two")
-    return two, run(two, data_dir, s)
+from launch_helpers import PEAK, ROOT, run, settings
 
 
 def test_two_processes_train_the_same_model_as_one(tmp_path, data_dir, two_ranks):

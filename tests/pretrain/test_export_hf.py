@@ -82,3 +82,18 @@ def test_export_rejects_mla_and_moe(tiny_settings: Any, tmp_path: Path, override
 
     with pytest.raises(ValueError, match="not exportable"):
         export_to_hf(torch.nn.Linear(1, 1), tiny_settings(**overrides), VOCAB, tmp_path)
+
+
+@pytest.mark.parametrize("position", ["learned_absolute", "none"])
+def test_export_refuses_positions_llama_cannot_hold(dist_env: Any, tiny_settings: Any, tmp_path: Path,
+                                                    position: str) -> None:
+    """Llama / Qwen2 have RoPE in every layer and no position table: another encoding would load
+    and compute a different function, so the export stops, naming the setting."""
+    from effbench.pretrain.export_hf import export_to_hf
+    from effbench.pretrain.model import build_gpt_model
+
+    settings = tiny_settings(attention="gqa", num_query_groups=2, position_embedding=position)
+    model = build_gpt_model(settings, VOCAB, "cpu")
+    with pytest.raises(ValueError, match=rf"position_embedding '{position}' has no Llama / Qwen2 equivalent"):
+        export_to_hf(model, settings, VOCAB, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()

@@ -17,6 +17,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gqa": {"attention": "gqa", "num_query_groups": 2},
     "mla": {"attention": "mla", "mla": MLA},
     "moe": {"attention": "gqa", "num_query_groups": 2, "moe": MOE},
+    # Positional encodings (megatron-core's position_embedding_type): a learned table, none (NoPE).
+    "abs": {"attention": "gqa", "num_query_groups": 2, "position_embedding": "learned_absolute"},
+    "nope": {"attention": "gqa", "num_query_groups": 2, "position_embedding": "none"},
 }
 
 
@@ -119,7 +122,7 @@ def test_count_parameters_by_hand(dist_env: Any, tiny_settings: Any) -> None:
     assert flops_per_token(settings, S, vocab_size=V) == 6 * (non_emb + V * H) + 12 * L * H * S
 
 
-@pytest.mark.parametrize("variant", ["mqa", "gqa", "mla", "mla-qlora", "moe"])
+@pytest.mark.parametrize("variant", ["mqa", "gqa", "mla", "mla-qlora", "moe", "abs", "nope"])
 def test_analytic_counts_match_model(dist_env: Any, tiny_settings: Any, variant: str) -> None:
     from effbench.pretrain.model import analytic_parameter_counts, build_gpt_model, count_parameters
 
@@ -131,7 +134,8 @@ def test_analytic_counts_match_model(dist_env: Any, tiny_settings: Any, variant:
     settings = tiny_settings(**overrides, tie_embeddings=True, add_qkv_bias=True)
     counts = count_parameters(build_gpt_model(settings, VOCAB, "cpu"), settings)
     assert counts == analytic_parameter_counts(settings, VOCAB)
-    assert counts["embedding"] == VOCAB * 256  # tied: one table
+    # tied: one table (and the learned position table, seq_length x hidden)
+    assert counts["embedding"] == VOCAB * 256 + (64 * 256 if variant == "abs" else 0)
     if variant == "moe":
         expert = 3 * 256 * 256
         assert counts["non_embedding"] - counts["active_non_embedding"] == 2 * (4 - 2) * expert
@@ -178,3 +182,15 @@ def test_cpu_compat_idempotent(dist_env: Any) -> None:
     with tracker.fork():
         b = torch.rand(3)
     assert not torch.equal(a, b)  # the forked stream advances between forks
+
+
+@pytest.mark.parametrize(("variant", "table", "rotary"), [("gqa", False, True), ("abs", True, False),
+                                                         ("nope", False, False)])
+def test_position_embedding_modules(dist_env: Any, tiny_settings: Any, variant: str, table: bool,
+                                    rotary: bool) -> None:
+    """RoPE: rotary tables, no position table; learned absolute: a position table; none: neither."""
+    from effbench.pretrain.model import build_gpt_model
+
+    model = build_gpt_model(tiny_settings(**VARIANTS[variant]), VOCAB, "cpu")
+    assert hasattr(model.embedding, "position_embeddings") == table
+    assert hasattr(model, "rotary_pos_emb") == rotary

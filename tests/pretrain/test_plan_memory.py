@@ -101,7 +101,7 @@ def test_prediction_matches_one_real_training_step(dist_env: Any, name: str) -> 
     assert _storage_bytes(moments) == est.states["optimizer"]
 
 
-@pytest.mark.parametrize("name", ["xs/gqa", "xs/mla", "s/moe"])
+@pytest.mark.parametrize("name", ["xs/gqa", "xs/mla", "xs/moe"])
 def test_predicted_peak_matches_torchs_tracker(dist_env: Any, name: str) -> None:
     """Peak of a step with two micro-batches, the second measured: gradients of the first
     are held while the second's activations are alive, which is the case the planner plans."""

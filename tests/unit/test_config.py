@@ -27,7 +27,7 @@ def test_shipped_configs_are_valid():
     assert {c.settings["model_source"]["pretrained"] for c in ft} <= {c.name for c in export}
     paper_plan = cfg.plan(PAPER)
     paper, paper_ft = paper_plan.pretrain, paper_plan.finetune
-    assert len(paper) == 10  # 1.5B×8 MoE waits for optimizer sharding (paper.yaml)
+    assert len(paper) == 13  # mqa, gqa, mla at 3 sizes; moe at 0.5B and 1.5B (sharded); abs, nope at 1.5B
     assert len(paper_ft) == 7 * 7 * 2
 
 
@@ -158,7 +158,8 @@ def test_llamafactory_args_of_a_cell():
 def test_parallel_layout_defaults_and_launch():
     cell = cfg.plan(DEFAULT).pretrain[0]
     assert cell.settings["parallel"] == {"nodes": 1, "gpus_per_node": 1, "tensor_parallel": 1, "world_size": 1,
-                                         "data_parallel": 1, "pipeline_parallel": 1}
+                                         "data_parallel": 1, "pipeline_parallel": 1, "optimizer_sharding": "none",
+                                         "expert_parallel": 1}
     assert cfg.launch_command("/env/bin/python", cell.settings["parallel"]) == "/env/bin/python"
     paper = cfg.plan(PAPER).pretrain[0].settings["parallel"]
     assert paper["world_size"] == paper["gpus_per_node"] == 4  # one GH200 node: 4 superchips
@@ -202,7 +203,8 @@ def test_defaults_come_from_the_schema_and_the_input_is_not_changed():
     valid = cfg.validate(raw)
     assert "max_num_seqs" not in raw["inference"]["vllm"]  # a copy is filled, not the caller's config
     assert valid["inference"]["vllm"]["max_num_seqs"] == 256 and valid["inference"]["vllm"]["max_model_len"] == 128
-    assert valid["pretrain"]["parallel"] == {"nodes": 1, "gpus_per_node": 1, "tensor_parallel": 1}
+    assert valid["pretrain"]["parallel"] == {"nodes": 1, "gpus_per_node": 1, "tensor_parallel": 1,
+                                             "optimizer_sharding": "none", "expert_parallel": 1}
     assert cfg.defaults_of("inference")["int4_dtype"] == "bf16"
 
 
@@ -239,21 +241,27 @@ def test_one_model_reference_for_finetuning_and_serving():
 
 
 def test_an_oversized_pretraining_cell_is_refused_before_any_job():
-    # The paper grid fits one GH200 GPU (96 GB) per the planner...
+    # The paper grid fits one GH200 GPU (96 GB) per the planner, MoE 1.5B×8 included (sharded)...
     p = cfg.plan(PAPER)
+    assert "1.5b/moe" in {c.name for c in p.pretrain}
     assert len(p.memory) == len(p.pretrain) and all(v.fits for v in p.memory)
     assert max(v.predicted_gb for v in p.memory) < 96
-    # ...MoE 1.5B×8 with full replicas does not: refused at DAG build, naming the cell, its
-    # predicted and allowed GB, and why the planner's fit (sharding) is not offered as a fix.
-    grid = {**PAPER["pretrain"]["grid"], "1.5b": ["gqa", "moe"]}
+    # ...but not with full replicas on every rank: refused at DAG build, naming the cell, its
+    # predicted and allowed GB, and the settings the stage runs that would make it fit.
+    replicas = edited(PAPER, ("pretrain", "parallel"), {"nodes": 1, "gpus_per_node": 4})
     with pytest.raises(cfg.ConfigError) as e:
-        cfg.plan(edited(PAPER, ("pretrain", "grid"), grid))
+        cfg.plan(replicas)
     msg = str(e.value)
     assert "`cluster.gpu_memory_gb`" in msg and "pretrain cell 1.5b/moe: predicted peak" in msg and "allowed 96 GB" in msg
-    assert "optimizer_sharding" in msg and "does not implement yet" in msg and "1.5b/gqa" not in msg
+    assert "set pretrain.parallel.expert_parallel: 4 (predicted 78.7 GB)" in msg
+    assert "1.5b/gqa" not in msg
+    # A fit that needs a knob the stage lacks (recompute) is named as such.
+    tight = edited(replicas, ("cluster", "gpu_memory_gb"), 58)
+    with pytest.raises(cfg.ConfigError, match=r"1.5b/moe: .*pretrain.training.recompute: full .*does not implement yet"):
+        cfg.plan(tight)
     # A cell that a smaller micro-batch fixes names that key.
     big = edited(PAPER, ("pretrain", "training", "micro_batch_size"), 4)
-    with pytest.raises(cfg.ConfigError, match=r"3b/mla: .*set pretrain.training.micro_batch_size: 2"):
+    with pytest.raises(cfg.ConfigError, match=r"1.5b/moe: .*set pretrain.training.micro_batch_size: 2"):
         cfg.plan(big)
     # No GPU size given (the embedded default): no check, nothing predicted.
     assert cfg.plan(DEFAULT).memory == []

@@ -11,9 +11,10 @@ from ..plan.fit import Verdict, check_cell
 from .errors import ConfigError
 from .pretrain import PretrainCell
 
-# The knobs the pretraining stage implements today; the planner may also know others (optimizer
-# sharding, recompute), which it names as what would fit once the stage has them.
-STAGE_KNOBS = ("micro_batch_size",)
+# The knobs the pretraining stage implements today; the planner may also know others (ZeRO-2's
+# optimizer+grads sharding, recompute), which it names as what would fit once the stage has them.
+# Knob -> the values the stage runs (None: any).
+STAGE_KNOBS = {"optimizer_sharding": ("none", "optimizer"), "expert_parallel": None, "micro_batch_size": None}
 
 
 def vocab_size(config: dict[str, Any]) -> tuple[int | None, str]:

@@ -89,6 +89,10 @@ def resolve_model(config: dict[str, Any], size: str, technique: str) -> dict[str
                               f"(config key `pretrain.techniques.{technique}.mla`)")
     if attention != "mla":
         m["mla"] = None
+    elif m.get("position_embedding", "rope") != "rope":
+        raise ConfigError(f"{where}: mla applies its own decoupled RoPE; position_embedding "
+                          f"{m['position_embedding']!r} needs another attention "
+                          f"(config key `{_set_at(layers, 'position_embedding')}`)")
     moe = m.get("moe")
     if moe:
         absent = [k for k in MOE_KEYS if k not in moe]
@@ -105,12 +109,13 @@ def resolve_model(config: dict[str, Any], size: str, technique: str) -> dict[str
     return m
 
 
-def parallel_layout(config: dict[str, Any]) -> dict[str, int]:
+def parallel_layout(config: dict[str, Any]) -> dict[str, Any]:
     """The pretraining job's parallel layout (``pretrain.parallel``), with the derived sizes.
 
     One process per GPU (on a CPU: per ``gpus_per_node`` CPU processes), ``nodes`` nodes.
-    Data parallel only: tensor parallel > 1 is rejected (the training loop does not shard
-    layers; megatron's TP needs its CUDA-only optimizer and checkpointing paths).
+    Data parallel, optionally with the optimizer state sharded over the data-parallel ranks and
+    MoE experts split over ``expert_parallel`` of them. Tensor parallel > 1 is rejected (the
+    training loop does not shard layers).
     """
     layout = dict(config["pretrain"]["parallel"])
     tp = layout["tensor_parallel"]
@@ -120,7 +125,26 @@ def parallel_layout(config: dict[str, Any]) -> dict[str, int]:
             f"data parallel only (tensor_parallel: 1). Use more gpus_per_node or nodes instead."
         )
     world = layout["nodes"] * layout["gpus_per_node"]
+    ep = layout["expert_parallel"]
+    if world % ep:
+        raise ConfigError(f"config key `pretrain.parallel.expert_parallel`: {ep} does not divide the world size "
+                          f"{world} (nodes × gpus_per_node)")
+    if ep > 1 and config["device"] == "cpu":
+        raise ConfigError("config key `pretrain.parallel.expert_parallel`: expert parallelism runs on CUDA only "
+                          "(megatron-core's all-to-all token dispatcher); use 1 with device: cpu")
     return {**layout, "world_size": world, "data_parallel": world // tp, "pipeline_parallel": 1}
+
+
+def cell_layout(layout: dict[str, Any], model: dict[str, Any], where: str) -> dict[str, Any]:
+    """A cell's own layout: expert parallelism applies to MoE cells only (a dense cell's settings,
+    and so its results, do not change with it), and must divide the cell's expert count."""
+    moe, ep = model["moe"], layout["expert_parallel"]
+    if not moe:
+        return {**layout, "expert_parallel": 1}
+    if moe["num_experts"] % ep:
+        raise ConfigError(f"{where}: config key `pretrain.parallel.expert_parallel`: {ep} does not divide "
+                          f"moe.num_experts {moe['num_experts']}")
+    return layout
 
 
 def pretrain_settings(config: dict[str, Any], size: str, technique: str) -> dict[str, Any]:
@@ -141,12 +165,13 @@ def pretrain_settings(config: dict[str, Any], size: str, technique: str) -> dict
             f"config key `pretrain.training.global_batch_size`: {gb} is not a multiple of micro_batch_size × "
             f"data-parallel size ({mb} × {layout['data_parallel']}, from pretrain.parallel)"
         )
+    model = resolve_model(config, size, technique)
     return {
         "size": size,
         "technique": technique,
-        "model": resolve_model(config, size, technique),
+        "model": model,
         "training": training,
-        "parallel": layout,
+        "parallel": cell_layout(layout, model, f"pretrain cell {size}/{technique}"),
         "device": config["device"],
         "seed": config["seed"],
         "measure": config["measure"],
@@ -186,11 +211,12 @@ def export_cells(config: dict[str, Any], cells: list[PretrainCell]) -> list[Pret
         if c.technique not in wanted:
             continue
         m = c.settings["model"]
-        if m["attention"] not in EXPORTABLE_ATTENTION or m["moe"]:
+        if m["attention"] not in EXPORTABLE_ATTENTION or m["moe"] or m["position_embedding"] != "rope":
+            pos = "" if m["position_embedding"] == "rope" else f", position_embedding {m['position_embedding']}"
             raise ConfigError(
                 f"config key `pretrain.export_hf`: technique {c.technique!r} ({m['attention']}"
-                f"{', moe' if m['moe'] else ''}) has no Llama/Qwen2-style Hugging Face layout; "
-                f"exportable: dense {', '.join(EXPORTABLE_ATTENTION)}"
+                f"{', moe' if m['moe'] else ''}{pos}) has no Llama/Qwen2-style Hugging Face layout; "
+                f"exportable: dense {', '.join(EXPORTABLE_ATTENTION)} with RoPE"
             )
         out.append(c)
     return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .params import num_query_groups, parameter_counts
+from .params import expert_parameters, num_query_groups, parameter_counts
 
 GB = 1e9  # decimal gigabytes, as cluster.gpu_memory_gb and the records use
 
@@ -47,25 +47,38 @@ RECIPES = {
 }
 
 
-def state_bytes(n_params: int, precision: str, sharding: str = "none", data_parallel: int = 1) -> dict[str, float]:
+def state_bytes(n_params: int, precision: str, sharding: str = "none", data_parallel: int = 1,
+                expert_params: int = 0, expert_parallel: int = 1) -> dict[str, float]:
     """Model-state bytes per GPU.
 
     sharding: none (torch DDP: every rank holds everything, and DDP's gradient buckets are
     a second copy of the gradients when data_parallel > 1); optimizer (ZeRO-1: master
     weights and moments divided by data_parallel); optimizer+grads (ZeRO-2: gradients too).
+    expert_params of the n_params are split over expert_parallel ranks (each holds
+    1/expert_parallel of the experts); their optimizer state is sharded over the ranks that
+    hold the same experts (data_parallel / expert_parallel, megatron's expert data parallel).
     """
     if sharding not in SHARDINGS:
         raise ValueError(f"optimizer_sharding must be one of {SHARDINGS}, got {sharding!r}")
+    dp, ep = max(1, int(data_parallel)), max(1, int(expert_parallel))
+    if dp % ep:
+        raise ValueError(f"expert_parallel {ep} must divide data_parallel {dp}")
+    dense, experts = n_params - expert_params, expert_params / ep
+    return {k: _states(dense, precision, sharding, dp)[k] + _states(experts, precision, sharding, dp // ep)[k]
+            for k in ("weights", "grads", "optimizer", "step_transient")}
+
+
+def _states(n: float, precision: str, sharding: str, dp: int) -> dict[str, float]:
+    """State bytes of n parameters replicated over dp ranks (sharded over them per `sharding`)."""
     r = RECIPES[precision]
-    dp = max(1, int(data_parallel))
     opt_div = dp if sharding != "none" else 1
     grad_div = dp if sharding == "optimizer+grads" else 1
     ddp_buckets = r.grads if sharding == "none" and dp > 1 else 0  # gradient_as_bucket_view=False
     return {
-        "weights": n_params * r.weights,
-        "grads": n_params * (r.grads / grad_div + ddp_buckets),
-        "optimizer": n_params * (r.master + r.moments) / opt_div,
-        "step_transient": n_params * r.step_grads / opt_div,
+        "weights": n * r.weights,
+        "grads": n * (r.grads / grad_div + ddp_buckets),
+        "optimizer": n * (r.master + r.moments) / opt_div,
+        "step_transient": n * r.step_grads / opt_div,
     }
 
 
@@ -192,6 +205,7 @@ def cell_settings(settings: dict[str, Any]) -> dict[str, Any]:
         "recompute": t.get("recompute", "none"),
         "optimizer_sharding": par.get("optimizer_sharding", "none"),
         "data_parallel": int(par.get("data_parallel", 1)),
+        "expert_parallel": int(par.get("expert_parallel", 1)),
         "device": settings.get("device", "cuda"),
     }
 
@@ -203,7 +217,8 @@ def estimate(settings: dict[str, Any], vocab_size: int, **override: Any) -> Esti
     n = parameter_counts(model, vocab_size)["total"]
     return Estimate(
         params=n,
-        states=state_bytes(n, k["precision"], k["optimizer_sharding"], k["data_parallel"]),
+        states=state_bytes(n, k["precision"], k["optimizer_sharding"], k["data_parallel"],
+                           expert_parameters(model), k["expert_parallel"]),
         activations=activation_bytes(model, vocab_size, k["micro_batch_size"], k["precision"],
                                      k["recompute"], k["device"]),
     )

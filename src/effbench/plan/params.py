@@ -2,8 +2,9 @@
 
 Pure arithmetic on a resolved ``settings["model"]`` dict (the shape documented in
 `effbench.pretrain.model.transformer_config_from_settings`): SwiGLU MLPs, no linear biases
-except optional q/k/v biases, RMSNorm weights, RoPE (no position table), untied or tied
-embeddings. tests/pretrain/test_plan_memory.py checks every count against the built model.
+except optional q/k/v biases, RMSNorm weights, RoPE or no position encoding (no table) or a
+learned absolute position table (seq_length x hidden), untied or tied embeddings.
+tests/pretrain/test_plan_memory.py checks every count against the built model.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def parameter_counts(model: dict[str, Any], vocab_size: int = 0) -> dict[str, in
     non_emb = L * (attn + mlp + norms) + H  # + final norm
     active = L * (attn + mlp_active + norms) + H
     emb = vocab_size * H * (1 if model.get("tie_embeddings") else 2)
+    if model.get("position_embedding") == "learned_absolute":  # megatron's embedding.position_embeddings
+        emb += int(model["seq_length"]) * H
     return {
         "total": non_emb + emb,
         "embedding": emb,
@@ -72,3 +75,13 @@ def parameter_counts(model: dict[str, Any], vocab_size: int = 0) -> dict[str, in
         "active_non_embedding": active,
         "output_projection": vocab_size * H,
     }
+
+
+def expert_parameters(model: dict[str, Any]) -> int:
+    """Parameters of the routed experts (what expert parallelism divides; the router stays
+    replicated): 0 for a dense model."""
+    moe = model.get("moe")
+    if not moe:
+        return 0
+    return int(model["num_layers"]) * int(moe["num_experts"]) * 3 * int(model["hidden_size"]) * int(
+        moe["expert_ffn_hidden_size"])

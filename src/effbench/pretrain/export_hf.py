@@ -128,6 +128,12 @@ def export_to_hf(
         raise ValueError("MLA models are not exportable to a Llama-style HF checkpoint")
     if settings.get("moe"):
         raise ValueError("MoE models are not exportable to a Llama-style HF checkpoint")
+    position = settings.get("position_embedding", "rope")
+    if position != "rope":
+        # Llama / Qwen2 apply rotary embeddings in every attention layer and have no position
+        # table, nor a switch to turn positions off: the model would load and compute another function.
+        raise ValueError(f"position_embedding {position!r} has no Llama / Qwen2 equivalent (RoPE only); "
+                         "leave this technique out of pretrain.export_hf")
     if settings.get("normalization", "RMSNorm") != "RMSNorm":
         raise ValueError("only RMSNorm models map onto Llama / Qwen2 checkpoints")
     from transformers import LlamaForCausalLM, Qwen2ForCausalLM

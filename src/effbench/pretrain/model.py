@@ -41,6 +41,22 @@ def uses_transformer_engine(device: str | torch.device) -> bool:
     return torch.device(device).type == "cuda" and _have_transformer_engine()
 
 
+def uses_grouped_gemm(device: str | torch.device) -> bool:
+    """MoE experts as one grouped GEMM (megatron's ``moe_grouped_gemm``) on GPU when a kernel is
+    installed: TE's TEGroupedMLP, or the grouped_gemm package behind megatron's GroupedMLP on the
+    local spec. Otherwise SequentialMLP (one GEMM per expert; the same parameters and arithmetic,
+    laid out per expert instead of stacked)."""
+    if torch.device(device).type != "cuda":
+        return False
+    from megatron.core.transformer.moe.grouped_gemm_util import grouped_gemm_is_available
+
+    return _have_transformer_engine() or grouped_gemm_is_available()
+
+
+# megatron-core's position_embedding_type per `position_embedding` setting.
+POSITION_EMBEDDINGS = ("rope", "learned_absolute", "none")
+
+
 def transformer_config_from_settings(
     settings: dict[str, Any], device: str | torch.device = "cpu"
 ) -> TransformerConfig:
@@ -49,7 +65,7 @@ def transformer_config_from_settings(
     Keys: num_layers, hidden_size, num_attention_heads, ffn_hidden_size, seq_length,
     attention (mha|mqa|gqa|mla), num_query_groups, add_qkv_bias, rotary_base,
     normalization, norm_epsilon, tie_embeddings, init_method_std, params_dtype,
-    mla (None | {q_lora_rank, kv_lora_rank, qk_head_dim, qk_pos_emb_head_dim, v_head_dim}),
+    expert_parallel (default 1), mla (None | {q_lora_rank, kv_lora_rank, qk_head_dim, qk_pos_emb_head_dim, v_head_dim}),
     moe (None | {num_experts, router_topk, aux_loss_coeff, expert_ffn_hidden_size}).
     """
     kind = settings["attention"]
@@ -98,7 +114,8 @@ def transformer_config_from_settings(
             # allgather works over gloo (CPU); with EP = 1 both dispatchers are local
             # permutations, and alltoall is what the GPU reference timings used.
             moe_token_dispatcher_type="allgather" if on_cpu else "alltoall",
-            moe_grouped_gemm=False,
+            moe_grouped_gemm=uses_grouped_gemm(device),
+            expert_model_parallel_size=int(settings.get("expert_parallel", 1)),
             moe_router_dtype="fp32",
         )
     if kind == "mla":
@@ -126,7 +143,7 @@ def layer_spec(config: TransformerConfig, device: str | torch.device) -> ModuleS
     """TE spec on GPU when transformer_engine imports; otherwise the local spec with SDPA."""
     moe_kwargs = dict(
         num_experts=config.num_moe_experts,
-        moe_grouped_gemm=False,
+        moe_grouped_gemm=bool(config.moe_grouped_gemm),
         qk_layernorm=bool(config.qk_layernorm),
         multi_latent_attention=bool(config.multi_latent_attention),
     )
@@ -145,6 +162,9 @@ def build_gpt_model(settings: dict[str, Any], vocab_size: int, device: str) -> G
         apply_cpu_compat()
     apply_missing_te_fixes()  # no-op with TE or on megatron-core versions that fixed it
     config = transformer_config_from_settings(settings, dev)
+    position = settings.get("position_embedding", "rope")
+    if position not in POSITION_EMBEDDINGS:
+        raise ValueError(f"position_embedding must be one of {POSITION_EMBEDDINGS}, got {position!r}")
     model = GPTModel(
         config=config,
         transformer_layer_spec=layer_spec(config, dev),
@@ -153,7 +173,8 @@ def build_gpt_model(settings: dict[str, Any], vocab_size: int, device: str) -> G
         pre_process=True,
         post_process=True,
         share_embeddings_and_output_weights=bool(settings["tie_embeddings"]),
-        position_embedding_type="rope",  # MLA applies its own decoupled RoPE instead
+        # MLA applies its own decoupled RoPE whatever this says (the config allows rope only there).
+        position_embedding_type=position,
         rotary_base=float(settings["rotary_base"]),
     )
     return model.to(dev)

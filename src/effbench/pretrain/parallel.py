@@ -1,4 +1,4 @@
-"""torch.distributed + megatron parallel-state initialisation (data parallel only, TP=PP=1).
+"""torch.distributed + megatron parallel-state initialisation (data parallel, TP=PP=1, optional EP).
 
 Works standalone (world size 1 on a free local port) and under torchrun (reads RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT from the environment).
@@ -23,8 +23,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def init_single_process(backend: str | None = None, seed: int | None = None) -> int:
-    """Initialise torch.distributed, megatron's parallel state (TP=PP=1) and its RNG seed.
+def init_single_process(backend: str | None = None, seed: int | None = None, expert_parallel: int = 1) -> int:
+    """Initialise torch.distributed, megatron's parallel state (TP=PP=1, experts split over
+    ``expert_parallel`` ranks) and its RNG seed.
 
     backend: None picks nccl when CUDA is available, else gloo.
     seed: seed of megatron's model-parallel RNG streams; None derives it from torch's
@@ -54,7 +55,8 @@ def init_single_process(backend: str | None = None, seed: int | None = None) -> 
 
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(
-            tensor_model_parallel_size=1, pipeline_model_parallel_size=1
+            tensor_model_parallel_size=1, pipeline_model_parallel_size=1,
+            expert_model_parallel_size=expert_parallel,
         )
         if seed is None:
             seed = torch.initial_seed() % 2**31

@@ -3,8 +3,11 @@
 megatron-core builds the model (GPTModel, attention variants, MoE); the loop around it is
 plain PyTorch (AdamW, warm-up + cosine, gradient accumulation, clipping), because
 megatron's optimizer wrapper and dist_checkpointing are CUDA-only and the embedded default
-must run the same code on a laptop. Batches are a pure function of (seed, step), so a run
-resumed from a checkpoint sees exactly the batches an uninterrupted one would.
+must run the same code on a laptop. On CUDA, a layout that shards the optimizer state or
+splits the experts trains under megatron's own DDP and optimizer instead (`megatron_stack`);
+on a CPU, optimizer sharding is torch's ZeroRedundancyOptimizer (`sharding`). Batches are a
+pure function of (seed, step), so a run resumed from a checkpoint sees exactly the batches
+an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from ..measure.training import ENERGY_FLAGS, boundary_steps, training_figures
 from ..progress import Progress
 from ..record import WINDOW_FIGURES, settings_json
 from ..torch_device import apply_host_memory_cap, cuda_sync_or_none, pick_device
+from . import megatron_stack, sharding
+from .experts import full_state_dict as full_model_state
 from .mixed_precision import MasterWeightAdamW
-from .model import build_gpt_model, count_parameters, flops_per_token
+from .model import analytic_parameter_counts, build_gpt_model, count_parameters, flops_per_token
 from .parallel import NodeSum, init_single_process, is_node_leader, sum_over_nodes
 
 log = logging.getLogger("effbench.pretrain")
@@ -46,13 +51,19 @@ def lr_at(step: int, t: dict[str, Any]) -> float:
     return t["min_lr"] + 0.5 * (t["lr"] - t["min_lr"]) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def make_optimizer(model: torch.nn.Module, t: dict[str, Any], device: str) -> torch.optim.AdamW | MasterWeightAdamW:
-    """AdamW; for bf16 models over fp32 master weights (which also own gradient clipping)."""
+def make_optimizer(model: torch.nn.Module, t: dict[str, Any], device: str, sharded: bool = False) -> Any:
+    """AdamW; for bf16 models over fp32 master weights (which also own gradient clipping); with
+    ``sharded``, its state split over the data-parallel ranks (ZeRO-1, fp32 models: a bf16 cell
+    with sharding runs megatron's distributed optimizer on CUDA instead)."""
     # No weight decay on norms and biases (1-D tensors), as in Megatron and nanoGPT.
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
     betas = (t["adam_beta1"], t["adam_beta2"])
+    if sharded:
+        if t["precision"] == "bf16":
+            raise RuntimeError("bf16 with optimizer sharding runs megatron's distributed optimizer (CUDA)")
+        return sharding.zero_adamw(groups, lr=t["lr"], betas=betas)
     if t["precision"] == "bf16":
         return MasterWeightAdamW(groups, lr=t["lr"], betas=betas, fused=device == "cuda", clip_grad=t["clip_grad"])
     return torch.optim.AdamW(groups, lr=t["lr"], betas=betas, fused=device == "cuda")
@@ -90,16 +101,35 @@ class Job:
     seq: int
     accum: int  # micro-batches per rank per step (gradient accumulation)
     model: torch.nn.Module
-    train_model: torch.nn.Module  # the DDP wrapper under data parallelism, else the model
-    opt: torch.optim.AdamW | MasterWeightAdamW
+    train_model: torch.nn.Module  # the DDP wrapper (torch's or megatron's) under data parallelism, else the model
+    opt: Any  # torch AdamW, MasterWeightAdamW, ZeroRedundancyOptimizer, or megatron's optimizer
+    megatron: bool  # megatron's DDP and optimizer (`megatron_stack`)
     params: dict[str, int]
     sampler: BatchSampler
     shash: str  # the settings' canonical text: a checkpoint is resumed only for the same text
-    resume_file: Path
+    resume_dir: Path
 
     @property
     def ddp(self) -> bool:
         return self.train_model is not self.model
+
+    @property
+    def sharded(self) -> bool:
+        return self.world > 1 and self.layout.get("optimizer_sharding", "none") != "none"
+
+    @property
+    def expert_parallel(self) -> int:
+        return int(self.layout.get("expert_parallel", 1))
+
+    @property
+    def resume_file(self) -> Path:
+        # megatron's stack: every rank its own (its experts, its optimizer shard); else rank 0's.
+        return self.resume_dir / (f"last.rank{self.rank}.pt" if self.megatron else "last.pt")
+
+    @property
+    def resume_params_file(self) -> Path:
+        """megatron's distributed optimizer: masters and moments, gathered per data-parallel group."""
+        return self.resume_dir / f"optimizer_params.rank{self.rank}.pt"
 
     @property
     def tokens_per_step(self) -> int:
@@ -122,13 +152,21 @@ def train_cell(
     job = set_up(settings, data_dir, resume_dir)
     start = resume(job)
     trained = train(job, start, mon)
-    # Every node's measuring rank adds its node's energy (a collective: every rank calls it).
+    # Collectives: every rank calls them. Every node's measuring rank adds its node's energy.
     nodes = sum_over_nodes(trained.window.figures()["energy_j"], measures_node=is_node_leader())
-    if job.rank != 0:  # rank 0 evaluates, saves and reports for the whole job
+    state_bytes = sharding.gathered_state_bytes(job.opt)
+    # Rank 0 evaluates, saves and reports for the whole job; with experts split over ranks,
+    # every rank takes part in the forward passes and the gathering of the weights.
+    if job.rank != 0 and job.expert_parallel == 1:
+        clear_resume(job)
         return {}
     val_loss = evaluate(job.model, job.sampler, job.t, job.seq, job.device)
-    save_trained(job, checkpoint_path)
-    return figures(job, trained, nodes, val_loss, checkpoint_path, mon)
+    weights = trained_weights(job)
+    clear_resume(job)
+    if job.rank != 0:
+        return {}
+    save_trained(job, checkpoint_path, weights)
+    return figures(job, trained, nodes, val_loss, checkpoint_path, mon, state_bytes)
 
 
 def set_up(settings: dict[str, Any], data_dir: Path, resume_dir: Path) -> Job:
@@ -140,8 +178,9 @@ def set_up(settings: dict[str, Any], data_dir: Path, resume_dir: Path) -> Job:
     torch.manual_seed(settings["seed"])
     if device == "cpu":
         torch.set_num_threads(t.get("threads", 1))
-    world = init_single_process()
     layout = settings.get("parallel") or {"world_size": 1}
+    ep = int(layout.get("expert_parallel", 1))
+    world = init_single_process(expert_parallel=ep)
     if world != layout["world_size"]:
         raise RuntimeError(
             f"{world} processes were launched but pretrain.parallel asks for {layout['world_size']} "
@@ -152,9 +191,16 @@ def set_up(settings: dict[str, Any], data_dir: Path, resume_dir: Path) -> Job:
         raise RuntimeError("pretrain.training.precision bf16 needs a GPU; use fp32 on a CPU")
     # bf16: bf16 parameters and activations, fp32 master weights in the optimizer.
     dtype = "bfloat16" if t["precision"] == "bf16" else "float32"
-    model = build_gpt_model({**m, "params_dtype": dtype}, vocab, device)
-    params = count_parameters(model, m)
-    opt = make_optimizer(model, t, device)
+    model = build_gpt_model({**m, "params_dtype": dtype, "expert_parallel": ep}, vocab, device)
+    # Split experts: this rank's model holds 1/ep of them; the counts are the whole model's.
+    params = count_parameters(model, m) if ep == 1 else analytic_parameter_counts(m, vocab)
+    megatron = megatron_stack.uses_megatron_stack(settings, device)
+    if megatron:
+        train_model, opt = megatron_stack.wrap(model, settings)
+    else:
+        sharded = world > 1 and layout.get("optimizer_sharding", "none") != "none"
+        opt = make_optimizer(model, t, device, sharded)
+        train_model = _data_parallel(model, device, bool(m["moe"])) if world > 1 else model
     accum = t["global_batch_size"] // (t["micro_batch_size"] * world)
     if accum < 1:
         raise RuntimeError(
@@ -163,10 +209,9 @@ def set_up(settings: dict[str, Any], data_dir: Path, resume_dir: Path) -> Job:
         )
     return Job(
         settings=settings, t=t, m=m, device=device, world=world, rank=torch.distributed.get_rank(), layout=layout,
-        vocab=vocab, seq=m["seq_length"], accum=accum, model=model,
-        train_model=_data_parallel(model, device, bool(m["moe"])) if world > 1 else model, opt=opt, params=params,
-        sampler=BatchSampler.from_dir(data_dir, seed=settings["seed"]), shash=settings_json(settings),
-        resume_file=resume_dir / "last.pt",
+        vocab=vocab, seq=m["seq_length"], accum=accum, model=model, train_model=train_model, opt=opt,
+        megatron=megatron, params=params, sampler=BatchSampler.from_dir(data_dir, seed=settings["seed"]),
+        shash=settings_json(settings), resume_dir=resume_dir,
     )
 
 
@@ -184,18 +229,53 @@ def _data_parallel(model: torch.nn.Module, device: str, moe: bool) -> torch.nn.M
 
 def resume(job: Job) -> int:
     """The step to start from: a resume checkpoint's, only if written for these exact settings
-    (an edited cell starts afresh); 0 otherwise."""
-    if not job.resume_file.exists():
+    (an edited cell starts afresh) and readable by every rank; 0 otherwise."""
+    state = None
+    if job.resume_file.exists():
+        state = torch.load(job.resume_file, map_location=job.device, weights_only=False)
+        if state.get("settings") != job.shash:
+            log.info("ignoring %s: it was written for other settings", job.resume_file)
+            state = None
+    if not _on_every_rank(state is not None, job.device):
         return 0
-    state = torch.load(job.resume_file, map_location=job.device, weights_only=False)
-    if state.get("settings") != job.shash:
-        log.info("ignoring %s: it was written for other settings", job.resume_file)
-        return 0
+    assert state is not None
     job.model.load_state_dict(state["model"])
-    job.opt.load_state_dict(state["optimizer"])
+    if job.megatron:
+        megatron_stack.load_optimizer(job.opt, state["optimizer"], job.resume_params_file, job.sharded)
+    else:
+        job.opt.load_state_dict(state["optimizer"])
     start = int(state["step"])
     log.info("resumed from %s at step %d", job.resume_file, start)
     return start
+
+
+def _on_every_rank(flag: bool, device: str) -> bool:
+    """Whether ``flag`` holds on every rank (a collective under data parallelism)."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device if torch.distributed.get_backend() == "nccl" else "cpu")
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def save_resume(job: Job, step: int) -> None:
+    """The resume checkpoint after ``step`` steps (every rank calls it: ZeRO gathers its shards to
+    rank 0, megatron's stack writes one file per rank)."""
+    if job.megatron:
+        opt_state = megatron_stack.save_optimizer(job.opt, job.resume_params_file, job.sharded)
+    else:
+        opt_state = sharding.full_state_dict(job.opt)
+        if job.rank != 0:
+            return
+    _save(job.resume_file, {"settings": job.shash, "step": step, "model": job.model.state_dict(),
+                            "optimizer": opt_state})
+
+
+def clear_resume(job: Job) -> None:
+    """The trained cell needs no resume checkpoint (each rank removes its own files)."""
+    if job.megatron or job.rank == 0:
+        for f in (job.resume_file, job.resume_params_file):
+            f.unlink(missing_ok=True)
 
 
 def train(job: Job, start: int, mon: Monitor) -> Trained:
@@ -213,8 +293,7 @@ def train(job: Job, start: int, mon: Monitor) -> Trained:
         if step - start == warm and not window_open:
             mon.begin_window("train")  # after warm-up: allocator and kernel selection settle first
             window_open = True
-        for g in job.opt.param_groups:
-            g["lr"] = lr_at(step, t)
+        megatron_stack.set_schedule(job.opt, lr_at(step, t), t["weight_decay"])
         t0 = time.monotonic()
         loss_sum = train_step(job, step)
         if sync:
@@ -234,9 +313,8 @@ def train(job: Job, start: int, mon: Monitor) -> Trained:
                 mon.mark()
         if job.rank == 0:
             progress.update(step + 1, items=(step + 1 - start) * job.tokens_per_step, extra=f"loss {loss:.4f}")
-        if job.rank == 0 and (step + 1) % t["checkpoint_interval"] == 0 and step + 1 < total_steps:
-            _save(job.resume_file, {"settings": job.shash, "step": step + 1, "model": job.model.state_dict(),
-                                    "optimizer": job.opt.state_dict()})
+        if (step + 1) % t["checkpoint_interval"] == 0 and step + 1 < total_steps:
+            save_resume(job, step + 1)
     if not window_open:
         raise RuntimeError("no training steps left to measure (the resume checkpoint is already at train_steps)")
     return Trained(start, step_times, losses, mon.end_window("train"))
@@ -246,7 +324,10 @@ def train_step(job: Job, step: int) -> torch.Tensor:
     """One optimizer step over this rank's share of the step's global batch; returns the sum of
     this rank's micro-batch losses (a tensor, not yet synchronised)."""
     t, world, accum = job.t, job.world, job.accum
-    job.opt.zero_grad(set_to_none=True)
+    if job.megatron:
+        megatron_stack.zero_grad(job.train_model, job.opt)
+    else:
+        job.opt.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=job.device)
     for micro in range(accum):
         # The step's global batch is one draw of global_batch_size windows (seeded by the
@@ -262,21 +343,31 @@ def train_step(job: Job, step: int) -> torch.Tensor:
             loss = _forward_loss(job.train_model, ids, labels)
             (loss / accum).backward()
         loss_sum += loss.detach()
+    if job.megatron:  # its optimizer clips the fp32 gradients itself
+        megatron_stack.step(job.train_model, job.opt)
+        return loss_sum
+    # ZeRO: every rank holds the whole all-reduced gradient, so the norm is the global one.
     if t["clip_grad"] > 0 and not isinstance(job.opt, MasterWeightAdamW):
         torch.nn.utils.clip_grad_norm_(job.model.parameters(), t["clip_grad"])
     job.opt.step()
     return loss_sum
 
 
-def save_trained(job: Job, checkpoint_path: Path) -> None:
-    """The trained weights in full precision (bf16 runs keep them as the optimizer's masters);
-    the resume checkpoint is no longer needed."""
+def trained_weights(job: Job) -> dict[str, Any]:
+    """The trained weights: bf16 runs on the torch path keep them in full precision as the
+    optimizer's masters; megatron's stack saves the model's own (bf16) weights, its masters being
+    sharded; split experts are gathered (a collective over the expert-parallel ranks)."""
     opt = job.opt
-    weights = opt.master_state_dict(job.model) if isinstance(opt, MasterWeightAdamW) else job.model.state_dict()
+    if isinstance(opt, MasterWeightAdamW):
+        return opt.master_state_dict(job.model)
+    moe = job.m["moe"]
+    local = int(moe["num_experts"]) // job.expert_parallel if moe else 0
+    return full_model_state(job.model, job.expert_parallel, local)
+
+
+def save_trained(job: Job, checkpoint_path: Path, weights: dict[str, Any]) -> None:
     _save(checkpoint_path, {"settings": job.shash, "model_settings": job.m, "vocab_size": job.vocab,
                             "step": job.t["train_steps"], "model": weights})
-    if job.resume_file.exists():
-        job.resume_file.unlink()
 
 
 def peak_per_device(settings: dict[str, Any], device: str, device_name: str | None) -> tuple[float | None, str]:
@@ -292,7 +383,7 @@ def peak_per_device(settings: dict[str, Any], device: str, device_name: str | No
 
 
 def figures(job: Job, trained: Trained, nodes: NodeSum, val_loss: float, checkpoint_path: Path,
-            mon: Monitor) -> dict[str, Any]:
+            mon: Monitor, state_bytes: list[int]) -> dict[str, Any]:
     """The record's values: figures over the measured window, counts and the layout."""
     t, m, world, params = job.t, job.m, job.world, job.params
     step_times, window = trained.step_times, trained.window
@@ -335,6 +426,14 @@ def figures(job: Job, trained: Trained, nodes: NodeSum, val_loss: float, checkpo
             "nodes": job.layout.get("nodes", 1), "gpus_per_node": job.layout.get("gpus_per_node", 1),
             "launcher": "torchrun" if world > 1 else "none", "backend": torch.distributed.get_backend(),
             "gradient_accumulation": job.accum,
+            "optimizer_sharding": job.layout.get("optimizer_sharding", "none"),
+            "expert_parallel": job.expert_parallel,
+            "engine": "megatron-core DDP + optimizer" if job.megatron else
+            ("torch DDP" if job.ddp else "single process") + (" + ZeroRedundancyOptimizer" if job.sharded else ""),
+            "moe_grouped_gemm": bool(getattr(job.model.config, "moe_grouped_gemm", False)),
+            # Bytes of optimizer state (fp32 masters where the optimizer keeps them, AdamW moments)
+            # each rank held at the end of training, in rank order (measured).
+            "optimizer_state_bytes_per_rank": state_bytes,
             "measured": "node of rank 0" if nodes.count == 1 else
             f"energy: all {nodes.count} nodes; memory, utilisation: node of rank 0",
         }, sort_keys=True),
