@@ -4,12 +4,12 @@ its gradients and Adam's state need, give one `oom` record from rank 0, and the 
 
 from __future__ import annotations
 
-from test_data_parallel import data_dir, run, settings  # noqa: F401 - data_dir is a fixture
+from launch_helpers import run, settings
 
 from effbench.record import read_records
 
 
-def test_two_ranks_out_of_memory_is_one_oom_record(tmp_path, data_dir):  # noqa: F811
+def test_two_ranks_out_of_memory_is_one_oom_record(tmp_path, data_dir):
     s = settings("gqa", 2)
     # ~100 M parameters: 0.4 GB of weights fit under each rank's cap, gradients and Adam's state do not.
     s["model"].update(num_layers=8, hidden_size=1024, num_attention_heads=16, ffn_hidden_size=4096)
