@@ -21,7 +21,7 @@ def test_shipped_configs_are_valid():
     p = cfg.plan(DEFAULT)
     cells, export, ft = p.pretrain, p.exported, p.finetune
     assert {c.technique for c in cells} == {"mha", "mqa", "gqa", "mla", "moe"}
-    assert {c.size for c in cells} == {"xs", "s"}
+    assert {c.size for c in cells} == {"xs"}
     assert {c.technique for c in export} == {"mha", "mqa", "gqa"}
     assert {c.method for c in ft} == {"lora", "loraplus", "rslora", "dora", "pissa", "freeze", "full"}
     assert {c.settings["model_source"]["pretrained"] for c in ft} <= {c.name for c in export}
@@ -82,7 +82,7 @@ def test_a_changed_value_changes_only_its_cells():
     before = {c.name: c.settings for c in cfg.plan(DEFAULT).pretrain}
     after = {c.name: c.settings for c in cfg.plan(
         edited(DEFAULT, ("pretrain", "techniques", "mla", "mla", "kv_lora_rank"), 32)).pretrain}
-    assert sorted(n for n in before if before[n] != after[n]) == ["s/mla", "xs/mla"]
+    assert sorted(n for n in before if before[n] != after[n]) == ["xs/mla"]
 
 
 def test_missing_paths_are_named():
@@ -113,14 +113,14 @@ def test_unknown_finetune_method_names_the_key():
 
 
 def test_finetune_model_needs_an_exported_pretraining_cell():
-    c = edited(DEFAULT, ("finetune", "models", "s-gqa", "pretrained"), "s/mla")
-    with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.s-gqa.pretrained`: 's/mla' is not"):
+    c = edited(DEFAULT, ("finetune", "models", "xs-gqa", "pretrained"), "xs/mla")
+    with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.xs-gqa.pretrained`: 'xs/mla' is not"):
         cfg.plan(c)
 
 
 def test_finetune_model_needs_exactly_one_source():
-    c = edited(DEFAULT, ("finetune", "models", "s-gqa"), {"template": "default"})
-    with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.s-gqa`"):
+    c = edited(DEFAULT, ("finetune", "models", "xs-gqa"), {"template": "default"})
+    with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.xs-gqa`"):
         cfg.plan(c)
 
 
@@ -140,13 +140,13 @@ def test_a_method_edit_changes_only_that_methods_cells():
     before = {c.name: c.settings for c in cfg.plan(DEFAULT).finetune}
     after = {c.name: c.settings for c in cfg.plan(
         edited(DEFAULT, ("finetune", "methods", "dora", "lora_rank"), 16)).finetune}
-    assert sorted(n for n in before if before[n] != after[n]) == ["s-gqa/synthetic/dora", "xs-gqa/synthetic/dora"]
+    assert sorted(n for n in before if before[n] != after[n]) == ["xs-gqa/synthetic/dora"]
 
 
 def test_llamafactory_args_of_a_cell():
     from effbench.finetune.args import llamafactory_args
 
-    cell = next(c for c in cfg.plan(DEFAULT).finetune if c.name == "s-gqa/synthetic/loraplus")
+    cell = next(c for c in cfg.plan(DEFAULT).finetune if c.name == "xs-gqa/synthetic/loraplus")
     a = llamafactory_args(cell.settings, model_path="m", dataset_dir=Path("d"),
                           datasets={"train": "tr", "eval": "ev"}, output_dir=Path("o"), device="cpu")
     assert a["stage"] == "sft" and a["finetuning_type"] == "lora" and a["loraplus_lr_ratio"] == 16
