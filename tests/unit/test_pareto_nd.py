@@ -12,7 +12,8 @@ import pytest
 
 from effbench.aggregate.pareto import pareto_front
 from effbench.decision.axes import PRETRAIN
-from effbench.decision.pareto import DOMINATED, LEFT_OUT, ON, axis_fronts, dominance, non_dominated, plot_front
+from effbench.decision.pareto import (DOMINATED, LEFT_OUT, ON, axis_fronts, dominance, non_dominated, plot_front,
+                                     render_front)
 
 
 def brute_force(points: list[list[float]], better: list[str]) -> list[bool]:
@@ -132,3 +133,15 @@ def test_projection_plot_written(tmp_path: Path) -> None:
     made = plot_front(f, tmp_path)
     assert made and (tmp_path / made["png"]).stat().st_size > 0 and (tmp_path / made["svg"]).is_file()
     assert "left out: mla" in made["caption"] and "Energy (J/token)" in made["caption"]
+    (few,) = axis_fronts(_frame().iloc[:2], PRETRAIN)
+    assert plot_front(few, tmp_path / "few") is None
+
+
+def test_cells_served_by_another_engine_are_marked() -> None:
+    df = _frame()
+    df["engine"] = ["vllm", "transformers", "vllm", "vllm", "vllm", "vllm"]
+    df["engine_fallback"] = [None, "no int4 kernel in this vLLM build", None, None, None, None]
+    (f,) = axis_fronts(df, PRETRAIN)
+    text = "\n".join(render_front(f))
+    assert "| mqa [F] | xs/mqa |" in text
+    assert "- [F] served by transformers, not the configured engine (no int4 kernel in this vLLM build)" in text

@@ -123,9 +123,17 @@ def test_the_path_follows_the_chosen_architecture() -> None:
     a = recommend(_frames(pre=pre), Constraints())
     assert _step(a, "architecture")["choice"]["candidate"] == "mqa"
     prec = _step(a, "precision")
-    assert prec["group"] == {"model": "xs-mqa"} and prec["group_why"].startswith("the previous step's choice")
+    assert prec["group"] == {"model": "xs-mqa"} and prec["group_why"] == "the architecture step's choice: pretrained = xs/mqa"
     arch = _step(recommend(_frames(pre=pre), Constraints(memory_gb=10)), "architecture")
     assert arch["paper"] == {"rule": arch["paper"]["rule"], "says": "mqa", "agrees": True}
+
+
+def test_a_later_step_follows_the_best_ranked_architecture_it_measured() -> None:
+    a = recommend(_frames(pre=[_pre("mla", 9.0), _pre("mha", 10.0), _pre("mqa", 12.0)]), Constraints())
+    assert _step(a, "architecture")["choice"]["candidate"] == "mla"  # never served
+    prec = _step(a, "precision")
+    assert prec["group"] == {"model": "xs-mha"}
+    assert prec["group_why"] == "the best-ranked architecture measured here (the choice xs/mla was not): pretrained = xs/mha"
 
 
 def test_markdown_and_json() -> None:
@@ -142,7 +150,9 @@ def test_bad_constraints_are_refused() -> None:
         Constraints(precision_objective="speed")
 
 
-def test_command_line_on_real_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture()
+def run_results(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """A results folder with real pretraining records (test_aggregate's) and their aggregation."""
     from effbench.aggregate.stage import aggregate_stage
     from effbench.measure.figure import Figure
     from test_aggregate import CELLS, make_record
@@ -156,6 +166,12 @@ def test_command_line_on_real_records(tmp_path: Path, capsys: pytest.CaptureFixt
         shutil.move(made, target)
         records.append(target)
     aggregate_stage("pretrain", records, results)
+    return results, records
+
+
+def test_command_line_on_real_records(run_results: tuple[Path, list[Path]], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    results, _ = run_results
     config = tmp_path / "config.yaml"
     config.write_text((ROOT / "config" / "config.yaml").read_text() + "recommend: {memory_gb: 50}\n")
     assert effbench_main(["recommend", "--configfile", str(config), "--results", str(results), "--json"]) == 0
@@ -163,5 +179,40 @@ def test_command_line_on_real_records(tmp_path: Path, capsys: pytest.CaptureFixt
     # CELLS at xs: gqa (PPL 8.09, 44.87 GB), mqa (8.23, 42.24 GB), mla (7.79, 52.93 GB: over the 50 GB limit)
     assert arch["choice"]["candidate"] == "gqa" and arch["group"] == {"size": "xs"}
     assert "52.9 > limit 50.0" in next(c for c in arch["candidates"] if c["candidate"] == "mla")["excluded"]
+    assert arch["margin"]["noise"].startswith("unknown")  # these records carry no PPL interval
     assert effbench_main(["recommend", "--configfile", str(config), "--results", str(tmp_path / "none")]) == 1
     assert effbench_main(["recommend", "--help"]) == 0
+    capsys.readouterr()
+    config.write_text((ROOT / "config" / "config.yaml").read_text() + "recommend: {memory_gb: -1}\n")
+    assert effbench_main(["recommend", "--configfile", str(config), "--results", str(results)]) == 1
+    assert "recommend.memory_gb" in capsys.readouterr().err
+
+
+def test_decision_rule_outputs_all_at_once(run_results: tuple[Path, list[Path]]) -> None:
+    from effbench.decision.build import main as build_main
+
+    results, records = run_results
+    args = ["--results", str(results), "--pretrain-records", *map(str, records), "--baseline", "bf16",
+            "--constraints", json.dumps({"memory_gb": 50})]
+    assert build_main(args) == 0
+    manifest = json.loads((results / "decision.manifest.json").read_text())
+    for rel in manifest["outputs"]:
+        assert (results / rel).is_file(), rel
+    assert {"decision/pareto.md", "decision/pareto.csv", "decision/scaling.md", "decision/recommend.md",
+            "decision/recommend.json"} <= set(manifest["outputs"])
+    # two cells with every objective at xs (mla lacks energy): a table, no projection drawn
+    assert manifest["plots"] == [] and "No projection drawn: fewer than 3 cells" in (results / "decision" / "pareto.md").read_text()
+    front = pd.read_csv(results / "decision" / "pareto.csv")
+    # xs/mla lacks the energy the others have: left out of the front, not placed on it
+    assert set(front.loc[front["axis"] == "pretrain", "cell"]) == {"xs/gqa", "xs/mqa", "s/gqa"}
+    assert "left out: Energy (J/token) missing (pynvml.NVMLError_LibraryNotFound" in (results / "decision" / "pareto.md").read_text()
+    assert "| mla | xs/mla |" in (results / "decision" / "pareto.md").read_text()
+    assert json.loads((results / "decision" / "recommend.json").read_text())["steps"][0]["choice"]["cell"] == "xs/gqa"
+    # a failing build leaves the previous set as it was
+    before = (results / "decision" / "recommend.md").read_text()
+    with pytest.raises(Exception):
+        build_main(["--results", str(results), "--pretrain-records", str(results / "pretrain/xs/gqa/record.parquet"),
+                    "--constraints", json.dumps({"precision_objective": "speed"})])
+    assert (results / "decision" / "recommend.md").read_text() == before
+    assert json.loads((results / "decision.manifest.json").read_text())["outputs"] == manifest["outputs"]
+    assert not list(results.glob(".aggregate-decision*"))  # no staging left behind

@@ -89,14 +89,22 @@ def _ft_rows(sizes_by_method: dict[str, list[float]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_over_a_frame_too_few_sizes_draws_points_but_no_line(tmp_path: Path) -> None:
+def test_over_a_frame_too_few_sizes_says_so_and_draws_nothing(tmp_path: Path) -> None:
     df = _ft_rows({"lora": [1e8, 1e9], "rslora": [1e8, 1e9]})
-    series = [s for s in axis_series(df, FINETUNE) if s.objective.column == "val_loss"]
-    assert [type(s.result) for s in series] == [NoFit, NoFit]
+    series = axis_series(df, FINETUNE)
+    assert [(s.objective.column, type(s.result)) for s in series] == [("val_loss", NoFit), ("val_loss", NoFit)]
     text = render(series, crossings(series))
-    assert "too few sizes to fit (2 measured, 3 needed)" in text and "no crossing is claimed" in text
-    (plot,) = plot_all(series, tmp_path)
-    assert "no line" in plot["caption"] and (tmp_path / plot["svg"]).is_file()
+    assert "| finetune | task = t | lora | 2 | too few sizes to fit (2 measured, 3 needed): none of Held-out loss |" in text
+    assert "no crossing is claimed" in text
+    assert plot_all(series, tmp_path) == [] and not list(tmp_path.rglob("*.png"))
+
+
+def test_a_fit_is_drawn_with_its_bands_and_the_unfitted_points(tmp_path: Path) -> None:
+    df = _ft_rows({"lora": [1e8, 1e9, 1e10], "rslora": [1e8, 1e9]})
+    (plot,) = plot_all(axis_series(df, FINETUNE), tmp_path)
+    assert plot["png"] == "plots/decision/scaling_finetune_val_loss_t.png" and (tmp_path / plot["svg"]).is_file()
+    assert plot["caption"] == ("Held-out loss against model size; fitted: lora (line, 95 % confidence band shaded, "
+                               "95 % prediction band dotted); too few sizes to fit, points only: rslora.")
 
 
 def test_over_a_frame_fits_cross_where_the_methods_do() -> None:

@@ -58,6 +58,8 @@ def write_pareto(frames: Frames, out: Path) -> tuple[list[dict[str, Any]], dict[
             if fig:
                 figures.append(fig)
                 lines += [f"![{fig['title']}](../{fig['png']})", "", fig["caption"], ""]
+            else:
+                lines += [f"No projection drawn: fewer than {pareto.MIN_PLOTTED} cells with every objective.", ""]
     write_text(out / "decision" / "pareto.md", "\n".join(lines))
     with atomic_path(out / "decision" / "pareto.csv") as tmp:
         pd.DataFrame(rows, columns=list(dict.fromkeys(["axis", "group", "candidate", "cell", "objectives",
@@ -124,11 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--table-load-point", default="", help="the serving load point of the paper's table")
     ap.add_argument("--constraints", default="{}", help="the config's recommend section as JSON")
     args = ap.parse_args(argv)
-    frames = load_frames(args.pretrain_records, args.finetune_records, args.quantize_records, args.inference_records,
-                         args.scores, args.results, args.baseline or None, args.table_load_point or None)
-    constraints = Constraints.from_mapping(json.loads(args.constraints))
-    with staged(args.results, "decision") as out:
-        manifest = build(frames, constraints, out)
+    with staged(args.results, "decision") as out:  # any failure from here on leaves the previous set
+        frames = load_frames(args.pretrain_records, args.finetune_records, args.quantize_records,
+                             args.inference_records, args.scores, args.results, args.baseline or None,
+                             args.table_load_point or None)
+        manifest = build(frames, Constraints.from_mapping(json.loads(args.constraints)), out)
     for x in manifest["left_out"]:
         print(f"left out {x['path']}: {x['reason']}", file=sys.stderr)
     return 0

@@ -33,6 +33,7 @@ from . import plots
 from .axes import Axis, Objective, interval, missing_reason, shown, value
 
 ON, DOMINATED, LEFT_OUT = "non-dominated", "dominated", "left out"
+MIN_PLOTTED = 3  # cells with every objective a front needs to be drawn
 _SENSE = {LOWER: 1.0, "min": 1.0, HIGHER: -1.0, "max": -1.0}
 
 
@@ -159,17 +160,36 @@ def _arrow(o: Objective) -> str:
 
 
 def render_front(f: Front) -> list[str]:
-    lines = [f"### {f.axis.title}: {f.label}", ""]
+    lines = [f"### {f.label}", ""]
     lines.append("Objectives: " + ", ".join(f"{o.label} {_arrow(o)}" for o in f.objectives) + ".")
     for o, why in f.dropped:
         lines.append(f"Left out of this front: {o.label} — {why}.")
     lines += ["", "| Candidate | Cell | " + " | ".join(o.label for o in f.objectives) + " | Front |",
               "|---|---|" + "---:|" * len(f.objectives) + "---|"]
+    notes: dict[str, list[str]] = {}
     for (_, r), st, det in zip(f.rows.iterrows(), f.status, f.detail):
         place = "**non-dominated**" if st == ON else (det if st == DOMINATED else f"left out: {det}")
         cells = [shown(r, o.column) for o in f.objectives]
-        lines.append(f"| {r[f.axis.candidate]} | {r['cell']} | " + " | ".join(cells) + f" | {place} |")
-    return lines + [""]
+        mark = ""
+        for flag, text in _caveats(r):
+            notes.setdefault(text, []).append(str(r["cell"]))
+            mark += f" [{flag}]"
+        lines.append(f"| {r[f.axis.candidate]}{mark} | {r['cell']} | " + " | ".join(cells) + f" | {place} |")
+    lines += [""] + [f"- {text}: {', '.join(cells)}" for text, cells in notes.items()]
+    return lines + ([""] if notes else [])
+
+
+def _caveats(r: pd.Series) -> list[tuple[str, str]]:
+    """The tables' marks: [F] served by another engine than configured, [S] not measured alone."""
+    out = []
+    fallback = r.get("engine_fallback")
+    if not is_missing(fallback):
+        out.append(("F", f"[F] served by {r.get('engine')}, not the configured engine ({fallback}): its latency "
+                         "and memory are not comparable with other engines' cells"))
+    alone = r.get("alone")
+    if not is_missing(alone) and not bool(alone):
+        out.append(("S", "[S] measured while other jobs ran: its timed figures are not comparable"))
+    return out
 
 
 def front_csv_rows(f: Front) -> list[dict[str, Any]]:
@@ -191,12 +211,13 @@ def front_csv_rows(f: Front) -> list[dict[str, Any]]:
 
 def plot_front(f: Front, out: Path) -> dict[str, Any] | None:
     """2-D projections: quality (or the first objective) against each other objective, the n-D
-    front filled, dominated rows hollow, each projection's own 2-D front dashed."""
+    front filled, dominated rows hollow, each projection's own 2-D front dashed. None for a front
+    of fewer than :data:`MIN_PLOTTED` complete cells."""
     if len(f.objectives) < 2:
         return None
     y, xs = f.objectives[0], f.objectives[1:]
     complete = [i for i, st in enumerate(f.status) if st in (ON, DOMINATED)]
-    if not complete:
+    if len(complete) < MIN_PLOTTED:  # the table says it all (and the cross-axis front shows them)
         return None
     fig, axes = plots.new_figure(len(xs))
     rows = f.rows.iloc[complete]

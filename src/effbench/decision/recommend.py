@@ -257,7 +257,7 @@ def _margin(step: Step, win: pd.Series, run: pd.Series) -> dict[str, Any]:
     a, b = value(win, col), value(run, col)
     d = (b - a) if better == LOWER else (a - b)
     ia, ib = interval(win, col), interval(run, col)
-    out: dict[str, Any] = {"difference": d, "relative": d / abs(a) if a else None}
+    out: dict[str, Any] = {"difference": d, "relative": d / abs(b) if b else None}  # share of the runner-up's
     if ia is None or ib is None:
         return {**out, "noise": "unknown (no interval recorded for one of the two)", "tie": False,
                 "significant": None}
@@ -389,22 +389,26 @@ def _median_params(rows: pd.DataFrame) -> float | None:
     return float(pd.Series(vals).median()) if vals else None
 
 
-def choose_group(df: pd.DataFrame, keys: list[str], prefer: dict[str, Any] | None, c: Constraints,
+def choose_group(df: pd.DataFrame, keys: list[str], prefer: list[str], c: Constraints,
                  what: str) -> tuple[pd.DataFrame, dict[str, str], str]:
-    """The group of cells a step compares and why: the one ``prefer`` names (the previous step's
-    choice), else the one nearest ``model_params`` (log scale), else the one with the most ok cells."""
+    """The group of cells a step compares and why: the model pretrained as the architecture step
+    chose, else as its best-ranked architecture measured here (``prefer``: pretraining cells, best
+    first), else the group nearest ``model_params`` (log scale), else the one with the most ok cells."""
     groups = list(df.groupby(keys, sort=False)) if len(df) else []
     if not groups:
         return df.iloc[0:0], {}, f"no {what} records"
+
     def key_of(k: Any) -> dict[str, str]:
         return dict(zip(keys, (str(v) for v in (k if isinstance(k, tuple) else (k,)))))
-    if prefer:
-        hits = [(k, g) for k, g in groups if all(str(g.iloc[0].get(pk)) == str(pv) for pk, pv in prefer.items())]
+
+    for rank, cell in enumerate(prefer):
+        hits = [(k, g) for k, g in groups if "pretrained" in g and str(g.iloc[0]["pretrained"]) == cell]
         if hits:
             k, g = max(hits, key=lambda kg: len(ok_rows(kg[1])))
-            return g, key_of(k), "the previous step's choice: " + ", ".join(f"{a} = {b}" for a, b in prefer.items())
-    note = "" if not prefer else ("nothing measured for the previous step's choice ("
-                                  + ", ".join(f"{a} = {b}" for a, b in prefer.items()) + "); ")
+            why = ("the architecture step's choice" if rank == 0 else
+                   f"the best-ranked architecture measured here (the choice {prefer[0]} was not)")
+            return g, key_of(k), f"{why}: pretrained = {cell}"
+    note = f"no model pretrained as {prefer[0]} measured here; " if prefer else ""
     if c.model_params:
         sized = [(k, g, _median_params(g)) for k, g in groups if _median_params(g)]
         if sized:
@@ -413,6 +417,16 @@ def choose_group(df: pd.DataFrame, keys: list[str], prefer: dict[str, Any] | Non
                                          f" {format_value(p, 'params')}")
     k, g = max(groups, key=lambda kg: (len(ok_rows(kg[1])), _median_params(kg[1]) or 0))
     return g, key_of(k), note + "the group with the most ok cells" + (f" (of {len(groups)})" if len(groups) > 1 else "")
+
+
+def _ranked_cells(res: dict[str, Any]) -> list[str]:
+    """The architecture step's candidates best first: the choice, the others that qualified by
+    their objective, then the rest (a later step follows the first it has measured)."""
+    col = res.get("objective", {})
+    sign = 1 if col.get("better") == LOWER else -1
+    cands = res.get("candidates", [])
+    good = sorted((x for x in cands if "excluded" not in x), key=lambda x: sign * x["objective"]["value"])
+    return [x["cell"] for x in good]
 
 
 def recommend(frames: Frames, c: Constraints) -> dict[str, Any]:
@@ -427,12 +441,11 @@ def recommend(frames: Frames, c: Constraints) -> dict[str, Any]:
     answer: dict[str, Any] = {"constraints": {k: v for k, v in asdict(c).items()}, "load_point": lp,
                               "baseline": frames.baseline, "results": str(frames.results),
                               "left_out": [asdict(x) for x in frames.left_out], "steps": []}
-    chosen_cell: str | None = None
+    ranked: list[str] = []  # the architecture step's qualifying cells, best first
     for step in steps(frames.baseline, c.precision_objective):
         df, keys = tables[step.axis]
         # Fine-tuning and serving follow the chosen architecture where its model was measured.
-        prefer = {"pretrained": chosen_cell} if chosen_cell and step.axis != "pretrain" else None
-        rows, group, why = choose_group(df, keys, prefer, c, step.axis)
+        rows, group, why = choose_group(df, keys, ranked if step.axis != "pretrain" else [], c, step.axis)
         res = decide(frames, step, rows, c) if len(rows) else {
             "status": "not measured", "verdict": f"no {step.axis} records in {frames.results}", "candidates": [],
             "warnings": [], "objective": {"column": step.objective[0], "label": step.objective[1],
@@ -446,7 +459,7 @@ def recommend(frames: Frames, c: Constraints) -> dict[str, Any]:
                                 "group_why": why, "groups_measured": others, "model_params": params,
                                 **res, "paper": paper})
         if step.name == "architecture":
-            chosen_cell = res.get("choice", {}).get("cell")
+            ranked = _ranked_cells(res)
     return answer
 
 
@@ -472,7 +485,7 @@ def render_markdown(a: dict[str, Any]) -> str:
         lines += ["", f"Compared: {where} ({s['group_why']}). Objective: {s['objective']['label']} "
                       f"({'lower' if s['objective']['better'] == LOWER else 'higher'} is better)."]
         if s.get("not_applicable"):
-            lines.append("Constraints this step cannot check: " + ", ".join(s["not_applicable"]) + ".")
+            lines.append("Not checked at this step (they apply to another): " + ", ".join(s["not_applicable"]) + ".")
         if s["candidates"]:
             lines += ["", _evidence_table(s)]
         for n in s.get("not_candidates", []):

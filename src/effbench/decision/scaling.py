@@ -29,6 +29,7 @@ import pandas as pd
 from ..aggregate.tables import format_value
 from ..measure.spread import t95
 from . import plots
+from ..aggregate.frame import is_missing
 from .axes import Axis, Objective, value
 from .frames import ok_rows
 
@@ -153,7 +154,10 @@ def crossing(a: Fit, b: Fit) -> Crossing:
 
 # --- over the frames ---------------------------------------------------------------------------
 
-SCALING_GROUP = {"pretrain": (), "finetune": ("task",), "inference": ("load_point",)}
+# Fits hold everything but size fixed: fine-tuning per task, serving per load point and per
+# pretraining variant of the served model (attention variants differ a little in size, and a
+# fit across them would read an architecture's effect as a size trend).
+SCALING_GROUP = {"pretrain": (), "finetune": ("task",), "inference": ("load_point", "pretrain_technique")}
 
 
 @dataclass
@@ -162,7 +166,8 @@ class Series:
 
     axis: Axis
     objective: Objective
-    group: str
+    group: str  # "task = t", or '' for none
+    group_key: tuple[str, ...]  # the group's values
     technique: str
     sizes: list[float]
     values: list[float]
@@ -185,7 +190,8 @@ def axis_series(df: pd.DataFrame, axis: Axis) -> list[Series]:
     ok = ok_rows(df)
     if not len(ok) or axis.candidate not in ok:
         return []
-    keys = SCALING_GROUP.get(axis.stage, ())
+    keys = [k for k in SCALING_GROUP.get(axis.stage, ()) if k in ok]
+    ok = ok.assign(**{k: ["n/a" if is_missing(v) else str(v) for v in ok[k]] for k in keys})
     out = []
     for o in axis.objectives:
         have = ok[[value(r, o.column) is not None and value(r, axis.size) is not None for _, r in ok.iterrows()]]
@@ -199,7 +205,8 @@ def axis_series(df: pd.DataFrame, axis: Axis) -> list[Series]:
             tokens = [_tokens(r) for _, r in g.iterrows()] if axis.stage == "pretrain" else None
             tokens = tokens if tokens and all(t is not None for t in tokens) else None
             sizes, vals = [float(v) for v in g[axis.size]], [float(v) for v in g[o.column]]
-            out.append(Series(axis, o, group, str(key[-1]), sizes, vals, [str(c) for c in g["cell"]],
+            out.append(Series(axis, o, group, tuple(str(v) for v in key[:-1]), str(key[-1]), sizes, vals,
+                              [str(c) for c in g["cell"]],
                               fit(sizes, vals, tokens, log_y)))
     return out
 
@@ -226,18 +233,17 @@ def render(series: list[Series], cross: list[dict[str, Any]]) -> str:
              f"Fewer than {MIN_SIZES} sizes: no fit, no line. Method: docs/decision.md.", ""]
     if not series:
         return "\n".join(lines + ["No measured figures with a model size.", ""])
-    lines += ["| Axis | Group | Technique | Metric | Sizes | Fit |", "|---|---|---|---|---:|---|"]
+    lines += ["| Axis | Group | Technique | Sizes | Fits |", "|---|---|---|---:|---|"]
+    keyed: dict[tuple[str, str, str], list[Series]] = {}
     for s in series:
-        r = s.result
-        if isinstance(r, NoFit):
-            text = r.reason
+        keyed.setdefault((s.axis.name, s.group, s.technique), []).append(s)
+    for (axis, group, technique), ss in keyed.items():
+        reasons = {s.result.reason for s in ss if isinstance(s.result, NoFit)}
+        if len(reasons) == 1 and all(isinstance(s.result, NoFit) for s in ss):
+            text = f"{reasons.pop()}: none of {', '.join(s.objective.label for s in ss)}"
         else:
-            lo, hi = r.slope_interval()
-            text = (f"{'log y' if r.log_y else 'y'} = {_sig(r.coef[0], 4)} + {_sig(r.slope, 3)}·log N"
-                    + (f" + {_sig(r.coef[2], 3)}·log D" if r.with_tokens else "")
-                    + f"; slope 95 % [{_sig(lo, 3)}, {_sig(hi, 3)}], {r.df} df")
-        lines.append(f"| {s.axis.name} | {s.group or '–'} | {s.technique} | {s.objective.label} | "
-                     f"{len(set(s.sizes))} | {text} |")
+            text = "<br>".join(f"{s.objective.label}: {_fit_text(s.result)}" for s in ss)
+        lines.append(f"| {axis} | {group or '–'} | {technique} | {max(len(set(s.sizes)) for s in ss)} | {text} |")
     lines += ["", "## Crossings", ""]
     if not cross:
         lines.append("None: no two techniques of one metric have fits (too few sizes), so no crossing is claimed.")
@@ -251,6 +257,15 @@ def render(series: list[Series], cross: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fit_text(r: Fit | NoFit) -> str:
+    if isinstance(r, NoFit):
+        return r.reason
+    lo, hi = r.slope_interval()
+    return (f"{'log y' if r.log_y else 'y'} = {_sig(r.coef[0], 4)} + {_sig(r.slope, 3)}·log N"
+            + (f" + {_sig(r.coef[2], 3)}·log D" if r.with_tokens else "")
+            + f"; slope 95 % [{_sig(lo, 3)}, {_sig(hi, 3)}], {r.df} df")
+
+
 def _params(n: float) -> str:
     for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
         if abs(n) >= scale:
@@ -260,9 +275,9 @@ def _params(n: float) -> str:
 
 def plot_metric(series: list[Series], out: Path) -> dict[str, Any] | None:
     """One metric of one axis and group: every technique's points; its fit, confidence band
-    (shaded) and prediction band (dotted) only where it has one. Drawn when some technique has
-    two sizes or more (a trend to look at), with or without a fit."""
-    if not any(len(set(s.sizes)) >= 2 for s in series):
+    (shaded) and prediction band (dotted) only where it has one. Drawn where some technique has a
+    fit (too few sizes everywhere: the table says so and nothing is drawn)."""
+    if not any(isinstance(s.result, Fit) for s in series):
         return None
     import matplotlib
 
@@ -289,12 +304,13 @@ def plot_metric(series: list[Series], out: Path) -> dict[str, Any] | None:
     ax.legend(fontsize=7)
     title = f"{s0.axis.title}: {s0.objective.label}" + (f" ({s0.group})" if s0.group else "")
     ax.set_title(title, fontsize=9)
-    name = plots.slug("scaling", s0.axis.name, s0.objective.column, s0.group)
+    name = plots.slug("scaling", s0.axis.name, s0.objective.column, *s0.group_key)
     rel = plots.save(fig, name, out)
     fitted = [s.technique for s in series if isinstance(s.result, Fit)]
-    caption = (f"{s0.objective.label} against model size; " + (
-        "fitted: " + ", ".join(fitted) + " (line, 95 % confidence band shaded, 95 % prediction band dotted)"
-        if fitted else "no technique has enough sizes to fit: points only, no line") + ".")
+    unfitted = [s.technique for s in series if isinstance(s.result, NoFit)]
+    caption = (f"{s0.objective.label} against model size; fitted: {', '.join(fitted)} (line, 95 % confidence "
+               "band shaded, 95 % prediction band dotted)"
+               + (f"; {TOO_FEW}, points only: {', '.join(unfitted)}" if unfitted else "") + ".")
     return {"name": name, "title": f"Scaling — {title}", **rel, "caption": caption}
 
 
