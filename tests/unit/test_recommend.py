@@ -90,6 +90,20 @@ def test_nothing_meets_and_the_binding_constraint_is_named() -> None:
     assert "unverified" in gqa["excluded"] and "was not served" in gqa["excluded"]
 
 
+def test_an_architecture_qualifies_through_any_precision_that_meets_the_serving_constraints() -> None:
+    # mha at bf16 is too slow (12 ms > 11 ms) but its int4 model meets the limit within the accuracy drop
+    a = recommend(_frames(), Constraints(latency_ms_per_token=11))
+    arch = _step(a, "architecture")
+    assert arch["choice"]["candidate"] == "mha"
+    assert arch["choice"]["serving_record"] == "results/inference/xs-mha/int4/offline/record.parquet"
+    assert _step(a, "precision")["choice"]["candidate"] == "int4"
+    # ... but not when that precision loses more accuracy than tolerated: then the baseline's figures stand
+    strict = _step(recommend(_frames(), Constraints(latency_ms_per_token=11, max_accuracy_drop=0.01)), "architecture")
+    assert strict["choice"]["candidate"] == "mqa"  # mqa's bf16 meets 11 ms on its own
+    mha = next(c for c in strict["candidates"] if c["candidate"] == "mha")
+    assert mha["serving_record"].endswith("xs-mha/bf16/offline/record.parquet") and "12.0 > limit 11.0" in mha["excluded"]
+
+
 def test_an_unmeasured_figure_never_passes_a_constraint() -> None:
     prec = _step(recommend(_frames(), Constraints(energy_j_per_token=1.0)), "precision")
     assert prec["status"] == "nothing meets the constraints" and prec["binding"]["constraint"] == "energy_j_per_token"

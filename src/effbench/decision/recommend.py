@@ -109,6 +109,7 @@ def _serving_checks(prefix: str, at: str) -> list[Check]:
         Check("latency_s_per_request", prefix + "e2e_s_mean", f"E2E per request{at} (s)"),
         Check("min_throughput_tokens_per_s", prefix + "it_tokens_per_s", f"IT{at} (tokens/s)", at_most=False),
         Check("energy_j_per_token", prefix + "energy_j_per_token", f"energy per token{at} (J)"),
+        Check("max_accuracy_drop", prefix + "accuracy_drop", f"accuracy drop vs the baseline{at} (fraction)"),
     ]
 
 
@@ -122,18 +123,20 @@ class Step:
     checks: tuple[Check, ...]
 
 
-def steps(baseline: str | None, objective: str) -> list[Step]:
-    at = f" served at {baseline}" if baseline else " served"
+def steps(objective: str) -> list[Step]:
+    at = " served"
     return [
         Step("architecture", "pretrain", "technique", "Which attention / MoE architecture?",
              ("ppl", "validation perplexity (PPL)", LOWER),
-             (Check("memory_gb", "peak_mem_gb", "peak memory while pretraining (GB)"), *_serving_checks(SERVE, at))),
+             # The accuracy drop is a precision's: here it only picks which precision's figures stand
+             # for the technique (join_serving), so an architecture never served is not excluded by it.
+             (Check("memory_gb", "peak_mem_gb", "peak memory while pretraining (GB)"),
+              *(ck for ck in _serving_checks(SERVE, at) if ck.constraint != "max_accuracy_drop"))),
         Step("fine-tuning", "finetune", "method", "Which fine-tuning method?",
              ("val_loss", "held-out loss", LOWER),
              (Check("memory_gb", "peak_mem_gb", "peak memory while fine-tuning (GB)"),)),
         Step("precision", "inference", "precision", "Which precision to serve at?", PRECISION_OBJECTIVES[objective],
-             (Check("memory_gb", "peak_mem_gb", "peak memory while serving (GB)"), *_serving_checks("", ""),
-              Check("max_accuracy_drop", "accuracy_drop", "accuracy drop vs the baseline (fraction)"))),
+             (Check("memory_gb", "peak_mem_gb", "peak memory while serving (GB)"), *_serving_checks("", ""))),
     ]
 
 
@@ -194,29 +197,36 @@ def with_accuracy_drop(inf: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     return inf
 
 
-def join_serving(pre: pd.DataFrame, inf: pd.DataFrame, baseline: str | None, load_point: str | None) -> pd.DataFrame:
+def join_serving(pre: pd.DataFrame, inf: pd.DataFrame, baseline: str | None, load_point: str | None,
+                 c: Constraints) -> pd.DataFrame:
     """Pretraining rows with the serving figures (prefixed ``serve.``) of the model exported from
-    each cell, served at the baseline precision and the load point; absent where it was not served."""
+    each cell: of its first precision (the baseline first) that meets every serving constraint
+    the architecture step checks, else of the baseline; absent where the model was not served.
+    ``inf`` holds one load point's rows, with ``accuracy_drop``."""
     pre = pre.copy()
-    served = {}
+    limits = c.limits()
+    checks = [ck for ck in _serving_checks("", "") if ck.constraint in limits]
+    served: dict[str, pd.Series] = {}
     if len(inf) and "pretrained" in inf:
-        for _, r in inf.iterrows():
-            if r["precision"] == baseline and r["load_point"] == load_point and r["status"] == "ok" \
-                    and not is_missing(r["pretrained"]):
-                served.setdefault(r["pretrained"], r)
-    figures = [c for c in inf.columns if "__" not in c and c != "pretrained"] if len(inf) else []
-    new: dict[str, list[Any]] = {SERVE + c: [] for c in inf.columns if c != "pretrained"} if len(inf) else {}
-    new.update({SERVE + c + "__missing": [] for c in figures})
+        rows = [r for _, r in inf.iterrows() if r["status"] == "ok" and not is_missing(r["pretrained"])]
+        rows.sort(key=lambda r: r["precision"] != baseline)  # the baseline first, then the record order
+        for cell in dict.fromkeys(r["pretrained"] for r in rows):
+            own = [r for r in rows if r["pretrained"] == cell]
+            meets = [r for r in own if all(_passes(_check(r, ck, limits[ck.constraint])) for ck in checks)]
+            served[cell] = (meets or own)[0]
+    figures = [col for col in inf.columns if "__" not in col and col != "pretrained"] if len(inf) else []
+    new: dict[str, list[Any]] = {SERVE + col: [] for col in inf.columns if col != "pretrained"} if len(inf) else {}
+    new.update({SERVE + col + "__missing": [] for col in figures})
     for _, r in pre.iterrows():
         s = served.get(r["cell"])
-        for c in new:
-            own = c.removeprefix(SERVE)
+        for col in new:
+            own = col.removeprefix(SERVE)
             if s is not None:
-                new[c].append(s.get(own))
-            elif c.endswith("__missing"):
-                new[c].append(f"{r['cell']} was not served at {baseline}, load point {load_point}")
+                new[col].append(s.get(own))
+            elif col.endswith("__missing"):
+                new[col].append(f"{r['cell']} was not served at load point {load_point}")
             else:
-                new[c].append(None)
+                new[col].append(None)
     return pd.concat([pre, pd.DataFrame(new, index=pre.index)], axis=1) if new else pre
 
 
@@ -435,14 +445,14 @@ def recommend(frames: Frames, c: Constraints) -> dict[str, Any]:
     inf = with_accuracy_drop(frames.inference, frames.baseline) if len(frames.inference) else frames.inference
     if len(inf):
         inf = inf[inf["load_point"] == lp]
-    pre = join_serving(frames.pretrain, inf, frames.baseline, lp)
+    pre = join_serving(frames.pretrain, inf, frames.baseline, lp, c)
     tables = {"pretrain": (pre, ["size"]), "finetune": (frames.finetune, ["model", "task"]),
               "inference": (inf, ["model"])}
     answer: dict[str, Any] = {"constraints": {k: v for k, v in asdict(c).items()}, "load_point": lp,
                               "baseline": frames.baseline, "results": str(frames.results),
                               "left_out": [asdict(x) for x in frames.left_out], "steps": []}
     ranked: list[str] = []  # the architecture step's qualifying cells, best first
-    for step in steps(frames.baseline, c.precision_objective):
+    for step in steps(c.precision_objective):
         df, keys = tables[step.axis]
         # Fine-tuning and serving follow the chosen architecture where its model was measured.
         rows, group, why = choose_group(df, keys, ranked if step.axis != "pretrain" else [], c, step.axis)
@@ -484,6 +494,10 @@ def render_markdown(a: dict[str, Any]) -> str:
         lines.append(f"**Answer: {s['verdict']}.**" if s["status"] == "chosen" else f"**{s['status'].capitalize()}:** {s['verdict']}.")
         lines += ["", f"Compared: {where} ({s['group_why']}). Objective: {s['objective']['label']} "
                       f"({'lower' if s['objective']['better'] == LOWER else 'higher'} is better)."]
+        if s["step"] == "architecture":
+            lines.append("Serving figures of a technique are its model's at the first precision (the baseline first) "
+                         "that meets the serving constraints and the accuracy drop, else the baseline's; `served:` "
+                         "names that record.")
         if s.get("not_applicable"):
             lines.append("Not checked at this step (they apply to another): " + ", ".join(s["not_applicable"]) + ".")
         if s["candidates"]:
