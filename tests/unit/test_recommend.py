@@ -92,9 +92,12 @@ def test_nothing_meets_and_the_binding_constraint_is_named() -> None:
 
 def test_an_architecture_qualifies_through_any_precision_that_meets_the_serving_constraints() -> None:
     # mha at bf16 is too slow (12 ms > 11 ms) but its int4 model meets the limit within the accuracy drop
-    a = recommend(_frames(), Constraints(latency_ms_per_token=11))
+    frames = _frames()
+    frames.inference.loc[frames.inference["precision"] == "int4", "engine"] = "transformers"
+    a = recommend(frames, Constraints(latency_ms_per_token=11))
     arch = _step(a, "architecture")
-    assert arch["choice"]["candidate"] == "mha"
+    assert arch["choice"]["candidate"] == "mha" and "not_applicable" not in arch
+    assert any("different engines (transformers, vllm)" in w for w in arch["warnings"])
     assert arch["choice"]["serving_record"] == "results/inference/xs-mha/int4/offline/record.parquet"
     assert _step(a, "precision")["choice"]["candidate"] == "int4"
     # ... but not when that precision loses more accuracy than tolerated: then the baseline's figures stand

@@ -7,7 +7,7 @@ by the step's objective:
 
 | step | candidates | objective | constraints it checks |
 |---|---|---|---|
-| architecture | pretraining techniques at one size | PPL ↓ | memory (pretraining peak); latency, throughput, energy of the technique's model served at the baseline precision |
+| architecture | pretraining techniques at one size | PPL ↓ | memory (pretraining peak); latency, throughput, energy of the technique's served model, at its first precision meeting them and the accuracy drop (else the baseline) |
 | fine-tuning | methods on one model × task | held-out loss ↓ | memory (fine-tuning peak) |
 | precision | precisions of one model at one load point | ``precision_objective`` (AMU by default) | memory, latency, throughput, energy, accuracy drop vs the baseline |
 
@@ -121,6 +121,7 @@ class Step:
     question: str
     objective: tuple[str, str, str]  # column, label, direction
     checks: tuple[Check, ...]
+    uses: tuple[str, ...] = ()  # constraints it applies other than by a check
 
 
 def steps(objective: str) -> list[Step]:
@@ -131,7 +132,8 @@ def steps(objective: str) -> list[Step]:
              # The accuracy drop is a precision's: here it only picks which precision's figures stand
              # for the technique (join_serving), so an architecture never served is not excluded by it.
              (Check("memory_gb", "peak_mem_gb", "peak memory while pretraining (GB)"),
-              *(ck for ck in _serving_checks(SERVE, at) if ck.constraint != "max_accuracy_drop"))),
+              *(ck for ck in _serving_checks(SERVE, at) if ck.constraint != "max_accuracy_drop")),
+             ("max_accuracy_drop",)),
         Step("fine-tuning", "finetune", "method", "Which fine-tuning method?",
              ("val_loss", "held-out loss", LOWER),
              (Check("memory_gb", "peak_mem_gb", "peak memory while fine-tuning (GB)"),)),
@@ -312,7 +314,7 @@ def decide(frames: Frames, step: Step, rows: pd.DataFrame, c: Constraints) -> di
             detail = "" if is_missing(r.get("status_detail")) else f": {r['status_detail']}"
             out["not_candidates"].append(f"{r[step.candidate]} ({r['cell']}): status {r['status']}{detail}")
     ok = ok_rows(rows)
-    n_a = [k for k in limits if not any(ck.constraint == k for ck in step.checks)]
+    n_a = [k for k in limits if not any(ck.constraint == k for ck in step.checks) and k not in step.uses]
     if n_a:
         out["not_applicable"] = n_a
     cands = []
@@ -350,7 +352,7 @@ def decide(frames: Frames, step: Step, rows: pd.DataFrame, c: Constraints) -> di
         out["runner_up"] = rfig
         out["margin"] = _margin(step, win, run)
     out["verdict"] = _verdict(wfig, out, label, better)
-    engines = {str(r.get("engine")) for _, r in ok.iterrows() if not is_missing(r.get("engine"))}
+    engines = {str(r.get(k)) for _, r in ok.iterrows() for k in ("engine", SERVE + "engine") if not is_missing(r.get(k))}
     if len(engines) > 1:
         out["warnings"].append("candidates were served by different engines (" + ", ".join(sorted(engines)) + "): "
                                "their latency and memory are not comparable")
