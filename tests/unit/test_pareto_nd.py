@@ -31,7 +31,8 @@ def brute_force(points: list[list[float]], better: list[str]) -> list[bool]:
         for j, q in enumerate(points):
             if j == i or any(math.isnan(v) for v in q):
                 continue
-            if all(worse_or_equal(p[k], q[k], better[k]) for k in range(len(p))) and any(p[k] != q[k] for k in range(len(p))):
+            ks = range(len(p))
+            if all(worse_or_equal(p[k], q[k], better[k]) for k in ks) and any(p[k] != q[k] for k in ks):
                 dominated = True
                 break
         out.append(not dominated)

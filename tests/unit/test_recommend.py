@@ -104,7 +104,8 @@ def test_an_architecture_qualifies_through_any_precision_that_meets_the_serving_
     strict = _step(recommend(_frames(), Constraints(latency_ms_per_token=11, max_accuracy_drop=0.01)), "architecture")
     assert strict["choice"]["candidate"] == "mqa"  # mqa's bf16 meets 11 ms on its own
     mha = next(c for c in strict["candidates"] if c["candidate"] == "mha")
-    assert mha["serving_record"].endswith("xs-mha/bf16/offline/record.parquet") and "12.0 > limit 11.0" in mha["excluded"]
+    assert mha["serving_record"].endswith("xs-mha/bf16/offline/record.parquet")
+    assert "12.0 > limit 11.0" in mha["excluded"]
 
 
 def test_an_unmeasured_figure_never_passes_a_constraint() -> None:
@@ -140,7 +141,8 @@ def test_the_path_follows_the_chosen_architecture() -> None:
     a = recommend(_frames(pre=pre), Constraints())
     assert _step(a, "architecture")["choice"]["candidate"] == "mqa"
     prec = _step(a, "precision")
-    assert prec["group"] == {"model": "xs-mqa"} and prec["group_why"] == "the architecture step's choice: pretrained = xs/mqa"
+    assert prec["group"] == {"model": "xs-mqa"}
+    assert prec["group_why"] == "the architecture step's choice: pretrained = xs/mqa"
     arch = _step(recommend(_frames(pre=pre), Constraints(memory_gb=10)), "architecture")
     assert arch["paper"] == {"rule": arch["paper"]["rule"], "says": "mqa", "agrees": True}
 
@@ -150,7 +152,8 @@ def test_a_later_step_follows_the_best_ranked_architecture_it_measured() -> None
     assert _step(a, "architecture")["choice"]["candidate"] == "mla"  # never served
     prec = _step(a, "precision")
     assert prec["group"] == {"model": "xs-mha"}
-    assert prec["group_why"] == "the best-ranked architecture measured here (the choice xs/mla was not): pretrained = xs/mha"
+    assert prec["group_why"] == ("the best-ranked architecture measured here (the choice xs/mla was not): "
+                                 "pretrained = xs/mha")
 
 
 def test_markdown_and_json() -> None:
@@ -169,26 +172,28 @@ def test_bad_constraints_are_refused() -> None:
 
 @pytest.fixture()
 def run_results(tmp_path: Path) -> tuple[Path, list[Path]]:
-    """A results folder with real pretraining records (test_aggregate's) and their aggregation."""
-    from effbench.aggregate.stage import aggregate_stage
+    """A results folder with real pretraining records (test_aggregate's), at their cells' paths."""
     from effbench.measure.figure import Figure
     from test_aggregate import CELLS, make_record
 
     results = tmp_path / "results"
     records = []
     for i, ((size, tech), m) in enumerate(CELLS.items()):
-        made = make_record(tmp_path / "made", size, tech, i, metrics=m, extra={"peak_mem_gb": Figure.of(m[1], "psutil_pss")})
+        peak = {"peak_mem_gb": Figure.of(m[1], "psutil_pss")}
+        made = make_record(tmp_path / "made", size, tech, i, metrics=m, extra=peak)
         target = results / "pretrain" / size / tech / "record.parquet"
         target.parent.mkdir(parents=True)
         shutil.move(made, target)
         records.append(target)
-    aggregate_stage("pretrain", records, results)
     return results, records
 
 
 def test_command_line_on_real_records(run_results: tuple[Path, list[Path]], tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    results, _ = run_results
+    from effbench.aggregate.stage import aggregate_stage
+
+    results, records = run_results
+    aggregate_stage("pretrain", records, results)  # its manifest lists the records recommend reads
     config = tmp_path / "config.yaml"
     config.write_text((ROOT / "config" / "config.yaml").read_text() + "recommend: {memory_gb: 50}\n")
     assert effbench_main(["recommend", "--configfile", str(config), "--results", str(results), "--json"]) == 0
@@ -218,12 +223,13 @@ def test_decision_rule_outputs_all_at_once(run_results: tuple[Path, list[Path]])
     assert {"decision/pareto.md", "decision/pareto.csv", "decision/scaling.md", "decision/recommend.md",
             "decision/recommend.json"} <= set(manifest["outputs"])
     # two cells with every objective at xs (mla lacks energy): a table, no projection drawn
-    assert manifest["plots"] == [] and "No projection drawn: fewer than 3 cells" in (results / "decision" / "pareto.md").read_text()
+    pareto_md = (results / "decision" / "pareto.md").read_text()
+    assert manifest["plots"] == [] and "No projection drawn: fewer than 3 cells" in pareto_md
     front = pd.read_csv(results / "decision" / "pareto.csv")
     # xs/mla lacks the energy the others have: left out of the front, not placed on it
     assert set(front.loc[front["axis"] == "pretrain", "cell"]) == {"xs/gqa", "xs/mqa", "s/gqa"}
-    assert "left out: Energy (J/token) missing (pynvml.NVMLError_LibraryNotFound" in (results / "decision" / "pareto.md").read_text()
-    assert "| mla | xs/mla |" in (results / "decision" / "pareto.md").read_text()
+    assert "left out: Energy (J/token) missing (pynvml.NVMLError_LibraryNotFound" in pareto_md
+    assert "| mla | xs/mla |" in pareto_md
     assert json.loads((results / "decision" / "recommend.json").read_text())["steps"][0]["choice"]["cell"] == "xs/gqa"
     # a failing build leaves the previous set as it was
     before = (results / "decision" / "recommend.md").read_text()

@@ -94,7 +94,8 @@ def test_over_a_frame_too_few_sizes_says_so_and_draws_nothing(tmp_path: Path) ->
     series = axis_series(df, FINETUNE)
     assert [(s.objective.column, type(s.result)) for s in series] == [("val_loss", NoFit), ("val_loss", NoFit)]
     text = render(series, crossings(series))
-    assert "| finetune | task = t | lora | 2 | too few sizes to fit (2 measured, 3 needed): none of Held-out loss |" in text
+    row = "| finetune | task = t | lora | 2 | too few sizes to fit (2 measured, 3 needed): none of Held-out loss |"
+    assert row in text
     assert "no crossing is claimed" in text
     assert plot_all(series, tmp_path) == [] and not list(tmp_path.rglob("*.png"))
 

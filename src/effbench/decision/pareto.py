@@ -131,7 +131,8 @@ def group_front(rows: pd.DataFrame, axis: Axis, group: tuple[tuple[str, str], ..
             by = [int(j) for j in np.flatnonzero(dom[:, i])]
             noise = all(_within_noise(r, rows.iloc[j], objectives) for j in by)
             front.status.append(DOMINATED)
-            front.detail.append("dominated by " + ", ".join(names[j] for j in by) + (" (within noise)" if noise else ""))
+            front.detail.append("dominated by " + ", ".join(names[j] for j in by)
+                                + (" (within noise)" if noise else ""))
         else:
             front.status.append(ON)
             front.detail.append("")

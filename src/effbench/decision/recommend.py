@@ -5,11 +5,12 @@ Every step compares the candidates of one group of cells (one size, one model ×
 at one load point), keeps those that meet every constraint the step can check, and picks the best
 by the step's objective:
 
-| step | candidates | objective | constraints it checks |
-|---|---|---|---|
-| architecture | pretraining techniques at one size | PPL ↓ | memory (pretraining peak); latency, throughput, energy of the technique's served model, at its first precision meeting them and the accuracy drop (else the baseline) |
-| fine-tuning | methods on one model × task | held-out loss ↓ | memory (fine-tuning peak) |
-| precision | precisions of one model at one load point | ``precision_objective`` (AMU by default) | memory, latency, throughput, energy, accuracy drop vs the baseline |
+- architecture: the pretraining techniques at one size, by PPL; checks the pretraining peak memory
+  and the serving limits (latency, throughput, energy) on the technique's served model at its first
+  precision (the baseline first) that meets them and the accuracy drop, else at the baseline;
+- fine-tuning: the methods on one model × task, by held-out loss; checks the fine-tuning peak memory;
+- precision: the precisions of one model at one load point, by ``precision_objective`` (AMU by
+  default); checks memory, latency, throughput, energy and the accuracy drop vs the baseline.
 
 A figure a constraint needs that was not measured leaves that candidate out as "unverified" (its
 reason quoted): nothing is assumed to fit. A value whose 95 % interval straddles the limit passes
@@ -286,7 +287,8 @@ def _binding(cands: list[dict[str, Any]], limits: dict[str, float]) -> dict[str,
         return None
     scored = []
     for c in names:
-        removes = [x["candidate"] for x in cands if any(ch["constraint"] == c and not _passes(ch) for ch in x["checks"])]
+        removes = [x["candidate"] for x in cands
+                   if any(ch["constraint"] == c and not _passes(ch) for ch in x["checks"])]
         admits = [x["candidate"] for x in cands if x["objective"]["value"] is not None
                   and all(_passes(ch) for ch in x["checks"] if ch["constraint"] != c)]
         scored.append((len(admits), len(removes), c, removes, admits))
@@ -352,7 +354,8 @@ def decide(frames: Frames, step: Step, rows: pd.DataFrame, c: Constraints) -> di
         out["runner_up"] = rfig
         out["margin"] = _margin(step, win, run)
     out["verdict"] = _verdict(wfig, out, label, better)
-    engines = {str(r.get(k)) for _, r in ok.iterrows() for k in ("engine", SERVE + "engine") if not is_missing(r.get(k))}
+    engines = {str(r.get(k)) for _, r in ok.iterrows() for k in ("engine", SERVE + "engine")
+               if not is_missing(r.get(k))}
     if len(engines) > 1:
         out["warnings"].append("candidates were served by different engines (" + ", ".join(sorted(engines)) + "): "
                                "their latency and memory are not comparable")
@@ -425,8 +428,8 @@ def choose_group(df: pd.DataFrame, keys: list[str], prefer: list[str], c: Constr
         sized = [(k, g, _median_params(g)) for k, g in groups if _median_params(g)]
         if sized:
             k, g, p = min(sized, key=lambda kgp: abs(math.log(kgp[2] / c.model_params)))
-            return g, key_of(k), note + (f"nearest measured size to model_params {format_value(c.model_params, 'params')}:"
-                                         f" {format_value(p, 'params')}")
+            return g, key_of(k), note + (f"nearest measured size to model_params "
+                                         f"{format_value(c.model_params, 'params')}: {format_value(p, 'params')}")
     k, g = max(groups, key=lambda kg: (len(ok_rows(kg[1])), _median_params(kg[1]) or 0))
     return g, key_of(k), note + "the group with the most ok cells" + (f" (of {len(groups)})" if len(groups) > 1 else "")
 
@@ -493,7 +496,8 @@ def render_markdown(a: dict[str, Any]) -> str:
     for s in a["steps"]:
         lines += [f"## {s['step'].capitalize()}: {s['question']}", ""]
         where = ", ".join(f"{k} = {v}" for k, v in s["group"].items()) or "–"
-        lines.append(f"**Answer: {s['verdict']}.**" if s["status"] == "chosen" else f"**{s['status'].capitalize()}:** {s['verdict']}.")
+        lines.append(f"**Answer: {s['verdict']}.**" if s["status"] == "chosen"
+                     else f"**{s['status'].capitalize()}:** {s['verdict']}.")
         lines += ["", f"Compared: {where} ({s['group_why']}). Objective: {s['objective']['label']} "
                       f"({'lower' if s['objective']['better'] == LOWER else 'higher'} is better)."]
         if s["step"] == "architecture":
@@ -509,10 +513,12 @@ def render_markdown(a: dict[str, Any]) -> str:
         for w in s.get("warnings", []):
             lines.append(f"- warning: {w}")
         p = s["paper"]
-        agree = ("agrees" if p["agrees"] else "disagrees") if p["agrees"] is not None else (
-            "does not apply to these constraints" if p["says"] is None else "cannot be compared (nothing chosen)")
-        lines += ["", f"The paper's rule ({p['rule']}) " + (f"says {p['says']}; the measured answer {agree}."
-                                                            if p["says"] and p["agrees"] is not None else agree + "."), ""]
+        if p["agrees"] is not None:
+            said = f"says {p['says']}; the measured answer {'agrees' if p['agrees'] else 'disagrees'}."
+        else:
+            said = ("does not apply to these constraints." if p["says"] is None
+                    else "cannot be compared (nothing chosen).")
+        lines += ["", f"The paper's rule ({p['rule']}) {said}", ""]
     if a["left_out"]:
         lines += ["Records left out: " + "; ".join(f"{x['cell']} — {x['reason']}" for x in a["left_out"]), ""]
     return "\n".join(lines)
@@ -520,7 +526,8 @@ def render_markdown(a: dict[str, Any]) -> str:
 
 def _evidence_table(s: dict[str, Any]) -> str:
     limits = list(dict.fromkeys(ch["label"] for x in s["candidates"] for ch in x["checks"]))
-    head = "| Candidate | Record | " + s["objective"]["label"] + " | " + " | ".join(limits) + (" | " if limits else "") + "Verdict |"
+    head = ("| Candidate | Record | " + s["objective"]["label"] + " | " + " | ".join(limits)
+            + (" | " if limits else "") + "Verdict |")
     rows = [head, "|---|---|---:|" + "---:|" * len(limits) + "---|"]
     win = s.get("choice", {}).get("candidate")
     for x in s["candidates"]:
@@ -530,8 +537,9 @@ def _evidence_table(s: dict[str, Any]) -> str:
             ch = by.get(lab)
             cells.append("–" if ch is None else ("n/a" if ch["value"] is None else format_value(ch["value"], "sig3"))
                          + ("" if ch is None else (" ✓" if _passes(ch) else " ✗")))
-        verdict = "**chosen**" if x["candidate"] == win else (
-            "tied within noise" if x["candidate"] in s.get("tied_with", []) else x.get("excluded", "meets; worse objective"))
+        tied = x["candidate"] in s.get("tied_with", [])
+        verdict = ("**chosen**" if x["candidate"] == win else "tied within noise" if tied
+                   else x.get("excluded", "meets; worse objective"))
         record = f"`{x['record']}`" + (f", served: `{x['serving_record']}`" if x.get("serving_record") else "")
         rows.append(f"| {x['candidate']} | {record} | {x['shown']} | " + " | ".join(cells)
                     + (" | " if cells else "") + f"{verdict} |")

@@ -198,7 +198,7 @@ def axis_series(df: pd.DataFrame, axis: Axis) -> list[Series]:
         if not len(have):
             continue
         log_y = bool((have[o.column].astype(float) > 0).all())  # one scale per metric, so fits can cross
-        grouped = have.groupby([*keys, axis.candidate], sort=False) if keys else have.groupby(axis.candidate, sort=False)
+        grouped = have.groupby([*keys, axis.candidate] if keys else axis.candidate, sort=False)
         for key, g in grouped:
             key = key if isinstance(key, tuple) else (key,)
             group = ", ".join(f"{k} = {v}" for k, v in zip(keys, key[:-1]))
@@ -248,7 +248,8 @@ def render(series: list[Series], cross: list[dict[str, Any]]) -> str:
     if not cross:
         lines.append("None: no two techniques of one metric have fits (too few sizes), so no crossing is claimed.")
     else:
-        lines += ["| Axis | Group | Metric | Techniques | Crossing N | 95 % interval | Note |", "|---|---|---|---|---:|---|---|"]
+        lines += ["| Axis | Group | Metric | Techniques | Crossing N | 95 % interval | Note |",
+                  "|---|---|---|---|---:|---|---|"]
         for c in cross:
             where = "–" if c["size"] is None else _params(c["size"])
             iv = "–" if c["low"] is None else f"{_params(c['low'])} – {_params(c['high'])}"
@@ -296,7 +297,8 @@ def plot_metric(series: list[Series], out: Path) -> dict[str, Any] | None:
             ax.plot(grid, p["pred_low"], color=color, linestyle=":", linewidth=0.8)
             ax.plot(grid, p["pred_high"], color=color, linestyle=":", linewidth=0.8)
     ax.set_xscale("log")
-    if all(isinstance(s.result, NoFit) or s.result.log_y for s in series) and all(v > 0 for s in series for v in s.values):
+    positive = all(v > 0 for s in series for v in s.values)
+    if positive and all(isinstance(s.result, NoFit) or s.result.log_y for s in series):
         ax.set_yscale("log")
     ax.set_xlabel("Model size N (parameters)")
     ax.set_ylabel(s0.objective.label)
