@@ -157,7 +157,8 @@ def test_a_later_step_follows_the_best_ranked_architecture_it_measured() -> None
 
 
 def test_a_value_whose_interval_spans_the_limit_passes_as_borderline() -> None:
-    inf = [_ci(_inf("xs-mha", "bf16", 0.50, 2.0, 0.012), "tpot_s_mean", 0.002), _inf("xs-mha", "int4", 0.49, 1.0, 0.020)]
+    inf = [_ci(_inf("xs-mha", "bf16", 0.50, 2.0, 0.012), "tpot_s_mean", 0.002),
+           _inf("xs-mha", "int4", 0.49, 1.0, 0.020)]
     prec = _step(recommend(_frames(inf=inf), Constraints(latency_ms_per_token=13)), "precision")
     assert prec["choice"]["candidate"] == "bf16"
     (chk,) = [ch for ch in prec["choice"]["checks"] if ch["constraint"] == "latency_ms_per_token"]
@@ -165,7 +166,8 @@ def test_a_value_whose_interval_spans_the_limit_passes_as_borderline() -> None:
 
 
 def test_model_params_picks_the_nearest_measured_size() -> None:
-    pre = [_pre("mha", 10.0), _pre("gqa", 11.0), {**_pre("gqa", 9.0), "cell": "s/gqa", "size": "s", "params_total": 5e7}]
+    pre = [_pre("mha", 10.0), _pre("gqa", 11.0),
+           {**_pre("gqa", 9.0), "cell": "s/gqa", "size": "s", "params_total": 5e7}]
     assert _step(recommend(_frames(pre=pre), Constraints()), "architecture")["group"] == {"size": "xs"}  # most cells
     arch = _step(recommend(_frames(pre=pre), Constraints(model_params=4e7)), "architecture")
     assert arch["group"] == {"size": "s"} and arch["group_why"] == "nearest measured size to model_params 40M: 50M"
