@@ -285,5 +285,10 @@ def stage_manifests(wildcards):
     return out
 
 
+def recommend_settings():
+    """The `recommend:` constraints (schema defaults filled): the decision rule's params."""
+    return settings_json(PLAN.config["recommend"])
+
+
 def all_targets():
-    return [rules.summary.output[0], *export_targets()]
+    return [rules.summary.output[0], *export_targets(), *rules.decision.output]
