@@ -5,6 +5,7 @@ import re
 import shlex
 
 from effbench.fidelity.job import fidelity_job
+from effbench.plan.finetune import finetune_memory_verdicts
 from effbench.record import settings_json
 
 try:
@@ -46,6 +47,13 @@ if PLAN.memory:
         f"  {v.cell}: {v.predicted_gb:.1f} of {v.allowed_gb:g} GB ("
         + ", ".join(f"{k} {gb:.1f}" for k, gb in v.estimate.as_dict().items() if k != "peak") + ")"
         for v in PLAN.memory))
+
+# Fine-tuning cells against cluster.gpu_memory_gb and cluster.host_memory_gb: a warning here;
+# `effbench preflight` checks them against the profile's resources and refuses.
+_FT_UNFIT = [v for v in finetune_memory_verdicts(PLAN.config) if not v.fits]
+if _FT_UNFIT:
+    logger.warning("Fine-tuning cells predicted not to fit, or not planned (effbench.plan.finetune):\n"
+                   + "\n".join(f"  {v.message()}" for v in _FT_UNFIT))
 
 if PLAN.missing:
     # Plan on a laptop, run on the cluster: a dry run lists the whole DAG and names what is

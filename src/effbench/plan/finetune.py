@@ -67,12 +67,17 @@ class Cell:
 
     shape: Shape
     trainable: int
+    adapter: bool  # LoRA: the trainable parameters are added to the model; freeze/full train its own
     precision: str  # fp32 | bf16
     gpus: int
     zero: Zero
     micro_batch: int
     tokens_per_sample: int  # cutoff_len: the longest a padded micro-batch can be
     checkpointing: bool
+
+    @property
+    def params(self) -> int:
+        return self.shape.total_params() + (self.trainable if self.adapter else 0)
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,8 @@ class FinetuneEstimate:
 
 def state_bytes(c: Cell) -> tuple[dict[str, float], dict[str, float]]:
     """(per GPU, on the host) bytes of weights, gradients and optimizer state."""
-    n, t, g = c.shape.total_params(), c.trainable, c.gpus
+    t, g = c.trainable, c.gpus
+    n = c.params  # every parameter, the adapter's included
     if c.zero.stage is None:
         # torch AdamW on LlamaFactory's model: compute-dtype frozen weights, fp32 trainable ones
         frozen = 4 if c.precision == "fp32" else 2
@@ -155,13 +161,13 @@ def activation_bytes(c: Cell) -> float:
 
 def estimate(c: Cell) -> FinetuneEstimate:
     gpu, host = state_bytes(c)
-    n = c.shape.total_params()
+    n = c.params
     # ZeRO-3 gathers a layer's weights to run it, and prefetches the next: ~2 layers in bf16.
     gpu["live_params"] = 2 * 2 * c.shape.layer_params() if c.zero.stage == 3 else 0.0
     gpu["activations"] = activation_bytes(c)
     dtype_bytes = 4 if c.precision == "fp32" else 2
     # Without ZeRO-3 every rank builds the whole model on the host before moving it to its GPU.
-    load = c.gpus * (ZERO3_LOAD_BYTES if c.zero.stage == 3 else n * dtype_bytes)
+    load = c.gpus * (ZERO3_LOAD_BYTES if c.zero.stage == 3 else c.shape.total_params() * dtype_bytes)
     host.update(load=load, runtime=c.gpus * HOST_PER_PROCESS_BYTES)
     return FinetuneEstimate(n, c.trainable, gpu, host)
 
@@ -218,7 +224,8 @@ def plan_cell(config: dict[str, Any], cell: Any) -> tuple[Cell, str]:
     t, m = s["training"], s["method_settings"]
     shape, where = model_shape(config, cell)
     extra = {**(t.get("extra_args") or {}), **(m.get("extra_args") or {})}
-    return Cell(shape=shape, trainable=trainable_params(shape, m), precision=t["precision"],
+    return Cell(shape=shape, trainable=trainable_params(shape, m), adapter=m["finetuning_type"] == "lora",
+                precision=t["precision"],
                 gpus=int(s["parallel"]["gpus"]), zero=Zero.from_file(m.get("deepspeed") or t.get("deepspeed")),
                 micro_batch=int(t["per_device_train_batch_size"]), tokens_per_sample=int(t["cutoff_len"]),
                 checkpointing=not extra.get("disable_gradient_checkpointing", False)), where
