@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from ..measure.figure import Figure  # noqa: E402
 from ..measure.monitor import Monitor  # noqa: E402
 from ..measure.training import ENERGY_FLAGS, training_figures  # noqa: E402
+from ..plan.finetune import Zero  # noqa: E402
 from ..record import WINDOW_FIGURES, settings_json  # noqa: E402
 from ..runner import launch_ranks  # noqa: E402
 from ..torch_device import apply_host_memory_cap, pick_device  # noqa: E402
@@ -87,13 +88,6 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return total, trainable
 
 
-def zero_stage(path: str | None) -> int | None:
-    """The ZeRO stage of a DeepSpeed JSON config (None: no DeepSpeed)."""
-    if not path:
-        return None
-    return int(json.loads(Path(path).read_text()).get("zero_optimization", {}).get("stage", 0))
-
-
 def check_world(settings: dict[str, Any], world: int) -> None:
     """The processes launched must be the cell's finetune.parallel GPUs (the global batch depends on it)."""
     want = int((settings.get("parallel") or {}).get("gpus", 1))
@@ -131,7 +125,7 @@ def finetune_cell(settings: dict[str, Any], *, model_path: str, data_dir: Path, 
     rank, world, _, _ = launch_ranks()
     check_world(settings, world)
     ds_config = settings["method_settings"].get("deepspeed") or t.get("deepspeed")  # the method's wins (args.py)
-    stage = zero_stage(ds_config)
+    stage = Zero.from_file(ds_config).stage  # the planner's reading of the DeepSpeed config
     found: dict[str, Any] = {}
 
     def after_train(model: Any, tokenizer: Any) -> None:

@@ -74,6 +74,8 @@ class Cell:
     micro_batch: int
     tokens_per_sample: int  # cutoff_len: the longest a padded micro-batch can be
     checkpointing: bool
+    backward_layers: int | None = None  # layers the backward pass goes through (None: all)
+    head_trainable: bool = False  # full fine-tuning trains the final norm and the output head
 
     @property
     def params(self) -> int:
@@ -141,22 +143,39 @@ def state_bytes(c: Cell) -> tuple[dict[str, float], dict[str, float]]:
     return {"weights": weights, "grads": grads, "optimizer": optimizer, "step_transient": fp32_grads}, host
 
 
-def activation_bytes(c: Cell) -> float:
-    """Bytes alive at the end of one micro-batch's forward (the peak), per GPU.
+@dataclass(frozen=True)
+class Activations:
+    saved: float  # what autograd keeps at the end of the forward pass
+    backward: float  # the most the backward pass adds on top: the loss's gradients or one recomputed layer
 
-    Checkpointed: each layer's input, plus one layer's saved tensors while it is recomputed in
-    the backward pass. The layer's tensors (elements per token, HF Llama with SDPA): two RMSNorms
-    (input and fp32 upcast: ~3H each), the q/k/v/o inputs and outputs, the MLP's input, gate, up,
-    SiLU and product (H + 4F). The head: the logits in the compute dtype, their fp32 copy and the
-    fp32 log-softmax the loss keeps (fp32: 8 B per logit, bf16: 10 B).
+    @property
+    def total(self) -> float:
+        return self.saved + self.backward
+
+
+def activation_bytes(c: Cell) -> Activations:
+    """Activation bytes of one micro-batch, per GPU.
+
+    Saved at the end of the forward pass: with LlamaFactory's gradient checkpointing the input
+    of each layer the backward pass reaches (H per token; freeze's last n layers only), else
+    every such layer's tensors; the final RMSNorm and the output head's input (3H + 1 when they
+    train, H + 1 when frozen); the fp32 log-softmax the loss keeps (4 B per logit). The backward
+    pass adds the larger of: the loss's gradients (fp32 gradient of the log-softmax and of its
+    input, plus the compute-dtype gradient of the logits in bf16), or one layer recomputed
+    (checkpointing; per token two RMSNorms ~3H each, q/k/v/o inputs and outputs, the MLP's
+    input, gate, up, SiLU and product: H + 4F).
     """
     s, a = c.shape, (4 if c.precision == "fp32" else 2)
     tokens = c.micro_batch * c.tokens_per_sample
     q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
     layer = 2 * 3 * s.hidden + s.hidden + q + 2 * kv + 2 * q + s.hidden + 4 * s.ffn
-    layers = s.layers * s.hidden + layer if c.checkpointing else s.layers * layer
-    logits = tokens * s.vocab * (a + 4 + 4 if a < 4 else 8)
-    return tokens * layers * a + logits
+    per_layer = s.hidden if c.checkpointing else layer
+    layers = s.layers if c.backward_layers is None else c.backward_layers
+    head = 3 * s.hidden + 1 if c.head_trainable else s.hidden + 1  # a frozen norm / head keeps less
+    saved = tokens * (layers * per_layer + head) * a + tokens * s.vocab * 4
+    loss_grads = tokens * s.vocab * (8 + (a if a < 4 else 0))
+    recompute = tokens * layer * a if c.checkpointing else 0.0
+    return Activations(saved, max(loss_grads, recompute))
 
 
 def estimate(c: Cell) -> FinetuneEstimate:
@@ -164,7 +183,7 @@ def estimate(c: Cell) -> FinetuneEstimate:
     n = c.params
     # ZeRO-3 gathers a layer's weights to run it, and prefetches the next: ~2 layers in bf16.
     gpu["live_params"] = 2 * 2 * c.shape.layer_params() if c.zero.stage == 3 else 0.0
-    gpu["activations"] = activation_bytes(c)
+    gpu["activations"] = activation_bytes(c).total
     dtype_bytes = 4 if c.precision == "fp32" else 2
     # Without ZeRO-3 every rank builds the whole model on the host before moving it to its GPU.
     load = c.gpus * (ZERO3_LOAD_BYTES if c.zero.stage == 3 else c.shape.total_params() * dtype_bytes)
@@ -219,12 +238,19 @@ def model_shape(config: dict[str, Any], cell: Any) -> tuple[Shape, str]:
                      f"finetune.models.{cell.model}.shape hint")
 
 
+def backward_reach(shape: Shape, method: dict[str, Any]) -> dict[str, Any]:
+    """How far the backward pass goes: freeze's last n layers only; the head trains only in full."""
+    kind, n = method["finetuning_type"], int(method.get("freeze_trainable_layers") or 2)
+    layers = min(n, shape.layers) if kind == "freeze" and n > 0 else None
+    return {"backward_layers": layers, "head_trainable": kind == "full"}
+
+
 def plan_cell(config: dict[str, Any], cell: Any) -> tuple[Cell, str]:
     s = cell.settings
     t, m = s["training"], s["method_settings"]
     shape, where = model_shape(config, cell)
     extra = {**(t.get("extra_args") or {}), **(m.get("extra_args") or {})}
-    return Cell(shape=shape, trainable=trainable_params(shape, m), adapter=m["finetuning_type"] == "lora",
+    return Cell(**backward_reach(shape, m), shape=shape, trainable=trainable_params(shape, m), adapter=m["finetuning_type"] == "lora",
                 precision=t["precision"],
                 gpus=int(s["parallel"]["gpus"]), zero=Zero.from_file(m.get("deepspeed") or t.get("deepspeed")),
                 micro_batch=int(t["per_device_train_batch_size"]), tokens_per_sample=int(t["cutoff_len"]),
