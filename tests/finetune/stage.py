@@ -27,9 +27,13 @@ def settings(method: str, method_settings: dict, **training) -> dict:
 
 
 def stage_command(tmp: Path, s: dict, model: Path, task_dir: Path) -> tuple[list[str], dict[str, str], Path]:
-    """(command, environment, the cell's folder) of one stage run."""
+    """(command, environment, the cell's folder) of one stage run, launched as the rule launches it
+    (torchrun with one process per ``parallel.gpus``, gloo on a CPU; else the interpreter)."""
+    from effbench import config as cfg
+
     cell = tmp / "finetune" / s["model"] / s["task"] / s["method"]  # the results layout (aggregation checks it)
-    cmd = [sys.executable, str(ROOT / "scripts" / "finetune.py"), "--settings", json.dumps(s), "--config-hash", "test",
+    launch = cfg.launch_command(sys.executable, cfg.finetune_layout(s)).split()
+    cmd = [*launch, str(ROOT / "scripts" / "finetune.py"), "--settings", json.dumps(s), "--config-hash", "test",
            "--model-path", str(model), "--data-dir", str(task_dir), "--output-dir", str(cell / "adapter"),
            "--record", str(cell / "record.parquet"), "--samples", str(cell / "samples.parquet")]
     # A registry of this test's own: a concurrent run of the same cell elsewhere on the host

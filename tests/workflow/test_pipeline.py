@@ -209,6 +209,23 @@ def test_multi_process_layout_launches_torchrun_and_asks_for_its_gpus(tmp_path):
     assert len(pretrain_resources) == 2 and all("gpu=2" in r for r in pretrain_resources)
 
 
+def test_finetune_gpus_launch_torchrun_and_ask_for_their_gpus(tmp_path):
+    """finetune.parallel.gpus: torchrun with one LlamaFactory process per GPU and the same GPU
+    request, per cell (a model's own gpus wins); one GPU: the interpreter alone."""
+    config = minimal_config(tmp_path / "results")
+    config["finetune"]["parallel"] = {"gpus": 2}
+    config["finetune"]["models"]["xs-mqa"]["gpus"] = 3
+    config["finetune"]["models"]["xs-mqa-one"] = {"pretrained": "xs/mqa", "template": "default", "gpus": 1}
+    config["finetune"]["grid"][0]["models"].append("xs-mqa-one")
+    out = snakemake(tmp_path, config, "-n", "-p").stdout
+    jobs = re.findall(r"\nrule finetune:\n((?:\s+.*\n)+?)\s+resources: (.*)\n((?:.*\n)+?)\n", out)
+    by_model = {re.search(r"model=([\w.-]+)", w).group(1): (res, cmd) for w, res, cmd in jobs if "method=lora" in w}
+    res, cmd = by_model["xs-mqa"]
+    assert "gpu=3" in res and "-m effbench.torchrun --standalone --nnodes=1 --nproc-per-node=3" in cmd
+    res, cmd = by_model["xs-mqa-one"]
+    assert "gpu=1" in res and "effbench.torchrun" not in cmd and "finetune.py" in cmd
+
+
 def test_paper_config_on_the_slurm_profile(tmp_path):
     """Every paper cell with its partition and GPU request; no GPU on a light step."""
     config = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
@@ -219,7 +236,7 @@ def test_paper_config_on_the_slurm_profile(tmp_path):
     assert len(cells) == 10
     assert all("slurm_partition=gh200" in r and "gpu=4" in r and "cpus_per_gpu=" in r for _, r in cells)
     ft = [(rule, res) for rule, _, res in jobs if rule == "finetune"]
-    assert len(ft) == 98 and all("slurm_partition=gh200" in r and "gpu=1" in r for _, r in ft)
+    assert len(ft) == 98 and all("slurm_partition=gh200" in r and "gpu=4" in r for _, r in ft)  # finetune.parallel
     for rule in ("quantize", "evaluate", "fidelity", "inference"):
         serving = [res for r, _, res in jobs if r == rule]
         assert len(serving) == 27 and all("slurm_partition=gh200" in r and "gpu=1" in r for r in serving), rule

@@ -5,6 +5,7 @@ import re
 import shlex
 
 from effbench.fidelity.job import fidelity_job
+from effbench.plan.finetune import finetune_memory_verdicts
 from effbench.record import settings_json
 
 try:
@@ -47,6 +48,13 @@ if PLAN.memory:
         + ", ".join(f"{k} {gb:.1f}" for k, gb in v.estimate.as_dict().items() if k != "peak") + ")"
         for v in PLAN.memory))
 
+# Fine-tuning cells against cluster.gpu_memory_gb and cluster.host_memory_gb: a warning here;
+# `effbench preflight` checks them against the profile's resources and refuses.
+_FT_UNFIT = [v for v in finetune_memory_verdicts(PLAN.config) if not v.fits]
+if _FT_UNFIT:
+    logger.warning("Fine-tuning cells predicted not to fit, or not planned (effbench.plan.finetune):\n"
+                   + "\n".join(f"  {v.message()}" for v in _FT_UNFIT))
+
 if PLAN.missing:
     # Plan on a laptop, run on the cluster: a dry run lists the whole DAG and names what is
     # absent here; a real run stops in onstart (which dry runs skip), before any job starts.
@@ -75,16 +83,19 @@ wildcard_constraints:
 # --- environments, launchers, threads and resources ------------------------------------------
 
 
-def stage_launch(stage):
-    """A params function: the stage's launcher for the pretraining layout (the interpreter for one
-    process, torchrun on one node, srun + torchrun across nodes, sized from the job's resources).
-    Its paths stay out of the provenance: Snakemake records no param computed from a job's threads
-    or resources (a "derived" param)."""
+def stage_launch(stage, layout_of=None, torchrun_of=None):
+    """A params function: the stage's launcher for a layout (the interpreter for one process,
+    torchrun on one node, srun + torchrun across nodes, sized from the job's resources): the
+    pretraining layout, or ``layout_of(wildcards)`` per cell (fine-tuning); ``torchrun_of``
+    (wildcards) forces torchrun for one process. Its paths stay out of the provenance: Snakemake
+    records no param computed from a job's threads or resources (a "derived" param)."""
 
     def launch(wildcards, threads, resources):
-        cpus, gpus = cfg.step_cpus(PLAN.layout, threads, resources)
+        layout = layout_of(wildcards) if layout_of else PLAN.layout
+        cpus, gpus = cfg.step_cpus(layout, threads, resources)
         python = cfg.stage_python(PLAN.config["environments"], stage)
-        return cfg.with_package(cfg.launch_command(python, PLAN.layout, cpus, gpus))
+        torchrun = bool(torchrun_of and torchrun_of(wildcards))
+        return cfg.with_package(cfg.launch_command(python, layout, cpus, gpus, torchrun=torchrun))
 
     return launch
 
@@ -113,11 +124,16 @@ resource_scopes:
     host_share="local",
 
 
-def stage_resources(stage):
+def stage_resources(stage, layout_of=None):
     """What a stage's job asks for: its share of the host (all of it when measured) and its GPUs
-    (pretraining's parallel layout, one GPU for the other GPU stages)."""
+    (pretraining's parallel layout; ``layout_of(wildcards)`` per cell, as fine-tuning's
+    ``finetune.parallel``; one GPU for the other GPU stages)."""
+    share = {"host_share": HOST_SHARE if stage in MEASURED_STAGES else 1}
+    if layout_of is not None:  # one node: the request's keys are the one-GPU layout's, its values per cell
+        return {**share, **{k: (lambda w, k=k: cfg.gpu_resources(PLAN.config["device"], layout_of(w))[k])
+                            for k in cfg.gpu_resources(PLAN.config["device"], cfg.ONE_GPU)}}
     gpus = cfg.gpu_resources(PLAN.config["device"], PLAN.layout if stage == "pretrain" else cfg.ONE_GPU)
-    return {"host_share": HOST_SHARE if stage in MEASURED_STAGES else 1, **gpus}
+    return {**share, **gpus}
 
 
 def light_resources():
@@ -182,6 +198,16 @@ def finetune_model_inputs(w):
 
 def finetune_model_path(w):
     return model_location(FINETUNE[(w.model, w.task, w.method)].source)
+
+
+def finetune_layout(w):
+    """A fine-tuning cell's layout: finetune.parallel.gpus (or its model's gpus) on one node."""
+    return cfg.finetune_layout(FINETUNE[(w.model, w.task, w.method)].settings)
+
+
+def finetune_needs_torchrun(w):
+    """DeepSpeed needs a launched process group, even for one GPU (LlamaFactory: FORCE_TORCHRUN)."""
+    return cfg.deepspeed_config(FINETUNE[(w.model, w.task, w.method)].settings) is not None
 
 
 def quantize_inputs(w):

@@ -19,6 +19,8 @@ rule finetune_data:
 
 rule finetune:
     """Fine-tune one model × task × method cell with LlamaFactory, measured; one record per run.
+    Several GPUs: torchrun starts one LlamaFactory process per GPU (data parallel; ZeRO with a
+    DeepSpeed config), as LlamaFactory's own CLI does.
 
     Out of memory is a result: the record says `oom` with the settings tried, and the job succeeds.
     """
@@ -34,14 +36,15 @@ rule finetune:
         model_path=finetune_model_path,
         data_dir=folder_of("input", "task"),
         output_dir=lambda w: FINETUNE_DIR / w.model / w.task / w.method / "adapter",
+        run=stage_launch("finetune", finetune_layout, finetune_needs_torchrun),
     log:
         LOGS / "finetune" / "{model}" / "{task}" / "{method}.log",
     benchmark:
         BENCH / "finetune" / "{model}" / "{task}" / "{method}.tsv"
     threads: stage_threads("finetune")
     resources:
-        **stage_resources("finetune"),  # one GPU per cell (single-process LlamaFactory)
+        **stage_resources("finetune", finetune_layout),  # finetune.parallel: GPUs per cell
     shell:
-        "{STAGE_PYTHON[finetune]} {SCRIPTS:q}/finetune.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
+        "{params.run} {SCRIPTS:q}/finetune.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
         " --model-path {params.model_path:q} --data-dir {params.data_dir:q}"
         " --output-dir {params.output_dir:q} --record {output.record:q} --samples {output.samples:q} > {log:q} 2>&1"

@@ -21,7 +21,7 @@ from typing import Any
 
 from .environments import ENVS_DIR, STAGES, env_digest, env_files, stage_python, with_package
 from .errors import ConfigError
-from .finetune import FinetuneCell
+from .finetune import FinetuneCell, deepspeed_config, finetune_gpus, finetune_layout
 from .launch import ONE_GPU, gpu_resources, launch_command, step_cpus
 from .merge import deep_merge
 from .model_ref import ModelSource, resolve_model_ref
@@ -43,7 +43,8 @@ def pretrain_settings(config: dict[str, Any], size: str, technique: str) -> dict
 __all__ = [
     "ENVS_DIR", "EXPORTABLE_ATTENTION", "LOCAL_TASKS", "ONE_GPU", "SCHEMA_PATH", "STAGES", "WEIGHT_BITS",
     "ConfigError", "FinetuneCell", "Locations", "ModelSource", "Plan", "PretrainCell", "ServeCell", "ServeCells",
-    "config_hash", "data_paths", "deep_merge", "defaults_of", "env_digest", "env_files", "gpu_resources", "launch_command",
+    "config_hash", "data_paths", "deep_merge", "deepspeed_config", "defaults_of", "env_digest", "env_files", "finetune_gpus",
+    "finetune_layout", "gpu_resources", "launch_command",
     "load_files", "missing_paths", "needs_calibration", "parallel_layout", "plan", "pretrain_settings", "resolve_model", "resolve_model_ref",
     "stage_python", "step_cpus", "validate", "with_defaults", "with_package",
 ]

@@ -38,6 +38,25 @@ def _check_method(where: str, m: dict[str, Any]) -> None:
         raise ConfigError(f"config key `{where}`: use_dora and pissa_init cannot be combined")
 
 
+def finetune_gpus(config: dict[str, Any], model: str) -> int:
+    """GPUs (processes, on a CPU) of a model's fine-tuning cells: ``finetune.models.<model>.gpus``,
+    else ``finetune.parallel.gpus``. Part of the experiment: it multiplies the global batch."""
+    ft = config["finetune"]
+    return int(ft["models"][model].get("gpus") or ft["parallel"]["gpus"])
+
+
+def finetune_layout(settings: dict[str, Any]) -> dict[str, int]:
+    """A fine-tuning cell's launch layout (one node), in the shape ``launch_command`` and
+    ``gpu_resources`` take: the same launcher and scheduler request as pretraining."""
+    return {"nodes": 1, "gpus_per_node": int((settings.get("parallel") or {}).get("gpus", 1))}
+
+
+def deepspeed_config(settings: dict[str, Any]) -> str | None:
+    """The DeepSpeed JSON a cell names (the method's beats the shared training key, as in
+    ``finetune.args``), or None."""
+    return settings["method_settings"].get("deepspeed") or settings["training"].get("deepspeed")
+
+
 def finetune_settings(config: dict[str, Any], model: str, method: str, task: str,
                       source: ModelSource) -> dict[str, Any]:
     """Everything a fine-tuning cell's result depends on (goes through ``params:``).
@@ -67,6 +86,7 @@ def finetune_settings(config: dict[str, Any], model: str, method: str, task: str
         "method_settings": method_settings,
         "training": training,
         "task_settings": ft["tasks"][task],
+        "parallel": {"gpus": finetune_gpus(config, model)},
         "device": config["device"],
         "seed": config["seed"],
         "measure": config["measure"],

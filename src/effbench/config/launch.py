@@ -7,18 +7,20 @@ import shlex
 from typing import Any
 
 
-def launch_command(python: str, layout: dict[str, int], cpus_per_node: int | None = None, gpus: bool = False) -> str:
+def launch_command(python: str, layout: dict[str, int], cpus_per_node: int | None = None, gpus: bool = False,
+                   torchrun: bool = False) -> str:
     """How a rule starts a stage script for this layout (a shell prefix; the script follows).
 
     One process: the interpreter. One node, several processes: torchrun (``python -m
     effbench.torchrun``: torchrun that dies with the job's shell) standalone, one process per GPU of the allocation. Several nodes:
     ``srun`` starts one torchrun per node of the allocation, which rendezvous at the first node;
     its step gets ``cpus_per_node`` CPUs and (``gpus``) the node's GPUs, which a step inside a
-    batch script is not given by default.
+    batch script is not given by default. ``torchrun``: torchrun even for one process (DeepSpeed
+    needs a launched process group; LlamaFactory's FORCE_TORCHRUN).
     """
     py = shlex.quote(python)
     nodes, per_node = layout["nodes"], layout["gpus_per_node"]
-    if nodes * per_node == 1:
+    if nodes * per_node == 1 and not torchrun:
         return py
     if nodes == 1:
         return f"{py} -m effbench.torchrun --standalone --nnodes=1 --nproc-per-node={per_node}"

@@ -17,13 +17,18 @@ from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DISABLE_VERSION_CHECK", "1")  # LlamaFactory: our lock pins are checked by pip, not at run time
+if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # what LlamaFactory's launcher sets for its torchrun workers
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    os.environ.setdefault("TORCH_NCCL_AVOID_RECORD_STREAMS", "1")
 
 import torch  # noqa: E402
 
 from ..measure.figure import Figure  # noqa: E402
 from ..measure.monitor import Monitor  # noqa: E402
 from ..measure.training import ENERGY_FLAGS, training_figures  # noqa: E402
+from ..plan.finetune import Zero  # noqa: E402
 from ..record import WINDOW_FIGURES, settings_json  # noqa: E402
+from ..runner import launch_ranks  # noqa: E402
 from ..torch_device import apply_host_memory_cap, pick_device  # noqa: E402
 from .args import llamafactory_args  # noqa: E402
 from .callback import MeasureCallback  # noqa: E402
@@ -74,9 +79,21 @@ def exact_match(model: Any, tokenizer: Any, template_name: str, items: list[dict
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """(total, trainable); a ZeRO-3 partitioned parameter is empty on each rank, its size is ds_numel."""
+    def n(p: Any) -> int:
+        return int(getattr(p, "ds_numel", p.numel()))
+
+    total = sum(n(p) for p in model.parameters())
+    trainable = sum(n(p) for p in model.parameters() if p.requires_grad)
     return total, trainable
+
+
+def check_world(settings: dict[str, Any], world: int) -> None:
+    """The processes launched must be the cell's finetune.parallel GPUs (the global batch depends on it)."""
+    want = int((settings.get("parallel") or {}).get("gpus", 1))
+    if world != want:
+        raise RuntimeError(f"{world} processes were launched but finetune.parallel.gpus (or finetune.models."
+                           f"{settings['model']}.gpus) asks for {want}: launch with torchrun --nproc-per-node={want}")
 
 
 def saved_bytes(output_dir: Path) -> int:
@@ -105,11 +122,16 @@ def finetune_cell(settings: dict[str, Any], *, model_path: str, data_dir: Path, 
     elif n_em:
         em_missing = "the task has no held-out file with short reference answers for exact match"
 
+    rank, world, _, _ = launch_ranks()
+    check_world(settings, world)
+    ds_config = settings["method_settings"].get("deepspeed") or t.get("deepspeed")  # the method's wins (args.py)
+    stage = Zero.from_file(ds_config).stage  # the planner's reading of the DeepSpeed config
     found: dict[str, Any] = {}
 
     def after_train(model: Any, tokenizer: Any) -> None:
         found["params"] = count_parameters(model)
-        if em_items:
+        # Rank 0 scores; under ZeRO-3 every rank must take part in generate (it gathers the shards).
+        if em_items and (rank == 0 or stage == 3):
             found["accuracy"] = exact_match(model, tokenizer, settings["template"], em_items,
                                             int(t.get("max_new_tokens", 16)))
             log.info("exact match on %d held-out items: %.3f", len(em_items), found["accuracy"])
@@ -124,14 +146,15 @@ def finetune_cell(settings: dict[str, Any], *, model_path: str, data_dir: Path, 
         args["resume_from_checkpoint"] = str(resume_from)
     log.info("LlamaFactory arguments: %s", json.dumps(args, sort_keys=True))
     apply_host_memory_cap(t.get("host_memory_limit_gb"))
-    run_exp(args, callbacks=[cb, mark_checkpoints_callback(settings_text)])
+    run_exp(args, callbacks=[cb, mark_checkpoints_callback(settings_text)])  # destroys the process group
+    if rank != 0:  # rank 0 reports for the job; its node's monitor measured every GPU of the node
+        return {}
     remove_checkpoints(output_dir)  # the run finished: its adapter/model is saved
 
     window = cb.window
     assert window is not None  # on_train_end raised otherwise
     steps = len(cb.step_times)
-    samples_per_step = (t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
-                        * int(os.environ.get("WORLD_SIZE", "1")))
+    samples_per_step = t["per_device_train_batch_size"] * t["gradient_accumulation_steps"] * world  # every rank's
     samples = samples_per_step * steps
     total, trainable = found["params"]
     fig = training_figures(window, cb.step_times, [samples_per_step] * steps, total,
@@ -167,5 +190,12 @@ def finetune_cell(settings: dict[str, Any], *, model_path: str, data_dir: Path, 
         "params_trainable_frac": trainable / total,
         "disk_bytes": saved_bytes(output_dir),
         "seq_length": t.get("cutoff_len"),
-        "parallel_json": json.dumps({"world_size": int(os.environ.get("WORLD_SIZE", "1"))}),
+        "parallel_json": json.dumps({
+            "world_size": world, "data_parallel": world, "nodes": 1, "gpus_per_node": world,
+            "launcher": "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else "none",
+            "deepspeed": ds_config, "zero_stage": stage,
+            "gradient_accumulation": t["gradient_accumulation_steps"],
+            "measured": "the node of rank 0: every GPU of the job (energy summed), host process tree"
+            if world > 1 else "this process's device",
+        }, sort_keys=True),
     }
