@@ -192,3 +192,23 @@ def test_lm_eval_scores_local_tasks_per_task_with_stderr(int4_dir, tmp_path):
         assert v["control"] == {"value": 0.25, "stderr": 0.0, "n": 12, "ties": 12}
         assert v["measurable"] is False and v["equal_length_share"] == 1.0
     assert out["accuracy"] == pytest.approx(sum(v["value"] for v in out["tasks"].values()) / 2)
+
+
+def test_a_kv_budget_over_the_device_is_an_oom_result(tiny, tmp_path):
+    """vLLM's engine core fails in its own process ("Engine core initialization failed. See root
+    cause above."); the stage names the root cause from its log and records the cell as `oom`."""
+    pytest.importorskip("vllm")
+    bf16_dir = quantize_by_script(tiny, tmp_path / "q", "bf16")
+    s = _point_settings("vllm", "offline", "offline", 2, 2)
+    s = {**s, "precision": "bf16", "vllm": {**VLLM, "kv_cache_headroom": 1e7}}  # ~10^7 blocks: TBs of KV
+    out, log_path = tmp_path / "out", tmp_path / "job.log"
+    with log_path.open("w") as log_file:  # as the rule runs it: stdout and stderr to the job's log
+        p = subprocess.run([sys.executable, str(ROOT / "scripts" / "inference.py"), "--settings",
+                            json.dumps({"offline": s}), "--config-hash", "test", "--model-dir", str(bf16_dir),
+                            "--out-dir", str(out)], stdout=log_file, stderr=subprocess.STDOUT, env=ENV, timeout=900)
+    log_text = log_path.read_text()
+    assert p.returncode == 0, log_text[-6000:]  # a result, not a failed job (the grid goes on)
+    (r,) = read_records([out / "offline" / "record.parquet"]).to_pylist()
+    assert r["status"] == "oom"
+    assert "Engine core initialization failed" in r["status_detail"]
+    assert "less than requested memory for kv" in r["status_detail"]  # the engine core's own words
