@@ -285,5 +285,30 @@ def stage_manifests(wildcards):
     return out
 
 
+# --- report ----------------------------------------------------------------------------------------
+
+
+def report_sections():
+    """Sections of the report made of other rules' files, each (title, files): Markdown rendered
+    (images it names embedded), PNG/SVG plots embedded (a folder: every plot in it), CSV shown as a
+    table, JSON as text. The stages' own tables, leaderboards and plots come from their manifests."""
+    return []
+
+
+def report_inputs(wildcards):
+    """Everything the report shows: each configured stage's manifest (naming its tables,
+    leaderboard and plots), the records behind them, and the document sections' files."""
+    records = [*pretrain_records(wildcards), *finetune_records(wildcards), *quantize_records(wildcards),
+               *inference_records(wildcards)]
+    return {"manifests": stage_manifests(wildcards), "records": records,
+            "documents": [f for _, files in report_sections() for f in files]}
+
+
+def report_sections_arg(wildcards):
+    """The sections as `--section TITLE FILE...` arguments (quoted here: they go in unquoted)."""
+    return " ".join("--section " + " ".join(shlex.quote(str(x)) for x in (title, *files))
+                    for title, files in report_sections())
+
+
 def all_targets():
-    return [rules.summary.output[0], *export_targets()]
+    return [rules.summary.output[0], rules.report.output[0], *export_targets()]
