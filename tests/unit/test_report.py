@@ -24,10 +24,12 @@ from effbench.report.render import render, write_report
 EVIL = '<script>alert("x")</script>'
 
 
-@pytest.fixture()
-def results(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pretraining aggregation: four ok cells (one without AEC, two with intervals) and one OOM,
-    written where the pipeline writes it (results/, manifests beside tables/, plots/)."""
+    written where the pipeline writes it (results/, manifests beside tables/, plots/). Made once:
+    the tests only add files of their own beside it."""
+    tmp_path = tmp_path_factory.mktemp("report")
     rec = tmp_path / "records"
     intervals = {("xs", "gqa"): {"al_s_per_iter": (0.12, 0.14)}, ("xs", "mqa"): {"al_s_per_iter": (0.125, 0.135)}}
     paths = [make_record(rec, s, t, i, metrics=m, intervals=intervals.get((s, t)))
@@ -74,7 +76,7 @@ def test_markdown_escapes_raw_html_and_renders_tables_lists_and_emphasis() -> No
     assert '<h2 id="title">Title</h2>' in out
     assert "<strong>bold</strong>" in out and "<em>it</em>" in out and "<code>code &lt;b&gt;</code>" in out
     assert "<ul><li>one</li>" in out
-    assert "<th>b | c</th>" in out and '<td style="text-align:right">2</td>' in out
+    assert "<th style=\"text-align:right\">b | c</th>" in out and '<td style="text-align:right">2</td>' in out
 
 
 def test_markdown_links_only_what_the_resolver_accepts_and_prefixes_anchors() -> None:
@@ -148,8 +150,9 @@ def test_captions_name_each_figures_source_and_noise(results: Path) -> None:
     caption = text[text.index('id="pretrain-main"'):text.index('id="pretrain-main-table"')]
     assert "AMU (GB)" in caption and "time-averaged memory used" in caption  # the schema's doc of amu_gb
     assert "psutil_rss" in caption and "rapl" in caption  # the records' __source values
-    assert "t_repeats" in caption and "n = 5" in caption and "(2 of 4 runs)" in caption  # AL's intervals
+    assert "t_repeats" in caption and "n = 5" in caption and "(2 of 4 ok runs)" in caption  # AL's intervals
     assert "no interval recorded" in caption  # PPL has none here
+    assert "not measured in any run" in caption  # MFU
     assert "[S]" in caption and "[F]" in caption and "[E]" in caption
 
 
@@ -195,7 +198,7 @@ def test_document_sections_render_markdown_embed_plots_and_show_csv_and_json(res
     assert section.count("<img ") == 2  # front (in the Markdown) and extra (from the folder), once each
     assert 'download="front.svg"' in section
     assert "xs/gqa" in section and "44.87" in section and "recommend.json" in section
-    assert 'href="decision/pareto.csv"' in section and "nothing.csv" in section and 'href="nothing.csv"' not in section
+    assert 'href="decision/pareto.csv"' in section and " gone " in section and "nothing.csv" not in section
     assert 'href="#doc-1-decision-pareto-pareto-fronts"' in section
     assert_links_resolve(text, results / "report.html")
     assert 'href="#doc-1-decision"' in text  # in the contents
@@ -207,7 +210,7 @@ def test_a_missing_document_file_is_said_not_linked(results: Path) -> None:
     assert_links_resolve(text, results / "report.html")
 
 
-def test_the_command_line_writes_the_page(results: Path, tmp_path: Path) -> None:
+def test_the_command_line_writes_the_page(results: Path) -> None:
     out = results / "report.html"
     assert report_main(["--out", str(out), "--manifests", str(results / "pretrain.manifest.json"),
                         "--section", "Notes", str(results / "tables" / "pretrain.md"),

@@ -58,6 +58,8 @@ def column_source(stage: str, col: str, runs: pd.DataFrame) -> str:
         found = _counts(runs[src][runs[col].notna()] if col in runs.columns else runs[src])
         if found:
             return found
+        if col in runs.columns and runs[col].isna().all():
+            return "none: not measured in any run (the reasons are in the table's notes)"
     return "the record's column `" + col + "`" if col in runs.columns else "not in the records"
 
 
@@ -66,12 +68,13 @@ def column_noise(stage: str, col: str, runs: pd.DataFrame) -> str:
     if stage in SERVING and col in JOINED:
         return JOINED[col][1]
     method, n = col + "__ci_method", col + "__ci_n"
-    if method not in runs.columns or not len(runs) or runs[method].isna().all():
+    ok = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
+    if method not in ok.columns or not len(ok) or ok[method].isna().all():
         return "no interval recorded"
-    have = runs[runs[method].notna()]
+    have = ok[ok[method].notna()]
     ns = sorted({int(v) for v in have[n] if not is_missing(v)}) if n in have.columns else []
     span = "" if not ns else f", n = {ns[0]}" if len(ns) == 1 else f", n = {ns[0]}–{ns[-1]}"
-    return f"{_counts(have[method])}{span} ({len(have)} of {len(runs)} runs)"
+    return f"{_counts(have[method])}{span} ({len(have)} of {len(ok)} ok runs)"
 
 
 def table_caption(stage: StageInput, spec: StageSpec, runs: pd.DataFrame, csv_rel: str) -> str:
@@ -142,7 +145,7 @@ def plot_caption(stage: StageInput, plot: dict[str, Any]) -> str:
     lines = [
         f"**What is measured.** {shape} y: `{y}`, {DOCS.get(y, y)} x: `{x}`, {DOCS.get(x, x)}",
         "",
-        f"**Source.** y from {column_source(stage.stage, y, runs)}; x from {column_source(stage.stage, x, runs)}; "
+        f"**Source.** y: {column_source(stage.stage, y, runs)}; x: {column_source(stage.stage, x, runs)}; "
         f"the points are the rows of `{stage.manifest['tables']['csv']}`"
         + (" and of the latency table (every load point)." if name in LINE_PLOTS else "."),
         "",

@@ -27,7 +27,7 @@ class StageInput:
     folder: Path  # the manifest's folder: its relative paths start here
     spec: StageSpec
     records: pd.DataFrame
-    unreadable: list[str] = field(default_factory=list)  # records that could not be read, with why
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (record as listed, why it could not be read)
 
     @property
     def stage(self) -> str:
@@ -87,8 +87,8 @@ def _record_path(rel: str, folder: Path) -> Path:
     return folder.parent / p
 
 
-def read_records(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
-    """Every readable record (one row per run) and, for the others, the file and why."""
+def read_records(paths: list[Path]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Every readable record (one row per run) and, for the others, (the file, why)."""
     frames, bad = [], []
     for p in paths:
         try:
@@ -96,15 +96,17 @@ def read_records(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
                 warnings.simplefilter("ignore")  # an older schema is read with its newer columns null
                 frames.append(read_record(p).to_pandas())
         except (SchemaError, OSError) as e:
-            bad.append(f"{p}: {e}")
+            bad.append((str(p), str(e).removeprefix(f"{p}: ")))
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["cell", "status"])), bad
 
 
 def read_stage(manifest_path: Path | str) -> StageInput:
     m = read_manifest(manifest_path)
     folder = Path(m["_dir"])
-    records, bad = read_records([_record_path(r, folder) for r in m.get("records", [])])
-    return StageInput(m, folder, SPECS[m["stage"]], records, bad)
+    listed = [str(r) for r in m.get("records", [])]
+    records, bad = read_records([_record_path(r, folder) for r in listed])
+    named = dict(zip((str(_record_path(r, folder)) for r in listed), listed))
+    return StageInput(m, folder, SPECS[m["stage"]], records, [(named.get(p, p), why) for p, why in bad])
 
 
 def collect(manifests: list[Path | str], sections: list[Section] | None = None, config_json: str | None = None,

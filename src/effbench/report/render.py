@@ -29,7 +29,7 @@ STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}
 h1,h2,h3,h4{line-height:1.2}h2{border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2.5em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ccc;padding:.2em .45em}
-th{background:#f3f3f3}td{vertical-align:top}.scroll{overflow-x:auto}
+th{background:#f3f3f3;text-align:left}td{vertical-align:top}.scroll{overflow-x:auto}
 .caption{background:#f8f8fb;border-left:4px solid #99b;padding:.4em .9em;margin:.6em 0;font-size:.9em}
 .caption p{margin:.35em 0}.caption ul{margin:.2em 0}img{max-width:100%;height:auto;display:block}
 figure{margin:1.2em 0}.files{font-size:.85em;color:#555}.absent{color:#a00}
@@ -96,11 +96,12 @@ def _files(page: Page, stage: StageInput, rels: dict[str, str]) -> str:
 
 def table_block(page: Page, stage: StageInput, rels: dict[str, str], title: str, caption: str, ident: str) -> str:
     """A table: its title, caption, the Markdown as aggregated, the raw CSV, the files."""
+    head, table, raw = (page.anchor(ident + x) for x in ("", "-table", "-raw"))  # before the Markdown's own ids
     return "\n".join([
-        f'<h3 id="{page.anchor(ident)}">{html.escape(title)}</h3>',
+        f'<h3 id="{head}">{html.escape(title)}</h3>',
         _caption(page, caption),
-        f'<div id="{page.anchor(ident + "-table")}">' + page.markdown_file(stage.path(rels["md"]), ident + "-") + "</div>",
-        raw_table(stage.path(rels["csv"]), page.anchor(ident + "-raw")) if "csv" in rels else "",
+        f'<div id="{table}">' + page.markdown_file(stage.path(rels["md"]), ident + "-") + "</div>",
+        raw_table(stage.path(rels["csv"]), raw) if "csv" in rels else "",
         _files(page, stage, rels),
     ])
 
@@ -163,7 +164,7 @@ def document_section(page: Page, section: Section, index: int) -> str:
             text = f.read_text() if f.is_file() else ""
             shown |= {(f.parent / src).resolve().with_suffix("")
                       for src in _image_sources(text)}
-            out.append(page.markdown_file(f, f"{ident}-{slug(f.stem)}-"))
+            out.append(page.markdown_file(f, f"{ident}-{slug(f.stem)}-", offset=2))  # its '#' under the section's h2
             out.append(f'<p class="files">From {file_link(f, page.path)}.</p>')
     images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES and f.resolve().with_suffix("") not in shown]
     for png, svg in _plot_pairs(images):
@@ -250,8 +251,9 @@ def failures_section(page: Page, inputs: ReportInputs) -> str:
             failed.append({"stage": st.stage, "cell": x["cell"], "status": x["status"], "why": x.get("status_detail")})
         left_out += [{"stage": st.stage, "cell": x["cell"], "file": x["path"], "why": x["reason"]}
                      for x in m.get("left_out", [])]
-        left_out += [{"stage": st.stage, "cell": "", "file": b.split(": ", 1)[0], "why": b.split(": ", 1)[-1]}
-                     for b in st.unreadable if not any(b.startswith(x["path"]) for x in m.get("left_out", []))]
+        listed = {x["path"] for x in m.get("left_out", [])}
+        left_out += [{"stage": st.stage, "cell": "", "file": path, "why": why}
+                     for path, why in st.unreadable if path not in listed]
         not_drawn += [{"stage": st.stage, "what": x.get("title", x["name"]), "why": x["reason"]}
                       for x in m.get("skipped", [])]
         not_drawn += [{"stage": st.stage, "what": f"{p['title']}: point {pt.split(' (', 1)[0]}",
@@ -263,7 +265,7 @@ def failures_section(page: Page, inputs: ReportInputs) -> str:
                                 "why": f"overlapping jobs: {x.get('concurrent_jobs_json')}"})
             if "engine_fallback" in r.columns and not is_missing(x["engine_fallback"]):
                 flagged.append({"stage": st.stage, "cell": x["cell"], "flag": f"[{captions.FALLBACK_MARK}] fallback",
-                                "why": f"served by {x.get('engine')}: {x['engine_fallback']}"})
+                                "why": f"{x['engine_fallback']} (engine: {x.get('engine')})"})
             if "energy_window_short" in r.columns and not is_missing(x["energy_window_short"]) \
                     and bool(x["energy_window_short"]):
                 flagged.append({"stage": st.stage, "cell": x["cell"], "flag": f"[{captions.SHORT_MARK}] short window",
