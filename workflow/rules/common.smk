@@ -289,9 +289,11 @@ def stage_manifests(wildcards):
 
 
 def report_sections():
-    """Sections of the report made of other rules' files, each (title, files): Markdown rendered
-    (images it names embedded), PNG/SVG plots embedded (a folder: every plot in it), CSV shown as a
-    table, JSON as text. The stages' own tables, leaderboards and plots come from their manifests."""
+    """Sections of the report made of other rules' files, each (title, files, folders): files are
+    the rule's inputs (Markdown rendered with the images it names embedded, PNG/SVG embedded, CSV
+    shown as a table, JSON as text); folders (optional) are read when the report runs, not
+    inputs: every PNG/SVG in them that the Markdown did not show is embedded after it. The
+    stages' own tables, leaderboards and plots come from their manifests."""
     return []
 
 
@@ -301,13 +303,13 @@ def report_inputs(wildcards):
     records = [*pretrain_records(wildcards), *finetune_records(wildcards), *quantize_records(wildcards),
                *inference_records(wildcards)]
     return {"manifests": stage_manifests(wildcards), "records": records,
-            "documents": [f for _, files in report_sections() for f in files]}
+            "documents": [f for _, files, *_ in report_sections() for f in files]}
 
 
 def report_sections_arg(wildcards):
     """The sections as `--section TITLE FILE...` arguments (quoted here: they go in unquoted)."""
-    return " ".join("--section " + " ".join(shlex.quote(str(x)) for x in (title, *files))
-                    for title, files in report_sections())
+    return " ".join("--section " + " ".join(shlex.quote(str(x)) for x in (title, *files, *(folders or [[]])[0]))
+                    for title, files, *folders in report_sections())
 
 
 def all_targets():
