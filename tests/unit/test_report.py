@@ -76,6 +76,7 @@ def test_markdown_escapes_raw_html_and_renders_tables_lists_and_emphasis() -> No
     assert '<h2 id="title">Title</h2>' in out
     assert "<strong>bold</strong>" in out and "<em>it</em>" in out and "<code>code &lt;b&gt;</code>" in out
     assert "<ul><li>one</li>" in out
+    assert inline("a<br>b <br/> c <b>", Resolver()) == "a<br>b <br> c &lt;b&gt;"  # only line breaks kept
     assert "<th style=\"text-align:right\">b | c</th>" in out and '<td style="text-align:right">2</td>' in out
 
 

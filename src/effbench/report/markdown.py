@@ -1,8 +1,8 @@
 """The Markdown our own files use, as HTML: headings, paragraphs, lists, pipe tables, fenced code,
 code spans, bold, italics, links and images. Escape first: every character of the source is
 text unless one of these constructs claims it, so raw HTML in a Markdown file shows as text and
-never becomes markup. The one exception is a bare anchor line, ``<a id="name"></a>``, which the
-summary page writes and which becomes an anchor here.
+never becomes markup. Two exceptions: a bare anchor line, ``<a id="name"></a>`` (the summary page
+writes them), becomes an anchor, and ``<br>`` (line breaks inside table cells) stays a line break.
 
 Links and images go through the caller's :class:`Resolver`: it decides what a target becomes in
 the page (a data: URI, a link relative to the page, an anchor, or nothing), so the page links
@@ -38,6 +38,7 @@ _INLINE = re.compile(
     r"|\*\*(?P<bold>.+?)\*\*"
     r"|(?<![\w*\\])\*(?=\S)(?P<em>.+?)(?<=\S)\*(?![\w*])"
     r"|\\(?P<escaped>[\\`*_{}\[\]()#+\-.!|<>])"
+    r"|(?P<br><br\s*/?>)"
 )
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _ANCHOR = re.compile(r'^<a id="([\w.-]+)"></a>$')
@@ -70,8 +71,10 @@ def inline(text: str, r: Resolver) -> str:
             out.append(f"<strong>{inline(g['bold'], r)}</strong>")
         elif g["em"] is not None:
             out.append(f"<em>{inline(g['em'], r)}</em>")
-        else:
+        elif g["escaped"] is not None:
             out.append(html.escape(g["escaped"]))
+        else:  # a line break inside a table cell, the one tag kept
+            out.append("<br>")
     out.append(html.escape(text[pos:]))
     return "".join(out)
 
