@@ -18,6 +18,14 @@ if ! [ -x /usr/sbin/slurmctld ] && ! command -v slurmctld >/dev/null 2>&1; then
     echo "test.sh: not root, Slurm packages absent: the Slurm test will be skipped" >&2
   fi
 fi
+# The report's browser test drives Debian's chromium through Playwright (no browser download).
+if ! [ -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    timeout -k 10 600 env DEBIAN_FRONTEND=noninteractive bash -c 'apt-get update -q && apt-get install -y -q chromium' || exit 1
+  else
+    echo "test.sh: not root, /usr/bin/chromium absent: the report's browser test will be skipped" >&2
+  fi
+fi
 export PYTHONPATH="$PWD/src"
 status=0
 .venvs/pretrain/bin/python -m pytest tests/pretrain -q "$@" || status=1

@@ -4,6 +4,7 @@ imported only when called, so `effbench --help` stays fast and needs none of the
 
     effbench preflight [--configfile F] ...   check a campaign before any job is submitted
     effbench recommend [--configfile F] ...   answer a user's constraints from the measured records
+    effbench report --out F --manifests ...   the run's HTML report (what the `report` rule runs)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "preflight": ("effbench.preflight.cli", "check a config's campaign before any job is submitted"),
     "recommend": ("effbench.decision.recommend_cli", "choose techniques under constraints from the measured records"),
+    "report": ("effbench.report.cli", "build the self-contained HTML report of a run (the `report` rule runs it)"),
 }
 
 

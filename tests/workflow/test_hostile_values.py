@@ -95,7 +95,7 @@ def test_no_config_value_reaches_a_shell_unquoted(tmp_path):
     assert all(command for _, command, _ in jobs), f"a job printed no command: {jobs}"
     assert {rule for rule, _, _ in jobs} == {"pretrain_data", "pretrain", "export_hf", "finetune_data", "finetune", "quantize", "eval_tasks",
                      "evaluate", "fidelity", "inference", "aggregate_pretrain", "aggregate_finetune", "aggregate_quantize",
-                     "aggregate_inference", "summary", "decision"}
+                     "aggregate_inference", "summary", "decision", "report"}
 
     driver = shlex.quote(_driver_python())
     for _, command, paths in jobs:

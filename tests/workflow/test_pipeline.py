@@ -95,13 +95,13 @@ def test_a_serving_edit_reruns_only_what_depends_on_it(pipeline):
     edited["inference"]["load_points"]["c1"]["requests"] = 3
     jobs = planned_jobs(snakemake(work, edited, "-n").stdout)
     assert jobs == sorted(["inference[model=xs-mqa, precision=bf16]", "inference[model=xs-mqa, precision=int4]",
-                           "aggregate_inference", "summary", "decision", "all"]), jobs
+                           "aggregate_inference", "summary", "decision", "report", "all"]), jobs
     edited = copy.deepcopy(config)
     edited["quantize"]["int4"]["group_size"] = 64
     jobs = planned_jobs(snakemake(work, edited, "-n").stdout)
     assert jobs == sorted(["quantize[model=xs-mqa, precision=int4]", "evaluate[model=xs-mqa, precision=int4]",
                            "fidelity[model=xs-mqa, precision=int4]", "inference[model=xs-mqa, precision=int4]",
-                           "aggregate_quantize", "aggregate_inference", "summary", "decision", "all"]), jobs
+                           "aggregate_quantize", "aggregate_inference", "summary", "decision", "report", "all"]), jobs
 
 
 def test_second_run_does_nothing(pipeline):
@@ -117,7 +117,7 @@ def test_a_changed_value_reruns_only_its_cells(pipeline):
     out = snakemake(work, edited, "-n")
     text = out.stdout + out.stderr
     assert planned_jobs(text) == sorted(
-        ["pretrain[size=xs, technique=moe]", "aggregate_pretrain", "summary", "decision", "all"]
+        ["pretrain[size=xs, technique=moe]", "aggregate_pretrain", "summary", "decision", "report", "all"]
     ), text
     assert "Params have changed since last execution" in text
     # A shared training value touches every cell (and the export that depends on one).
@@ -134,7 +134,7 @@ def test_a_changed_method_setting_reruns_only_that_methods_cells(pipeline):
     edited["finetune"]["methods"]["lora"]["lora_rank"] = 4
     text = "".join(snakemake(work, edited, "-n").stdout)
     assert planned_jobs(text) == sorted(
-        ["finetune[model=xs-mqa, task=synthetic, method=lora]", "aggregate_finetune", "summary", "decision", "all"]
+        ["finetune[model=xs-mqa, task=synthetic, method=lora]", "aggregate_finetune", "summary", "decision", "report", "all"]
     ), text
 
 

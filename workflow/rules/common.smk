@@ -316,5 +316,35 @@ def recommend_settings():
     return settings_json(PLAN.config["recommend"])
 
 
+# --- report ----------------------------------------------------------------------------------------
+
+
+def report_sections():
+    """Sections of the report made of other rules' files, each (title, files, folders): files are
+    the rule's inputs (Markdown rendered with the images it names embedded, PNG/SVG embedded, CSV
+    shown as a table, JSON as text); folders (optional) are read when the report runs, not
+    inputs: every PNG/SVG in them that the Markdown did not show is embedded after it. The
+    stages' own tables, leaderboards and plots come from their manifests."""
+    decision = RESULTS / "decision"
+    return [("Pareto fronts across objectives and axes", [decision / "pareto.md"], [RESULTS / "plots" / "decision"]),
+            ("Scaling with model size", [decision / "scaling.md"]),
+            ("Recommendation for the config's constraints", [decision / "recommend.md"])]
+
+
+def report_inputs(wildcards):
+    """Everything the report shows: each configured stage's manifest (naming its tables,
+    leaderboard and plots), the records behind them, and the document sections' files."""
+    records = [*pretrain_records(wildcards), *finetune_records(wildcards), *quantize_records(wildcards),
+               *inference_records(wildcards)]
+    return {"manifests": stage_manifests(wildcards), "records": records,
+            "documents": [f for _, files, *_ in report_sections() for f in files]}
+
+
+def report_sections_arg(wildcards):
+    """The sections as `--section TITLE FILE...` arguments (quoted here: they go in unquoted)."""
+    return " ".join("--section " + " ".join(shlex.quote(str(x)) for x in (title, *files, *(folders or [[]])[0]))
+                    for title, files, *folders in report_sections())
+
+
 def all_targets():
-    return [rules.summary.output[0], *export_targets(), *rules.decision.output]
+    return [rules.summary.output[0], rules.report.output[0], *export_targets(), *rules.decision.output]

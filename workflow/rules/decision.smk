@@ -13,7 +13,7 @@ rule decision:
         quantize=quantize_records,
         inference=inference_records,
         scores=eval_scores,
-        fidelity=fidelity_files,  # read from RESULTS/fidelity by effbench.fidelity.table
+        fidelity=fidelity_files,
     output:
         manifest=update(RESULTS / "decision.manifest.json"),
         pareto=update(RESULTS / "decision" / "pareto.md"),
@@ -32,5 +32,6 @@ rule decision:
     shell:
         "{DRIVER_PYTHON} -m effbench.decision.build --results {RESULTS:q} --pretrain-records {input.pretrain:q}"
         " --finetune-records {input.finetune:q} --quantize-records {input.quantize:q}"
-        " --inference-records {input.inference:q} --scores {input.scores:q} --baseline {params.baseline:q}"
+        " --inference-records {input.inference:q} --scores {input.scores:q} --fidelity {input.fidelity:q}"
+        " --baseline {params.baseline:q}"
         " --table-load-point {params.table_load_point:q} --constraints {params.constraints:q} > {log:q} 2>&1"

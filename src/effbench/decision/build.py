@@ -122,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stage in ("pretrain", "finetune", "quantize", "inference"):
         ap.add_argument(f"--{stage}-records", nargs="*", default=[], type=Path)
     ap.add_argument("--scores", nargs="*", default=[], type=Path, help="eval scores.json files")
+    ap.add_argument("--fidelity", nargs="*", default=[], type=Path, help="fidelity.json files of the fidelity rule")
     ap.add_argument("--baseline", default="", help="the baseline precision ('' without serving)")
     ap.add_argument("--table-load-point", default="", help="the serving load point of the paper's table")
     ap.add_argument("--constraints", default="{}", help="the config's recommend section as JSON")
@@ -129,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with staged(args.results, "decision") as out:  # any failure from here on leaves the previous set
         frames = load_frames(args.pretrain_records, args.finetune_records, args.quantize_records,
                              args.inference_records, args.scores, args.results, args.baseline or None,
-                             args.table_load_point or None)
+                             args.table_load_point or None, args.fidelity)
         manifest = build(frames, Constraints.from_mapping(json.loads(args.constraints)), out)
     for x in manifest["left_out"]:
         print(f"left out {x['path']}: {x['reason']}", file=sys.stderr)

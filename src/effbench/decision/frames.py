@@ -27,6 +27,7 @@ import pandas as pd
 from ..aggregate.frame import LeftOut, is_missing, load_frame, path_cell, read_stage_records, skipping_bad_records
 from ..aggregate.frame import stage_rows
 from ..aggregate.serving import attach_fidelity, attach_quality, load_scores
+from ..fidelity.table import load_fidelity
 from ..aggregate.specs import FINETUNE, INFERENCE_LATENCY, PRETRAIN
 from ..record import RECORD_FILE
 
@@ -85,8 +86,9 @@ def join_pretraining(df: pd.DataFrame, sources: dict[str, str]) -> pd.DataFrame:
 
 def load_frames(pretrain: Sequence[Path], finetune: Sequence[Path], quantize: Sequence[Path],
                 inference: Sequence[Path], scores: Sequence[Path], results: Path, baseline: str | None,
-                table_load_point: str | None) -> Frames:
-    """The frames from the named record files (none of a stage: an empty frame)."""
+                table_load_point: str | None, fidelity: Sequence[Path] = ()) -> Frames:
+    """The frames from the named record files (none of a stage: an empty frame) and the named
+    fidelity.json files."""
     results = Path(results)
     with skipping_bad_records() as left_out:
         pre = load_frame(pretrain, PRETRAIN)
@@ -94,7 +96,7 @@ def load_frames(pretrain: Sequence[Path], finetune: Sequence[Path], quantize: Se
         quant = read_stage_records(quantize, "quantize")
         raw = read_stage_records(inference, "inference")
         if len(raw) and baseline:
-            raw = attach_fidelity(attach_quality(raw, quant, load_scores(scores), baseline), results)
+            raw = attach_fidelity(attach_quality(raw, quant, load_scores(scores), baseline), load_fidelity(fidelity))
         inf = join_pretraining(stage_rows(raw, INFERENCE_LATENCY), _serving_sources(quant))
         return Frames(pre, ft, inf, results, baseline, table_load_point, list(left_out))
 
@@ -128,7 +130,8 @@ def frames_from_results(results: Path, baseline: str | None, table_load_point: s
     gone = [p for ps in lists.values() for p in ps if not p.is_file()]
     lists = {s: [p for p in ps if p.is_file()] for s, ps in lists.items()}
     frames = load_frames(lists["pretrain"], lists["finetune"], lists["quantize"], lists["inference"],
-                         score_files(results, lists["quantize"]), results, baseline, table_load_point)
+                         score_files(results, lists["quantize"]), results, baseline, table_load_point,
+                         sorted(results.glob("fidelity/*/*/fidelity.json")))
     frames.left_out += [LeftOut(str(p), path_cell(p), "listed in a manifest but no longer on disk") for p in gone]
     return frames
 

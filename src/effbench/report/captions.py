@@ -1,0 +1,178 @@
+"""The caption of each table, leaderboard and plot: what is measured, where each figure comes
+from, and its noise. Captions are Markdown (rendered by :mod:`.markdown`), built from the
+record schema's column docs, the stage spec, the records behind the rows (their ``__source``
+and ``__ci_method`` columns) and the manifest; nothing here is a hand-written number."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pandas as pd
+
+from ..aggregate.frame import is_missing
+from ..aggregate.specs import ColumnSpec, StageSpec
+from ..aggregate.tables import FALLBACK_MARK, SHARED_MARK, SHORT_MARK
+from ..record import COLUMNS, RECORD_FILE
+from .inputs import StageInput
+
+DOCS = {c.name: c.doc for c in COLUMNS}
+# Figures of the serving stages joined at aggregation (effbench.aggregate.serving), not measured
+# by the serving run: where they come from, and what their interval is.
+JOINED = {
+    "accuracy": ("the mean over the evaluated tasks of lm-evaluation-harness scores "
+                 "(`eval/<model>/<precision>/scores.json`)",
+                 "± 1.96 × the standard error of the mean over tasks (`normal_se`, from the harness's stderr)"),
+    "mcr_nominal": ("(baseline bits / bits) × (accuracy / baseline accuracy)", "delta method on the accuracy ratio"),
+    "mcr_disk": ("(baseline weight bytes on disk / weight bytes) × (accuracy / baseline accuracy)",
+                 "delta method on the accuracy ratio"),
+    "disk_bytes": ("the quantize record of the model and precision", "none (a size)"),
+    "fid_ppl": ("`fidelity/<model>/<precision>/fidelity.json` (docs/fidelity.md)", "none recorded"),
+    "fid_kl_mean": ("`fidelity/<model>/<precision>/fidelity.json`", "none recorded"),
+    "fid_kl_p99": ("`fidelity/<model>/<precision>/fidelity.json`", "none recorded"),
+    "fid_top1_agreement": ("`fidelity/<model>/<precision>/fidelity.json`", "none recorded"),
+}
+SERVING = ("quantize", "inference")
+MARKS = (f"**[{SHARED_MARK}]** on a row: the cell was not measured alone on its host (its timed figures are not "
+         f"comparable); **[{FALLBACK_MARK}]**: another engine than the configured one served it; "
+         f"**[{SHORT_MARK}]** on an energy figure: its window held fewer than 20 energy-counter updates (coarse); "
+         "**n/a [k]**: not measured, reason k in the notes; **OOM** / **failed**: the run did not finish "
+         "(see *Failed, skipped and flagged*).")
+
+
+def _direction(c: ColumnSpec) -> str:
+    return f" ({c.better} is better)" if c.better else ""
+
+
+def _counts(values: pd.Series) -> str:
+    c = Counter(str(v) for v in values if not is_missing(v))
+    return ", ".join(f"`{k}`" + (f" ×{n}" if n > 1 else "") for k, n in sorted(c.items()))
+
+
+def column_source(stage: str, col: str, runs: pd.DataFrame) -> str:
+    """Where a column's values come from: the records' ``__source`` values, or the join."""
+    if stage in SERVING and col in JOINED:
+        return "joined at aggregation from " + JOINED[col][0]
+    src = col + "__source"
+    if src in runs.columns and len(runs):
+        found = _counts(runs[src][runs[col].notna()] if col in runs.columns else runs[src])
+        if found:
+            return found
+        if col in runs.columns and runs[col].isna().all():
+            return "none: not measured in any run (the reasons are in the table's notes)"
+    return "the record's column `" + col + "`" if col in runs.columns else "not in the records"
+
+
+def column_noise(stage: str, col: str, runs: pd.DataFrame) -> str:
+    """How a column's interval was made, from the records' ``__ci_method`` and ``__ci_n``."""
+    if stage in SERVING and col in JOINED:
+        return JOINED[col][1]
+    method, n = col + "__ci_method", col + "__ci_n"
+    ok = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
+    if method not in ok.columns or not len(ok) or ok[method].isna().all():
+        return "no interval recorded"
+    have = ok[ok[method].notna()]
+    ns = sorted({int(v) for v in have[n] if not is_missing(v)}) if n in have.columns else []
+    span = "" if not ns else f", n = {ns[0]}" if len(ns) == 1 else f", n = {ns[0]}–{ns[-1]}"
+    return f"{_counts(have[method])}{span} ({len(have)} of {len(ok)} ok runs)"
+
+
+def table_caption(stage: StageInput, spec: StageSpec, runs: pd.DataFrame, csv_rel: str) -> str:
+    """What a stage table measures, each column's source and noise, and how to read its marks."""
+    keys = ", ".join(f"{h} (`{k}`)" for k, h in zip(spec.row_keys, spec.key_headers))
+    lines = [
+        f"**What is measured.** One row per cell ({keys}); a cell run several times shows the median of "
+        "its ok runs, which has no interval. Columns:",
+        "",
+    ]
+    for c in spec.columns:
+        lines.append(f"- **{c.header}**{_direction(c)}: {DOCS.get(c.column, c.column)} "
+                     f"Source: {column_source(spec.stage, c.column, runs)}. "
+                     + (f"Noise: {column_noise(spec.stage, c.column, runs)}." if c.metric else ""))
+    lines += [
+        "",
+        f"**Source.** {len(runs)} records (`<stage>/<cell>/{RECORD_FILE}`, listed in the stage's manifest), "
+        f"aggregated by `effbench.aggregate` into `{csv_rel}`; the raw numbers of that file are under the table.",
+        "",
+        "**Noise.** `value ± h`: h is the half-width of the figure's 95 % interval (docs/noise.md). " + MARKS,
+    ]
+    return "\n".join(lines)
+
+
+def leaderboard_caption(stage: StageInput) -> str:
+    groups = stage.manifest.get("leaderboard_groups", [])
+    spec = stage.spec
+    headers = {m: spec.column(m).header for m in spec.leaderboard}
+    lines = [
+        f"**What is measured.** Per group ({', '.join(spec.group_by)}), each of "
+        f"{', '.join(headers.values()) or 'no metric'} is min-max normalised so that 1 is best; the score is their "
+        "mean over the metrics every ok row of the group has; rank 1 is best.",
+        "",
+        f"**Source.** The stage table's rows (`{stage.manifest['tables']['csv']}`), "
+        f"written to `{stage.manifest['leaderboard']['csv']}`.",
+        "",
+        "**Noise.** Ranks are tied where intervals overlap the tie group's leader (1, 1, 3); a metric whose spread "
+        "across the group is within its noise is left out of the score; **n.s.**: the quality figure does not "
+        "differ from the group's best by more than 2 combined standard errors (docs/noise.md).",
+    ]
+    if groups:
+        lines.append("")
+        for g in groups:
+            used = ", ".join(headers.get(m, m) for m in g.get("metrics_used", [])) or "none"
+            excluded = "; ".join(f"{headers.get(m, m)} ({why})" for m, why in (g.get("metrics_excluded") or {}).items())
+            lines.append(f"- {g['group']}: scored on {used}" + (f"; excluded: {excluded}" if excluded else "")
+                         + (f"; {g['note']}" if g.get("note") else "") + ".")
+    return "\n".join(lines)
+
+
+LINE_PLOTS = {
+    "inference_throughput_vs_latency": "One line per model × precision through its load points (labelled).",
+    "inference_kv_bytes_vs_latency": "One line per precision × load point across the models (the attention "
+                                     "variants), x on a log₂ scale.",
+}
+
+
+def plot_caption(stage: StageInput, plot: dict[str, Any]) -> str:
+    x, y = plot.get("x", ""), plot.get("y", "")
+    name = plot.get("name", "")
+    runs = stage.records
+    if name in LINE_PLOTS:
+        shape = LINE_PLOTS[name] + " Every ok serving record with both figures is a point."
+    else:
+        shape = ("Each point is an ok cell of the table, coloured by its leaderboard group; the ringed points and "
+                 "the dashed step line are the Pareto front (no other cell is at least as good on both axes and "
+                 "better on one).")
+    lines = [
+        f"**What is measured.** {shape} y: `{y}`, {DOCS.get(y, y)} x: `{x}`, {DOCS.get(x, x)}",
+        "",
+        f"**Source.** y: {column_source(stage.stage, y, runs)}; x: {column_source(stage.stage, x, runs)}; "
+        f"the points are the rows of `{stage.manifest['tables']['csv']}`"
+        + (" and of the latency table (every load point)." if name in LINE_PLOTS else "."),
+        "",
+        f"**Noise.** Points are central values; y: {column_noise(stage.stage, y, runs)}; "
+        f"x: {column_noise(stage.stage, x, runs)}. The intervals are in the table.",
+    ]
+    if plot.get("left_out"):
+        lines += ["", "**Left out of this plot:** " + "; ".join(plot["left_out"]) + "."]
+    return "\n".join(lines)
+
+
+EXTRA = {
+    "inference_tasks": ("**What is measured.** Accuracy per evaluation task (lm-evaluation-harness), value ± "
+                        "its standard error; the mean over tasks is the Perf of the serving table. **Source.** "
+                        "`eval/<model>/<precision>/scores.json`. **Noise.** ± is one standard error (not a 95 % "
+                        "interval); docs/quality.md compares each task with chance and its question-blind control."),
+    "fidelity": ("**What is measured.** Each precision against the baseline on held-out text through the serving "
+                 "engine: perplexity, KL(baseline ‖ precision) of the next-token distributions (mean and p99 over "
+                 "positions), top-1 agreement on the baseline's path. **Source.** "
+                 "`fidelity/<model>/<precision>/fidelity.json` (docs/fidelity.md). **Noise.** No interval is "
+                 "recorded; the positions scored are in the last column."),
+}
+
+
+def extra_table_caption(stage: StageInput, entry: dict[str, Any], spec: StageSpec | None) -> str:
+    """An extra table's caption: a spec's table (the latency table) like a stage table, others by name."""
+    stem = entry["csv"].rsplit("/", 1)[-1].removesuffix(".csv")
+    if spec is not None:
+        return table_caption(stage, spec, stage.records, entry["csv"])
+    return EXTRA.get(stem, f"**Source.** `{entry['csv']}`, written by the {stage.stage} aggregation.")
