@@ -159,7 +159,9 @@ def env_rows(plan: Plan, probes: dict[str, StageProbe]) -> list[Row]:
 def task_rows(p: StageProbe) -> list[Row]:
     """One row per configured lm-eval task: built offline up to its dataset (utils imported), or why not."""
     assert p.result is not None
-    ev = p.result.get("lm_eval") or {}
+    ev = p.result.get("lm_eval")
+    if ev is None:
+        return [problem(CHECK, "eval tasks", "the probe returned no lm-eval result", "effbench.preflight.probe")]
     if "error" in ev:
         return [problem(CHECK, "eval tasks", f"lm-eval's TaskManager cannot load: {ev['error']}",
                         "envs/inference.lock.txt / envs/inference.yaml")]

@@ -20,6 +20,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -65,8 +66,10 @@ def _hub_file(repo_id: str, repo_type: str):  # type: ignore[no-untyped-def]
     return lookup
 
 
-def _hub_data_files(repo_id: str) -> list[str]:
-    """Data files of a dataset repository's cached snapshots (huggingface_hub's cache scan)."""
+def _hub_data_files(repo_id: str, config: str | None) -> list[str]:
+    """Data files of a dataset repository's cached snapshots (huggingface_hub's cache scan); with a
+    subset, only the files whose path names it when any does (a repository often holds every
+    subset's files side by side)."""
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
@@ -74,12 +77,16 @@ def _hub_data_files(repo_id: str) -> list[str]:
         info = scan_cache_dir()
     except CacheNotFound:
         return []
-    files = []
+    files: list[tuple[str, str]] = []
     for repo in info.repos:
         if repo.repo_type == "dataset" and repo.repo_id == repo_id:
             for rev in repo.revisions:
-                files += [str(f.file_path) for f in rev.files if f.file_name.endswith(DATA_SUFFIXES)]
-    return sorted(files)
+                files += [(str(f.file_path), str(f.file_path.relative_to(rev.snapshot_path)))
+                          for f in rev.files if f.file_name.endswith(DATA_SUFFIXES)]
+    if config:
+        named = re.compile(rf"(^|[/_.-]){re.escape(config)}([/_.-]|$)")
+        files = [f for f in files if named.search(f[1])] or files
+    return sorted(f[0] for f in files)
 
 
 def _arrow_cache(repo_id: str, config: str | None) -> list[str]:
@@ -100,7 +107,7 @@ def hub_reference(ref: dict[str, Any]) -> dict[str, Any]:
     """{"found": {...}, "missing": [...]} (or {"error": ...}) for one model or dataset reference."""
     try:
         if ref["kind"] == "dataset":
-            hub, arrow = _hub_data_files(ref["repo_id"]), _arrow_cache(ref["repo_id"], ref.get("config"))
+            hub, arrow = _hub_data_files(ref["repo_id"], ref.get("config")), _arrow_cache(ref["repo_id"], ref.get("config"))
             found = {f"file{i}": p for i, p in enumerate(hub + arrow)}
             return {"found": found, "missing": [] if found else ["data files (hub cache or datasets cache)"],
                     "data_files": hub}
