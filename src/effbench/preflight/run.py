@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -50,7 +51,8 @@ def preflight(config: dict[str, Any], opts: Options, log: Callable[[str], None] 
     add_lookups(refs, probes)
     for p in probes.values():
         log(f"probing the {p.stage} environment ({p.python}) ...")
-        opts.probe(p)
+    with ThreadPoolExecutor(max_workers=max(1, len(probes))) as pool:  # subprocesses: they overlap
+        list(pool.map(opts.probe, probes.values()))
     rows: list[Row] = []
     if "environment" in opts.checks:
         rows += env_rows(plan, probes)
