@@ -213,6 +213,7 @@ def test_runtime_uses_a_measured_record_of_the_same_shape_and_flags_a_cell_over_
 def test_finetune_runtime_counts_the_rows_of_the_cached_data_files(tmp_path: Path) -> None:
     c = _paper()
     c["finetune"]["grid"] = [{"models": ["mistral-small-24b"], "methods": ["full"], "tasks": ["openo1"]}]
+    c["finetune"]["parallel"] = {"gpus": 1}  # one GPU: ~40 h (on the paper's 4 GPUs it fits the 12 h)
     plan = expand(c)
     data = tmp_path / "train.jsonl"
     data.write_text("".join('{"a": 1}\n' for _ in range(100_000)))
