@@ -258,3 +258,12 @@ def test_profile_runtime_falls_back_to_the_default_resources() -> None:
     p = Profile(Path("x"), {"default-resources": {"runtime": 60}, "set-resources": {"finetune": {"runtime": 720}},
                             "retries": 1})
     assert (p.runtime_min("finetune"), p.runtime_min("export_hf"), p.retries) == (720, 60, 1)
+
+
+def test_a_yaml_syntax_error_in_a_configfile_names_its_file_and_line(tmp_path: Path, capsys) -> None:
+    """Snakemake rejects a broken --configfile before the Snakefile runs, naming neither file nor
+    line; preflight (the first command of a campaign) names both."""
+    broken = tmp_path / "mine.yaml"
+    broken.write_text("results: r\npretrain:\n  sizes: {xs: [1, 2\n  bad: :\n")
+    assert cli.main(["--configfile", str(broken), "--checks", "memory"]) == 2
+    assert f"{broken}:4:6: YAML syntax error" in capsys.readouterr().err
