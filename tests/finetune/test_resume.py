@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from record_consistency import check_record_file
 from stage import LORA, run_stage, settings, stage_command
 
 from effbench.finetune.resume import MARKER, find_resumable, mark_checkpoint
-from effbench.record import read_records
 
 MAX_STEPS = 40
 
@@ -47,12 +47,10 @@ def test_killed_cell_resumes_from_its_checkpoint(tmp_path, tiny_model, task_dir,
 
     p, _ = run_stage(tmp_path, s, tiny_model, task_dir)
     assert p.returncode == 0, p.stderr[-6000:]
-    (r,) = read_records([cell / "record.parquet"]).to_pylist()
-    assert r["status"] == "ok"
+    r = check_record_file(cell / "record.parquet")  # this run's window, inside this run's job
     assert r["resumed_from_step"] == done and f"resuming from {cell / 'adapter'}/checkpoint-{done}" in p.stderr
     assert r["steps"] == MAX_STEPS - done  # only the steps this run did are measured
     assert r["samples"] == r["steps"] * 4
-    assert r["al_s_per_iter"] > 0 and r["seconds"] > 0
     assert (cell / "adapter" / "adapter_model.safetensors").exists()
     assert not list((cell / "adapter").glob("checkpoint-*"))  # trainer checkpoints cleaned up
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from record_consistency import check_mfu, check_record
+
 from effbench import config as cfg
 from effbench.data.synthetic import make_pretraining_corpus
 from effbench.measure.training import boundary_steps
@@ -23,6 +25,7 @@ from effbench.record import read_records, settings_json
 
 ROOT = Path(__file__).resolve().parents[2]
 JOULES = (10.0, 20.0)  # per node
+PEAK = 5.0e10  # a stated per-device peak: MFU counts both nodes' devices
 
 
 def _free_port() -> int:
@@ -40,6 +43,7 @@ def test_energy_is_summed_over_nodes(tmp_path):
     c["pretrain"]["sizes"]["xs"].update(num_layers=1, seq_length=32)
     c["pretrain"]["parallel"] = {"nodes": 2, "gpus_per_node": 1}
     c["device"] = "cpu"
+    c["measure"]["peak_flops"] = {"fp32": PEAK}
     s = cfg.pretrain_settings(c, "xs", "gqa")
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "tests" / "pretrain" / "scripted_energy.py"), str(ROOT / "scripts" / "pretrain.py"),
@@ -67,3 +71,6 @@ def test_energy_is_summed_over_nodes(tmp_path):
     assert r["energy_j_per_token"] == pytest.approx(sum(JOULES) * spans / r["tokens"])
     assert r["aec_w"] == pytest.approx(sum(JOULES) * spans / r["seconds"])
     assert "energy: all 2 nodes" in r["parallel_json"]
+    # TT, tokens/s, J/token and AEC from the summed energy, MFU over both devices, the window
+    check_record(r, out / "samples.parquet")
+    check_mfu(r, PEAK)

@@ -383,7 +383,9 @@ def test_empty_stage(tmp_path: Path) -> None:
     m = aggregate_stage("finetune", [], out)
     assert m["rows"] == 0 and len(m["skipped"]) == len(SPECS["finetune"].pareto)
     assert "No runs" in (out / "tables" / "finetune.md").read_text()
-    write_summary([out / "finetune.manifest.json"], out)
+    summary = write_summary([out / "finetune.manifest.json"], out).read_text()
+    assert "- **finetune** (0 rows)" in summary and "0 runs (none) in 0 rows" in summary
+    assert "No plots were drawn." in summary and "| Runs | no runs |" in summary
 
 
 def _other_stage_record(path: Path, stage: str, i: int, **values) -> Path:  # type: ignore[no-untyped-def]

@@ -92,23 +92,33 @@ def test_window_figures_from_a_scripted_device():
     assert len(w.series["mem_used_bytes"][0]) >= 10  # the 100 Hz sampler ran
 
 
-def test_host_backend_measures_this_process():
+def test_host_backend_measures_this_process(tmp_path, monkeypatch):
+    """PCU of one busy thread is this process's own CPU time over the window's time on the cores
+    it may use (1/cores on an idle host, whatever the core count); with no RAPL counter (an empty
+    powercap tree, wherever the test runs) energy is missing with a reason, never 0."""
+
+    class EmptyPowercap(backends.RaplEnergy):
+        def __init__(self) -> None:
+            super().__init__(root=str(tmp_path))
+
+    monkeypatch.setattr(backends, "RaplEnergy", EmptyPowercap)
+    cores = len(os.sched_getaffinity(0))
     with Monitor(device="cpu", interval_s=0.02) as mon:
         mon.begin_window("busy")
-        t = time.monotonic()
+        cpu0, t = time.process_time(), time.monotonic()
         x = 0
-        while time.monotonic() - t < 0.4:
+        while time.monotonic() - t < 0.5:
             x += 1
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - t
         w = mon.end_window("busy")
         rows = mon.samples_rows()
     fig = w.figures()
-    assert fig["amu_gb"].value > 0.01 and fig["amu_gb"].source == "psutil_pss"  # Linux reports PSS
-    assert 0.1 < fig["pcu_frac"].value <= 1.0
+    assert fig["amu_gb"].value <= fig["peak_mem_gb"].value and fig["amu_gb"].source == "psutil_pss"  # Linux: PSS
+    expected = cpu / (wall * cores)
+    assert fig["pcu_frac"].value == pytest.approx(expected, abs=0.25 / cores), (cores, cpu, wall)
     assert {r["key"] for r in rows} >= {"mem_used_bytes", "util_percent"}
-    if not os.path.exists("/sys/class/powercap"):
-        # No counter on this host: energy is missing with a reason, never 0.
-        assert fig["energy_j"].value is None and fig["aec_w"].value is None
-        assert "no energy counter" in fig["aec_w"].missing_reason
+    assert fig["energy_j"].value is None and fig["aec_w"].value is None
+    assert "no energy counter" in fig["aec_w"].missing_reason and "RAPL" in fig["aec_w"].missing_reason
 
 
 def test_nvml_error_path_falls_back_to_the_host(monkeypatch):

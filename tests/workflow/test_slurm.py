@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from record_consistency import check_record_file
 from workflow_helpers import ROOT, SNAKEMAKE, minimal_config, needs_pretrain_env
 
 from effbench.record import read_records
@@ -140,17 +141,18 @@ def test_records_name_the_slurm_job_and_match_the_local_run(slurm_run, pipeline)
         path = Path(config["results"]) / "pretrain" / "xs" / t / "record.parquet"
         local = Path(local_config["results"]) / "pretrain" / "xs" / t / "record.parquet"
         assert pq.read_schema(path) == pq.read_schema(local)  # one schema, metadata included
-        (r,) = read_records([path]).to_pylist()
+        r = check_record_file(path)  # TT, tokens/s, J/token, MFU, the window: tests/record_consistency.py
         (lr,) = read_records([local]).to_pylist()
-        assert r["status"] == "ok" and lr["slurm_job_id"] is None
+        assert lr["slurm_job_id"] is None
         assert r["slurm_job_id"] == jobs[f"pretrain:xs_{t}"]
         assert r["slurm_node"] == socket.gethostname().split(".")[0]
         assert r["slurm_partition"] == "gh200"
         assert r["slurm_gpus"] in ("0", "1")  # the simulated GPU Slurm gave the job
-        assert r["device_name"]  # the model of the device that ran it (NVML's GPU name on a GPU)
+        assert r["device_name"] == lr["device_name"]  # the same machine's device (NVML's GPU name on a GPU)
         assert r["settings_hash"] == lr["settings_hash"]
         assert r["steps"] == lr["steps"] and r["val_loss"] == pytest.approx(lr["val_loss"], rel=1e-4)
-    assert (Path(config["results"]) / "summary.md").exists()
+    summary = (Path(config["results"]) / "summary.md").read_text()
+    assert all(f"`{jobs[f'pretrain:xs_{t}']}`" in summary for t in ("mqa", "moe"))  # provenance names the jobs
 
 
 def test_a_second_run_submits_nothing(cluster, slurm_run):
@@ -187,4 +189,4 @@ def test_a_failing_job_is_reported_with_its_log(cluster, slurm_run):
     rule_log = Path(config["results"]) / "logs" / "pretrain" / "xs" / "mqa.log"
     assert "need at least 100001" in rule_log.read_text()
     assert "need at least 100001" in text  # show-failed-logs prints it
-    assert (Path(config["results"]) / "pretrain" / "xs" / "moe" / "record.parquet").exists()  # the rest stays
+    check_record_file(Path(config["results"]) / "pretrain" / "xs" / "moe" / "record.parquet")  # the rest stays

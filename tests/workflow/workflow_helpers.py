@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +29,13 @@ needs_stage_envs = pytest.mark.skipif(
 
 def minimal_config(results: Path, later_stages: bool = True) -> dict:
     """Two pretraining variants for a few steps; with ``later_stages``, also two fine-tuning cells
-    (LoRA, full) and the serving axis (bf16 and int4 by RTN, two offline tasks, the transformers
-    engine: tests/inference runs vLLM itself) on the export."""
+    (LoRA, full) and the serving axis (bf16 and int4 by RTN, two offline tasks) on the export,
+    served by vLLM as configured (this CPU's build has no int4 kernel: int4 falls back to
+    transformers and its records say so; tests/quantize runs GPTQ and AWQ).
+
+    Every measured stage runs on one thread, so that with ``--cores 2`` nothing but the
+    ``host_share`` resource keeps two measured jobs (or a light one) from running side by side:
+    the overlap test (test_pipeline.py) fails if that isolation breaks."""
     c = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     c["results"] = str(results)
     c["data"]["pretrain"]["synthetic"].update(train_tokens=60_000, val_tokens=8_000)
@@ -37,7 +43,7 @@ def minimal_config(results: Path, later_stages: bool = True) -> dict:
     c["pretrain"]["export_hf"] = ["mqa"]
     c["pretrain"]["training"].update(
         train_steps=6, warmup_steps=2, eval_batches=2, checkpoint_interval=3, warmup_measure_steps=1,
-        micro_batch_size=4, global_batch_size=8,
+        micro_batch_size=4, global_batch_size=8, threads=1,
     )
     if not later_stages:
         for section in ("finetune", "quantize", "eval", "inference"):
@@ -47,11 +53,11 @@ def minimal_config(results: Path, later_stages: bool = True) -> dict:
     ft["models"] = {"xs-mqa": {"pretrained": "xs/mqa", "template": "default"}}
     ft["tasks"]["synthetic"].update(synthetic={"n_train": 32, "n_eval": 8}, exact_match_samples=8)
     ft["grid"] = [{"models": ["xs-mqa"], "methods": ["lora", "full"], "tasks": ["synthetic"]}]
-    ft["training"].update(num_train_epochs=1, warmup_measure_steps=1)
-    c["quantize"].update(models={"xs-mqa": {"pretrained": "xs/mqa"}}, precisions=["bf16", "int4"])
+    ft["training"].update(num_train_epochs=1, warmup_measure_steps=1, threads=1)
+    c["quantize"].update(models={"xs-mqa": {"pretrained": "xs/mqa"}}, precisions=["bf16", "int4"], threads=1)
     c["quantize"]["int4"]["method"] = "rtn"
     c["eval"].update(tasks=["effbench_mc_fact", "effbench_mc_arithmetic"], local={"items_per_task": 16})
-    c["inference"].update(engine="transformers", warmup_requests=1, repeats=1, load_points={
+    c["inference"].update(engine="vllm", threads=1, warmup_requests=1, repeats=1, load_points={
         "offline": {"mode": "offline", "requests": 4, "prompt_len": 16, "output_len": 8},
         "c1": {"mode": "concurrency", "concurrency": 1, "requests": 2, "prompt_len": 16, "output_len": 8},
     })
@@ -64,7 +70,20 @@ def snakemake(workdir: Path, config: dict, *args: str, check: bool = True, repo:
     cfg_path.write_text(yaml.safe_dump(config))
     cmd = [str(SNAKEMAKE), "-s", str(repo / "workflow" / "Snakefile"), "-d", str(workdir),
            "--configfile", str(cfg_path), "--cores", "2", *args]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": ""})
+    # The run's own job registry: the records' `alone` then speaks of this pipeline's jobs, not of
+    # another checkout's tests on the same host (foreign load is in host_load_1m_*).
+    registry = workdir.parent / f"{workdir.name}.job-registry"
+    env = {**os.environ, "PYTHONPATH": "", "EFFBENCH_JOB_REGISTRY": str(registry)}
+    # Its own process group: on a timeout the jobs die with Snakemake (killing Snakemake alone left a
+    # job's shell and stage script running, to write a record into a run already given up).
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=2400)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    p = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     if check and p.returncode != 0:
         raise AssertionError(f"snakemake failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}")
     return p

@@ -37,6 +37,7 @@ from .tasks import TASK_META  # noqa: E402
 
 log = logging.getLogger("effbench.finetune")
 ADAPTER_FILES = ("*.safetensors", "*.bin")
+NOT_WEIGHTS = {"training_args.bin"}  # the Trainer's pickled arguments, saved beside the weights
 
 
 def _normalise(text: str) -> str:
@@ -98,7 +99,7 @@ def check_world(settings: dict[str, Any], world: int) -> None:
 
 def saved_bytes(output_dir: Path) -> int:
     """Bytes of the weights LlamaFactory saved: the adapter (LoRA family) or the model (freeze, full)."""
-    return sum(p.stat().st_size for pat in ADAPTER_FILES for p in output_dir.glob(pat))
+    return sum(p.stat().st_size for pat in ADAPTER_FILES for p in output_dir.glob(pat) if p.name not in NOT_WEIGHTS)
 
 
 def finetune_cell(settings: dict[str, Any], *, model_path: str, data_dir: Path, output_dir: Path,

@@ -92,8 +92,20 @@ def _recipe(int4: dict[str, Any]):  # type: ignore[no-untyped-def]
         from llmcompressor.modifiers.quantization import QuantizationModifier
         from llmcompressor.modifiers.transform.awq import AWQModifier
 
+        _skip_pinning_without_accelerator()
         return [AWQModifier(), QuantizationModifier(config_groups=groups, ignore=list(int4["ignore"]))]
     raise ValueError(f"unknown int4 method {method!r}")
+
+
+def _skip_pinning_without_accelerator() -> None:
+    """llm-compressor 0.14's AWQ pins its cached activations (``pin_memory``) before each grid
+    search, which torch refuses on a host with no accelerator ("Cannot access accelerator device
+    when none is available"). Pinning only speeds host-to-device copies: with no device, skip it."""
+    import torch
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    if not torch.accelerator.is_available():
+        IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None  # type: ignore[method-assign]
 
 
 def quantize_cell(settings: dict[str, Any], src: str, data_dir: Path | None, out_dir: Path, mon: Monitor
