@@ -150,6 +150,8 @@ def host_facts() -> dict[str, Any]:
     sum(i * i for i in range(2_000_000))
     return {
         "cpu_model": model, "cpus_usable": len(os.sched_getaffinity(0)), "loadavg": list(os.getloadavg()),
+        # The sandbox the machine runs in: gVisor reports kernel 4.4.0, Firecracker its own (KINDS.md).
+        "kernel": platform.release(),
         # Host time to enqueue one tiny kernel, and until the GPU had run them all: enqueue ≥ drain
         # means the host, not the GPU, sets the pace of small kernels.
         "enqueue_us_per_kernel": round((b - a) / n * 1e6, 2), "drain_us_per_kernel": round((c - a) / n * 1e6, 2),
@@ -204,18 +206,19 @@ def later_run_master_step(self: Any) -> None:
     `.float()` cast per parameter."""
     import torch
 
-    pairs = [(m, p.grad) for m, p in zip(self.master_params, self.model_params) if p.grad is not None]
-    for m, p in zip(self.master_params, self.model_params):
-        if p.grad is None:
-            m.grad = None
-        elif m.grad is None:
-            m.grad = torch.empty_like(m)
-    if pairs:
-        torch._foreach_copy_([m.grad for m, _ in pairs], [g for _, g in pairs])
-    if self.clip_grad > 0:
-        torch.nn.utils.clip_grad_norm_(self.master_params, self.clip_grad)
-    self.optimizer.step()
-    torch._foreach_copy_(self.model_params, self.master_params)
+    with torch.no_grad():  # as MasterWeightAdamW.step (decorated there)
+        pairs = [(m, p.grad) for m, p in zip(self.master_params, self.model_params) if p.grad is not None]
+        for m, p in zip(self.master_params, self.model_params):
+            if p.grad is None:
+                m.grad = None
+            elif m.grad is None:
+                m.grad = torch.empty_like(m)
+        if pairs:
+            torch._foreach_copy_([m.grad for m, _ in pairs], [g for _, g in pairs])
+        if self.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.master_params, self.clip_grad)
+        self.optimizer.step()
+        torch._foreach_copy_(self.model_params, self.master_params)
 
 
 def regression_probe(settings: dict[str, Any], data: Path, args: argparse.Namespace, fpt: float,

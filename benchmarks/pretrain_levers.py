@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import importlib.util
 import math
 import statistics
 import time
@@ -318,6 +319,8 @@ def run_lever(name: str, settings: dict[str, Any], vocab: int, batches: list[tup
     try:
         lever = Lever.parse(name)
         row["what"] = [ATOMS[a] for a in sorted(lever.atoms)] or ["the stage's path (world size 1)"]
+        if "liger_ce" in lever.atoms and importlib.util.find_spec("liger_kernel") is None:
+            return {**row, "status": "skipped", "why": "liger-kernel is not installed (carry its wheel to measure it)"}
         counters.clear()
         row["residual_alloc_gb_before"] = round(torch.cuda.memory_allocated() / 1e9, 2)
         torch.cuda.reset_peak_memory_stats()
