@@ -407,13 +407,23 @@ def main() -> None:
 
     data = Path("/tmp/effbench-gpu-data")
     random_corpus(data, VOCAB, 4_000_000, 40_000)
-    emit("software", software_facts())
-    emit("gpu_idle", nvml_facts())
-    emit("host", host_facts())
-    emit("crosscheck", energy_crosscheck(args.crosscheck_s))
-    emit("gpu_loaded", nvml_facts())  # clocks right after the matmul window
+    def soft(section: str, fn: Callable[[], Any]) -> None:
+        """Every part fails soft: its error is its entry, and the run goes on."""
+        try:
+            out = fn()
+        except Exception as exc:  # noqa: BLE001
+            out = {"status": "error", "error": f"{type(exc).__name__}: {str(exc)[:600]}"}
+        if out is not None:
+            emit(section, out)
+
+    soft("software", software_facts)
+    soft("gpu_idle", nvml_facts)
+    soft("host", host_facts)
+    soft("crosscheck", lambda: energy_crosscheck(args.crosscheck_s))
+    soft("gpu_loaded", nvml_facts)  # clocks right after the matmul window
     if args.probe:
-        regression_probe(settings, data, args, fpt, deadline, emit)
+        soft("probe_error", lambda: regression_probe(settings, data, args, fpt, deadline, emit))
+        pl.free_cuda()  # what a failed probe left behind
     rows = lever_rows(settings, args, fpt, deadline, emit) if args.levers else []
     result["wall_s"] = round(time.monotonic() - start, 1)
     write_json(result, args.out)

@@ -42,7 +42,8 @@ ATOMS: dict[str, str] = {
 DEFAULT_LEVERS = [
     "baseline", "fused_ce", "liger_ce", "mcore_fusions", "recompute_attn", "recompute_mlp",
     "mcore_ddp", "mcore_distopt", "mcore_distopt+fused_adam", "compile", "compile+fused_ce",
-    "compile+fused_ce+mcore_fusions", "baseline",
+    # the candidate stack for sharded cells on several GPUs (the stage's megatron path)
+    "compile+fused_ce+mcore_distopt+fused_adam", "baseline",
 ]
 
 _EXCLUSIVE = [{"fused_ce", "liger_ce"}, {"mcore_ddp", "mcore_distopt"}, {"compile", "compile_model"}]
