@@ -126,10 +126,11 @@ class Job:
         # megatron's stack: every rank its own (its experts, its optimizer shard); else rank 0's.
         return self.resume_dir / (f"last.rank{self.rank}.pt" if self.megatron else "last.pt")
 
-    @property
-    def resume_params_file(self) -> Path:
-        """megatron's distributed optimizer: masters and moments, gathered per data-parallel group."""
-        return self.resume_dir / f"optimizer_params.rank{self.rank}.pt"
+    def resume_params_file(self, step: int) -> Path:
+        """megatron's distributed optimizer: masters and moments after ``step`` steps, gathered per
+        data-parallel group. The step is in the name, and the resume file names the one it pairs
+        with: a kill between the two writes leaves the previous pair whole."""
+        return self.resume_dir / f"optimizer_params.rank{self.rank}.step{step}.pt"
 
     @property
     def tokens_per_step(self) -> int:
@@ -236,12 +237,21 @@ def resume(job: Job) -> int:
         if state.get("settings") != job.shash:
             log.info("ignoring %s: it was written for other settings", job.resume_file)
             state = None
-    if not _on_every_rank(state is not None, job.device):
+    if job.megatron and state is not None and state.get("params_file") \
+            and not (job.resume_dir / state["params_file"]).exists():
+        log.info("ignoring %s: its optimizer file %s is missing", job.resume_file, state["params_file"])
+        state = None
+    # Every rank must resume from the same step (megatron's stack: one file per rank, written
+    # one after another; a kill between them leaves ranks at different steps).
+    if not _same_on_every_rank(int(state["step"]) if state is not None else -1, job.device):
+        if state is not None:
+            log.info("ignoring %s: the ranks' resume checkpoints are at different steps", job.resume_file)
         return 0
     assert state is not None
     job.model.load_state_dict(state["model"])
     if job.megatron:
-        megatron_stack.load_optimizer(job.opt, state["optimizer"], job.resume_params_file, job.sharded)
+        params = job.resume_dir / state.get("params_file", "optimizer_params.unsharded")  # read only if sharded
+        megatron_stack.load_optimizer(job.opt, state["optimizer"], params, job.sharded)
     else:
         job.opt.load_state_dict(state["optimizer"])
     start = int(state["step"])
@@ -249,32 +259,43 @@ def resume(job: Job) -> int:
     return start
 
 
-def _on_every_rank(flag: bool, device: str) -> bool:
-    """Whether ``flag`` holds on every rank (a collective under data parallelism)."""
+def _same_on_every_rank(step: int, device: str) -> bool:
+    """Whether every rank holds a resume checkpoint (``step`` ≥ 0) at the same step (a
+    collective under data parallelism)."""
     if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
-        return flag
-    t = torch.tensor([int(flag)], device=device if torch.distributed.get_backend() == "nccl" else "cpu")
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-    return bool(t.item())
+        return step >= 0
+    dev = device if torch.distributed.get_backend() == "nccl" else "cpu"
+    lo, hi = torch.tensor([step], device=dev), torch.tensor([step], device=dev)
+    torch.distributed.all_reduce(lo, op=torch.distributed.ReduceOp.MIN)
+    torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MAX)
+    return int(lo.item()) >= 0 and int(lo.item()) == int(hi.item())
 
 
 def save_resume(job: Job, step: int) -> None:
     """The resume checkpoint after ``step`` steps (every rank calls it: ZeRO gathers its shards to
     rank 0, megatron's stack writes one file per rank)."""
+    extra: dict[str, Any] = {}
     if job.megatron:
-        opt_state = megatron_stack.save_optimizer(job.opt, job.resume_params_file, job.sharded)
+        params = job.resume_params_file(step)
+        opt_state = megatron_stack.save_optimizer(job.opt, params, job.sharded)
+        if job.sharded:
+            extra["params_file"] = params.name
     else:
         opt_state = sharding.full_state_dict(job.opt)
         if job.rank != 0:
             return
     _save(job.resume_file, {"settings": job.shash, "step": step, "model": job.model.state_dict(),
-                            "optimizer": opt_state})
+                            "optimizer": opt_state, **extra})
+    if job.megatron:  # the previous pair's optimizer file is no longer named by any resume file
+        for old in job.resume_dir.glob(f"optimizer_params.rank{job.rank}.step*.pt"):
+            if old.name != extra.get("params_file"):
+                old.unlink(missing_ok=True)
 
 
 def clear_resume(job: Job) -> None:
     """The trained cell needs no resume checkpoint (each rank removes its own files)."""
     if job.megatron or job.rank == 0:
-        for f in (job.resume_file, job.resume_params_file):
+        for f in (job.resume_file, *job.resume_dir.glob(f"optimizer_params.rank{job.rank}.step*.pt")):
             f.unlink(missing_ok=True)
 
 
