@@ -75,6 +75,15 @@ def test_tie_within_noise_is_said() -> None:
     assert ft["margin"]["tie"] is True and "indistinguishable within noise from rslora" in ft["verdict"]
 
 
+def test_a_tie_behind_a_clearly_worse_runner_up_is_named() -> None:
+    # gqa is clearly worse (tight interval); mqa is worse still but its wide interval overlaps mha's
+    pre = [_pre("mha", 10.0), _pre("gqa", 11.0), _pre("mqa", 12.0, half=2.5)]
+    arch = _step(recommend(_frames(pre=pre), Constraints()), "architecture")
+    assert arch["runner_up"]["candidate"] == "gqa" and arch["margin"]["tie"] is False
+    assert arch["tied_with"] == ["mqa"]
+    assert "indistinguishable within noise from mqa" in arch["verdict"] and "runner-up gqa" in arch["verdict"]
+
+
 def test_nothing_meets_and_the_binding_constraint_is_named() -> None:
     # memory is generous (every candidate passes it); latency removes every one: latency binds
     a = recommend(_frames(), Constraints(memory_gb=100, latency_ms_per_token=5))
