@@ -236,7 +236,13 @@ def test_command_line_on_real_records(run_results: tuple[Path, list[Path]], tmp_
     assert "recommend.memory_gb" in capsys.readouterr().err
 
 
-def test_decision_rule_outputs_all_at_once(run_results: tuple[Path, list[Path]]) -> None:
+class RecommendFailed(Exception):
+    """Raised by a stand-in for recommend, the last writer of the decision build."""
+
+
+def test_decision_rule_outputs_all_at_once(run_results: tuple[Path, list[Path]],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from effbench.aggregate.publish import staging_dir
     from effbench.decision.build import main as build_main
 
     results, records = run_results
@@ -257,11 +263,18 @@ def test_decision_rule_outputs_all_at_once(run_results: tuple[Path, list[Path]])
     assert "left out: Energy (J/token) missing (pynvml.NVMLError_LibraryNotFound" in pareto_md
     assert "| mla | xs/mla |" in pareto_md
     assert json.loads((results / "decision" / "recommend.json").read_text())["steps"][0]["choice"]["cell"] == "xs/gqa"
-    # a failing build leaves the previous set as it was
-    before = (results / "decision" / "recommend.md").read_text()
-    with pytest.raises(Exception):
-        build_main(["--results", str(results), "--pretrain-records", str(results / "pretrain/xs/gqa/record.parquet"),
-                    "--constraints", json.dumps({"precision_objective": "speed"})])
-    assert (results / "decision" / "recommend.md").read_text() == before
-    assert json.loads((results / "decision.manifest.json").read_text())["outputs"] == manifest["outputs"]
+    # a build failing after pareto.* and scaling.* are staged (fewer records: different files)
+    # leaves the previous set as it was
+    before = {rel: (results / rel).read_text() for rel in ("decision/pareto.md", "decision.manifest.json")}
+    staging = staging_dir(results, "decision")
+
+    def fail(*_: object) -> None:
+        assert (staging / "decision" / "scaling.md").is_file()
+        assert (staging / "decision" / "pareto.md").read_text() != before["decision/pareto.md"]
+        raise RecommendFailed
+
+    monkeypatch.setattr("effbench.decision.build.recommend", fail)
+    with pytest.raises(RecommendFailed):
+        build_main(["--results", str(results), "--pretrain-records", str(records[0])])
+    assert {rel: (results / rel).read_text() for rel in before} == before
     assert not list(results.glob(".aggregate-decision*"))  # no staging left behind
