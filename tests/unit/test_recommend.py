@@ -75,6 +75,15 @@ def test_tie_within_noise_is_said() -> None:
     assert ft["margin"]["tie"] is True and "indistinguishable within noise from rslora" in ft["verdict"]
 
 
+def test_a_tie_behind_a_clearly_worse_runner_up_is_named() -> None:
+    # gqa is clearly worse (tight interval); mqa is worse still but its wide interval overlaps mha's
+    pre = [_pre("mha", 10.0), _pre("gqa", 11.0), _pre("mqa", 12.0, half=2.5)]
+    arch = _step(recommend(_frames(pre=pre), Constraints()), "architecture")
+    assert arch["runner_up"]["candidate"] == "gqa" and arch["margin"]["tie"] is False
+    assert arch["tied_with"] == ["mqa"]
+    assert "indistinguishable within noise from mqa" in arch["verdict"] and "runner-up gqa" in arch["verdict"]
+
+
 def test_nothing_meets_and_the_binding_constraint_is_named() -> None:
     # memory is generous (every candidate passes it); latency removes every one: latency binds
     a = recommend(_frames(), Constraints(memory_gb=100, latency_ms_per_token=5))
@@ -227,7 +236,13 @@ def test_command_line_on_real_records(run_results: tuple[Path, list[Path]], tmp_
     assert "recommend.memory_gb" in capsys.readouterr().err
 
 
-def test_decision_rule_outputs_all_at_once(run_results: tuple[Path, list[Path]]) -> None:
+class RecommendFailed(Exception):
+    """Raised by a stand-in for recommend, the last writer of the decision build."""
+
+
+def test_decision_rule_outputs_all_at_once(run_results: tuple[Path, list[Path]],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from effbench.aggregate.publish import staging_dir
     from effbench.decision.build import main as build_main
 
     results, records = run_results
@@ -248,11 +263,18 @@ def test_decision_rule_outputs_all_at_once(run_results: tuple[Path, list[Path]])
     assert "left out: Energy (J/token) missing (pynvml.NVMLError_LibraryNotFound" in pareto_md
     assert "| mla | xs/mla |" in pareto_md
     assert json.loads((results / "decision" / "recommend.json").read_text())["steps"][0]["choice"]["cell"] == "xs/gqa"
-    # a failing build leaves the previous set as it was
-    before = (results / "decision" / "recommend.md").read_text()
-    with pytest.raises(Exception):
-        build_main(["--results", str(results), "--pretrain-records", str(results / "pretrain/xs/gqa/record.parquet"),
-                    "--constraints", json.dumps({"precision_objective": "speed"})])
-    assert (results / "decision" / "recommend.md").read_text() == before
-    assert json.loads((results / "decision.manifest.json").read_text())["outputs"] == manifest["outputs"]
+    # a build failing after pareto.* and scaling.* are staged (fewer records: different files)
+    # leaves the previous set as it was
+    before = {rel: (results / rel).read_text() for rel in ("decision/pareto.md", "decision.manifest.json")}
+    staging = staging_dir(results, "decision")
+
+    def fail(*_: object) -> None:
+        assert (staging / "decision" / "scaling.md").is_file()
+        assert (staging / "decision" / "pareto.md").read_text() != before["decision/pareto.md"]
+        raise RecommendFailed
+
+    monkeypatch.setattr("effbench.decision.build.recommend", fail)
+    with pytest.raises(RecommendFailed):
+        build_main(["--results", str(results), "--pretrain-records", str(records[0])])
+    assert {rel: (results / rel).read_text() for rel in before} == before
     assert not list(results.glob(".aggregate-decision*"))  # no staging left behind

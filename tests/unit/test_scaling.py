@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from effbench.decision.axes import FINETUNE
-from effbench.decision.scaling import TOO_FEW, Fit, NoFit, axis_series, crossing, crossings, fit, plot_all, render
+from effbench.decision.scaling import (TOKENS_TERM, TOO_FEW, Fit, NoFit, Series, axis_series, crossing, crossings, fit,
+                                       plot_all, render)
 
 SIZES = np.geomspace(1e7, 1e10, 6)
 # loss-like: log y = a + b·log N. A falls faster than B; they cross at log N* = (1.0 − 2.0)/(−0.10 + 0.05) = 20.
@@ -65,6 +66,26 @@ def test_tokens_enter_only_where_they_vary() -> None:
     f = fit(n, y, d)
     assert f.with_tokens and abs(f.coef[2] + 0.2) < 0.01
     assert not fit(SIZES, _draw(rng, *TRUE_A), np.full(SIZES.size, 1e9)).with_tokens
+
+
+def test_one_token_count_per_size_adds_no_tokens_term() -> None:
+    # full rank (D not proportional to N), but D never varies within a size: its slope would be N's
+    rng = np.random.default_rng(2)
+    d = np.array([1e9, 4e9, 2e9, 8e9, 1e9, 3e9])
+    f = fit(SIZES, _draw(rng, *TRUE_A), d)
+    assert isinstance(f, Fit) and not f.with_tokens and f.coef.size == 2
+
+
+def test_a_fit_with_a_tokens_term_draws_points_and_no_line(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    n, d = np.repeat(SIZES[:3], 2), np.tile([1e9, 4e9], 3)
+    y = np.exp(1.0 - 0.1 * np.log(n) - 0.2 * np.log(d) + rng.normal(0, 0.001, n.size))
+    f = fit(n, y, d)
+    assert isinstance(f, Fit) and f.with_tokens
+    s = Series(FINETUNE, FINETUNE.objectives[0], "", (), "lora", n.tolist(), y.tolist(), [], f)
+    (plot,) = plot_all([s], tmp_path)
+    assert plot["caption"] == (f"{FINETUNE.objectives[0].label} against model size; {TOKENS_TERM}, points only "
+                               "(fit in the table): lora.")
 
 
 def test_non_positive_values_are_fitted_on_a_linear_scale() -> None:

@@ -326,7 +326,9 @@ def report_sections():
     inputs: every PNG/SVG in them that the Markdown did not show is embedded after it. The
     stages' own tables, leaderboards and plots come from their manifests."""
     decision = RESULTS / "decision"
-    return [("Pareto fronts across objectives and axes", [decision / "pareto.md"], [RESULTS / "plots" / "decision"]),
+    # no plots folder: pareto.md and scaling.md embed every plot of theirs, and a shared folder
+    # would show the scaling plots again under the Pareto section
+    return [("Pareto fronts across objectives and axes", [decision / "pareto.md"]),
             ("Scaling with model size", [decision / "scaling.md"]),
             ("Recommendation for the config's constraints", [decision / "recommend.md"])]
 

@@ -6,7 +6,7 @@
   projection plots ``plots/decision/pareto_*.{png,svg}``;
 - ``decision/scaling.md`` and ``decision/scaling.csv`` (every fit), plots ``plots/decision/scaling_*``;
 - ``decision/recommend.md`` and ``decision/recommend.json`` for the config's constraints;
-- ``decision.manifest.json``: every output with a title and caption, what was left out and why.
+- ``decision.manifest.json``: every output (tables titled, plots titled and captioned), what was left out and why.
 
 The files are written into a staging folder and published together (effbench.aggregate.publish):
 a failure leaves the previous set exactly as it was.

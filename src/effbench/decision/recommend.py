@@ -383,7 +383,11 @@ def _verdict(w: dict[str, Any], out: dict[str, Any], label: str, better: str) ->
     if m["tie"]:
         return (text + f", indistinguishable within noise from {', '.join(out['tied_with'])} "
                 f"(runner-up {run['candidate']} {run['shown']}, {margin}; 95 % intervals overlap)")
-    return text + f"; runner-up {run['candidate']} ({run['shown']}), {margin}, noise {m['noise']}"
+    rest = f"; runner-up {run['candidate']} ({run['shown']}), {margin}, noise {m['noise']}"
+    if out["tied_with"]:  # a candidate behind a clearly worse runner-up can still overlap the winner
+        tied = ", ".join(out["tied_with"])
+        return text + f", indistinguishable within noise from {tied} (95 % intervals overlap)" + rest
+    return text + rest
 
 
 def _none_verdict(b: dict[str, Any] | None, cands: list[dict[str, Any]]) -> str:

@@ -1,10 +1,11 @@
 """Scaling trends: each technique's metric against model size, with uncertainty, and crossings.
 
 The fit is ordinary least squares in log space: log y = a + b·log N (a power law; where any
-value is ≤ 0, y itself is fitted against log N), with a + c·log D added when the training tokens
-D vary independently of N. The parameter covariance is s²(XᵀX)⁻¹ with s² the residual variance
-on n − p degrees of freedom; intervals use Student's t on those degrees of freedom
-(:func:`effbench.measure.spread.t95`). The confidence band is the fitted mean's 95 % interval,
+value is ≤ 0, y itself is fitted against log N), with a + c·log D added when some size was
+trained on two or more token counts (one count per size would confound D's slope with N's). The
+parameter covariance is s²(XᵀX)⁻¹ with s² the residual variance on n − p degrees of freedom;
+intervals use Student's t on those degrees of freedom (:func:`effbench.measure.spread.t95`).
+The confidence band is the fitted mean's 95 % interval,
 the prediction band a new measurement's.
 
 Fewer than :data:`MIN_SIZES` distinct sizes: no fit ("too few sizes to fit") and no line.
@@ -35,6 +36,7 @@ from .frames import ok_rows
 
 MIN_SIZES = 3
 TOO_FEW = "too few sizes to fit"
+TOKENS_TERM = "fit with a training-tokens term, no line against size alone"
 
 
 def _sig(x: float, n: int) -> str:
@@ -98,8 +100,12 @@ def fit(sizes: Sequence[float], values: Sequence[float], tokens: Sequence[float]
     if tokens is not None:
         d = np.log(np.asarray(tokens, dtype=float))
         trial = np.column_stack(cols + [d])
-        # Tokens enter only when they vary independently of size and leave a degree of freedom.
-        if len(set(d.tolist())) > 1 and np.linalg.matrix_rank(trial) == 3 and len(y) > 3:
+        # Tokens enter only when they vary within a size (else D's slope is N's under another
+        # name, even where the design has full rank) and leave a degree of freedom.
+        counts: dict[float, set[float]] = {}
+        for n, t in zip(n_arr.tolist(), d.tolist()):
+            counts.setdefault(n, set()).add(t)
+        if any(len(c) > 1 for c in counts.values()) and np.linalg.matrix_rank(trial) == 3 and len(y) > 3:
             cols.append(d)
             with_tokens = True
     design = np.column_stack(cols)
@@ -276,8 +282,9 @@ def _params(n: float) -> str:
 
 def plot_metric(series: list[Series], out: Path) -> dict[str, Any] | None:
     """One metric of one axis and group: every technique's points; its fit, confidence band
-    (shaded) and prediction band (dotted) only where it has one. Drawn where some technique has a
-    fit (too few sizes everywhere: the table says so and nothing is drawn)."""
+    (shaded) and prediction band (dotted) only where it has one against N alone (a fit with a
+    tokens term has no single line against N: points only, the table gives it). Drawn where some
+    technique has a fit (too few sizes everywhere: the table says so and nothing is drawn)."""
     if not any(isinstance(s.result, Fit) for s in series):
         return None
     import matplotlib
@@ -285,11 +292,12 @@ def plot_metric(series: list[Series], out: Path) -> dict[str, Any] | None:
     s0 = series[0]
     fig, (ax,) = plots.new_figure(1)
     palette = matplotlib.colormaps["tab10"]
+    lined = [isinstance(s.result, Fit) and not s.result.with_tokens for s in series]
     for i, s in enumerate(series):
         color = palette(i % 10)
-        ax.scatter(s.sizes, s.values, color=color, zorder=3,
-                   label=s.technique + ("" if isinstance(s.result, Fit) else f" ({TOO_FEW})"))
-        if isinstance(s.result, Fit):
+        note = "" if lined[i] else f" ({TOKENS_TERM})" if isinstance(s.result, Fit) else f" ({TOO_FEW})"
+        ax.scatter(s.sizes, s.values, color=color, zorder=3, label=s.technique + note)
+        if lined[i]:
             grid = np.geomspace(s.result.sizes[0], s.result.sizes[1], 50)
             p = s.result.predict(grid)
             ax.plot(grid, p["mean"], color=color)
@@ -308,10 +316,13 @@ def plot_metric(series: list[Series], out: Path) -> dict[str, Any] | None:
     ax.set_title(title, fontsize=9)
     name = plots.slug("scaling", s0.axis.name, s0.objective.column, *s0.group_key)
     rel = plots.save(fig, name, out)
-    fitted = [s.technique for s in series if isinstance(s.result, Fit)]
+    fitted = [s.technique for s, line in zip(series, lined) if line]
+    with_tokens = [s.technique for s, line in zip(series, lined) if not line and isinstance(s.result, Fit)]
     unfitted = [s.technique for s in series if isinstance(s.result, NoFit)]
-    caption = (f"{s0.objective.label} against model size; fitted: {', '.join(fitted)} (line, 95 % confidence "
-               "band shaded, 95 % prediction band dotted)"
+    caption = (f"{s0.objective.label} against model size"
+               + (f"; fitted: {', '.join(fitted)} (line, 95 % confidence band shaded, 95 % prediction band dotted)"
+                  if fitted else "")
+               + (f"; {TOKENS_TERM}, points only (fit in the table): {', '.join(with_tokens)}" if with_tokens else "")
                + (f"; {TOO_FEW}, points only: {', '.join(unfitted)}" if unfitted else "") + ".")
     return {"name": name, "title": f"Scaling — {title}", **rel, "caption": caption}
 
