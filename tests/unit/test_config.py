@@ -255,7 +255,7 @@ def test_an_oversized_pretraining_cell_is_refused_before_any_job():
         cfg.plan(replicas)
     msg = str(e.value)
     assert "`cluster.gpu_memory_gb`" in msg and "pretrain cell 1.5b/moe: predicted peak" in msg and "allowed 96 GB" in msg
-    assert "set pretrain.parallel.expert_parallel: 4 (predicted 78.7 GB)" in msg
+    assert "set pretrain.parallel.expert_parallel: 4 (predicted 83.6 GB)" in msg
     assert "1.5b/gqa" not in msg
     # A fit that needs a knob the stage lacks (recompute) is named as such.
     tight = edited(replicas, ("cluster", "gpu_memory_gb"), 58)

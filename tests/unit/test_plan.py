@@ -60,17 +60,17 @@ def test_unsharded_moe_cell_does_not_fit_a_gh200() -> None:
     assert states >= 20 * est.params > 190 * GB
     verdict = check_cell("1.5b/moe", CELLS["1.5b/moe"], QWEN_TOKENIZER, GH200_GB)
     assert not verdict.fits and verdict.predicted_gb > GH200_GB
-    assert verdict.remedy is not None and verdict.remedy["optimizer_sharding"] == "optimizer"
+    # ZeRO-1 at micro-batch 2 is not enough on megatron's stack (its fp32 gradient buffer is
+    # never sharded, 124 GB): the planner's first fit shards the gradients too.
+    assert verdict.remedy == {"optimizer_sharding": "optimizer+grads", "micro_batch_size": 2}
     assert verdict.remedy_gb is not None and verdict.remedy_gb <= GH200_GB
     # The remedy is real: applying it to the settings gives the predicted fit.
     fixed = copy.deepcopy(CELLS["1.5b/moe"])
-    fixed["parallel"]["optimizer_sharding"] = verdict.remedy["optimizer_sharding"]
-    for key in ("micro_batch_size", "recompute"):
-        if key in verdict.remedy:
-            fixed["training"][key] = verdict.remedy[key]
+    for key, value in verdict.remedy.items():
+        fixed["parallel" if key in ("optimizer_sharding", "expert_parallel") else "training"][key] = value
     assert check_cell("1.5b/moe", fixed, QWEN_TOKENIZER, GH200_GB).fits
     msg = verdict.message()
-    assert "1.5b/moe" in msg and "96 GB" in msg and "pretrain.parallel.optimizer_sharding: optimizer" in msg
+    assert "1.5b/moe" in msg and "96 GB" in msg and "pretrain.parallel.optimizer_sharding: optimizer+grads" in msg
 
 
 def test_small_dense_cells_fit_and_say_so() -> None:
@@ -92,6 +92,23 @@ def test_nothing_fits_a_tiny_gpu() -> None:
 def test_sharding_divides_the_states_by_data_parallel_size(sharding: str, per_param: float) -> None:
     s = state_bytes(1000, "bf16", sharding, data_parallel=4)
     assert s["weights"] + s["grads"] + s["optimizer"] == pytest.approx(1000 * per_param)
+
+
+def test_megatron_stack_holds_one_unsharded_fp32_gradient_buffer() -> None:
+    s = state_bytes(1000, "bf16", "optimizer", data_parallel=4, megatron=True)
+    assert (s["weights"], s["grads"], s["optimizer"], s["step_transient"]) == (2000, 4000, 1000 * 12 / 4, 0)
+    assert state_bytes(1000, "bf16", "none", data_parallel=4, megatron=True)["grads"] == 4000  # no bucket copy
+
+
+def test_the_planner_follows_the_stack_the_cell_runs_on() -> None:
+    moe = copy.deepcopy(CELLS["1.5b/moe"])
+    moe["parallel"].update(optimizer_sharding="optimizer", expert_parallel=4)  # config/paper.yaml's layout
+    local = estimate(moe, QWEN_TOKENIZER)  # CUDA, 4 ranks, sharded: megatron's DDP + distributed optimizer
+    n_local = local.states["weights"] / 2
+    assert local.states["grads"] == pytest.approx(4 * n_local) and local.states["step_transient"] == 0
+    for other in ({"device": "cpu"}, {"optimizer_sharding": "none", "expert_parallel": 1}):  # torch DDP path
+        e = estimate(moe, QWEN_TOKENIZER, **other)
+        assert e.states["step_transient"] > 0, other
 
 
 def test_each_knob_lowers_the_prediction() -> None:

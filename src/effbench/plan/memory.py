@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .params import expert_parameters, num_query_groups, parameter_counts
+from .stack import megatron_selected
 
 GB = 1e9  # decimal gigabytes, as cluster.gpu_memory_gb and the records use
 
@@ -48,12 +49,16 @@ RECIPES = {
 
 
 def state_bytes(n_params: int, precision: str, sharding: str = "none", data_parallel: int = 1,
-                expert_params: int = 0, expert_parallel: int = 1) -> dict[str, float]:
+                expert_params: int = 0, expert_parallel: int = 1, megatron: bool = False) -> dict[str, float]:
     """Model-state bytes per GPU.
 
     sharding: none (torch DDP: every rank holds everything, and DDP's gradient buckets are
     a second copy of the gradients when data_parallel > 1); optimizer (ZeRO-1: master
     weights and moments divided by data_parallel); optimizer+grads (ZeRO-2: gradients too).
+    megatron: the cell runs on megatron-core's stack (`plan.stack`): its DDP keeps one fp32
+    gradient buffer (grad_reduce_in_fp32) of every local parameter, never sharded (its
+    distributed optimizer shards masters and moments only), and the optimizer's fp32 gradients
+    are views of it: 4 B/param of gradients, no DDP bucket copy, no step() copy.
     expert_params of the n_params are split over expert_parallel ranks (each holds
     1/expert_parallel of the experts); their optimizer state is sharded over the ranks that
     hold the same experts (data_parallel / expert_parallel, megatron's expert data parallel).
@@ -64,15 +69,21 @@ def state_bytes(n_params: int, precision: str, sharding: str = "none", data_para
     if dp % ep:
         raise ValueError(f"expert_parallel {ep} must divide data_parallel {dp}")
     dense, experts = n_params - expert_params, expert_params / ep
-    return {k: _states(dense, precision, sharding, dp)[k] + _states(experts, precision, sharding, dp // ep)[k]
-            for k in ("weights", "grads", "optimizer", "step_transient")}
+    d, e = _states(dense, precision, sharding, dp, megatron), _states(experts, precision, sharding, dp // ep, megatron)
+    return {k: d[k] + e[k] for k in ("weights", "grads", "optimizer", "step_transient")}
 
 
-def _states(n: float, precision: str, sharding: str, dp: int) -> dict[str, float]:
+MEGATRON_GRAD_BYTES = 4  # megatron DDP's fp32 gradient buffer (grad_reduce_in_fp32 in bf16; fp32 params otherwise)
+
+
+def _states(n: float, precision: str, sharding: str, dp: int, megatron: bool = False) -> dict[str, float]:
     """State bytes of n parameters replicated over dp ranks (sharded over them per `sharding`)."""
     r = RECIPES[precision]
     opt_div = dp if sharding != "none" else 1
     grad_div = dp if sharding == "optimizer+grads" else 1
+    if megatron:  # optimizer+grads (planner only, not in the schema) would shard the buffer too
+        return {"weights": n * r.weights, "grads": n * MEGATRON_GRAD_BYTES / grad_div,
+                "optimizer": n * (r.master + r.moments) / opt_div, "step_transient": 0.0}
     ddp_buckets = r.grads if sharding == "none" and dp > 1 else 0  # gradient_as_bucket_view=False
     return {
         "weights": n * r.weights,
@@ -206,8 +217,16 @@ def cell_settings(settings: dict[str, Any]) -> dict[str, Any]:
         "optimizer_sharding": par.get("optimizer_sharding", "none"),
         "data_parallel": int(par.get("data_parallel", 1)),
         "expert_parallel": int(par.get("expert_parallel", 1)),
+        "world_size": int(par.get("world_size", 1)),
         "device": settings.get("device", "cuda"),
     }
+
+
+def on_megatron(k: dict[str, Any]) -> bool:
+    """Whether the knobs select megatron's stack. `device: auto` plans as CUDA: the planner
+    checks GPU memory, and auto picks CUDA wherever there is a GPU to check."""
+    return megatron_selected("cpu" if k["device"] == "cpu" else "cuda", k["world_size"],
+                             k["optimizer_sharding"], k["expert_parallel"])
 
 
 def estimate(settings: dict[str, Any], vocab_size: int, **override: Any) -> Estimate:
@@ -218,7 +237,7 @@ def estimate(settings: dict[str, Any], vocab_size: int, **override: Any) -> Esti
     return Estimate(
         params=n,
         states=state_bytes(n, k["precision"], k["optimizer_sharding"], k["data_parallel"],
-                           expert_parameters(model), k["expert_parallel"]),
+                           expert_parameters(model), k["expert_parallel"], on_megatron(k)),
         activations=activation_bytes(model, vocab_size, k["micro_batch_size"], k["precision"],
                                      k["recompute"], k["device"]),
     )

@@ -87,8 +87,12 @@ def _quantize(plan: Plan, resolved: Resolved) -> tuple[float, list[str]]:
     return total, sorted(unknown)
 
 
-def disk_rows(plan: Plan, resolved: Resolved) -> list[Row]:
-    results = Path(plan.config["results"])
+def disk_rows(plan: Plan, resolved: Resolved, results: Path | None = None) -> list[Row]:
+    """Checkpoints predicted against the free space of ``results`` (preflight's ``--results``),
+    else of the config's ``results:``."""
+    fix = "`--results` (a file system with more room), or free space" if results is not None else \
+        "config key `results` (a file system with more room), or free space"
+    results = results if results is not None else Path(plan.config["results"])
     free, where = free_bytes(results)
     parts = {"pretrain": _pretrain(plan), "finetune": _finetune(plan, resolved), "quantize": _quantize(plan, resolved)}
     need = sum(b for b, _ in parts.values())
@@ -96,7 +100,7 @@ def disk_rows(plan: Plan, resolved: Resolved) -> list[Row]:
     detail = (f"predicted checkpoints {need / GB:,.1f} GB ("
               + ", ".join(f"{k} {b / GB:,.1f}" for k, (b, _) in parts.items() if b) + f"); free {free / GB:,.1f} GB at {where}")
     if need > free:
-        return [problem(CHECK, "results", detail, "config key `results` (a file system with more room), or free space")]
+        return [problem(CHECK, "results", detail, fix)]
     if unknown:
         return [skip(CHECK, "results", detail + f"; not counted (shape unknown): {', '.join(unknown)}")]
     return [ok(CHECK, "results", detail)]

@@ -22,7 +22,7 @@ from ..config import LOCAL_TASKS, stage_python
 from ..config.environments import SRC
 from ..config.plan import Plan
 from .pins import expected_pins, satisfies
-from .rows import Row, ok, problem
+from .rows import Row, ok, problem, skip
 
 CHECK = "environment"
 
@@ -138,19 +138,22 @@ def env_rows(plan: Plan, probes: dict[str, StageProbe]) -> list[Row]:
                        if mod == "deepspeed" else "")
                 rows.append(problem(CHECK, cell, f"import {mod} fails in {p.python}: {err}{why}",
                                     f"{env_file}, then rebuild the environment ({_fix_interpreter(plan.config, stage)})"))
-        bad = []
+        bad, unpinned = [], []
         for dist, got in p.result["versions"].items():
             spec = pins.get(canonicalize_name(dist))
             if spec is None or not str(spec):
-                continue  # the environment file does not pin it
+                unpinned.append(dist)  # the environment file does not pin it: nothing to check against
+                continue
             if got is None or not satisfies(got, spec):
                 bad.append(f"{dist} {got or 'not installed'} (wants {spec})")
         if bad:
             rows.append(problem(CHECK, cell, f"versions differ from {pin_file}: {'; '.join(bad)}",
                                 f"{pin_file} or the environment at {p.python}"))
         if not any(r.cell == cell for r in rows):
-            checked = [f"{d} {v}" for d, v in p.result["versions"].items() if v]
-            rows.append(ok(CHECK, cell, f"{p.python}: imports {', '.join(p.imports)}; {', '.join(checked)}"))
+            checked = [f"{d} {v}" for d, v in p.result["versions"].items() if v and d not in unpinned]
+            head = f"{p.python}: imports {', '.join(p.imports)}; versions checked: {', '.join(checked) or 'none'}"
+            rows.append(skip(CHECK, cell, f"{head}; not pinned by {pin_file}, so not checked: {', '.join(unpinned)}")
+                        if unpinned else ok(CHECK, cell, head))
         if p.lm_eval:
             rows += task_rows(p)
     return rows

@@ -14,12 +14,14 @@ checks (each ``(config, plan, resolved) -> rows``), so another stage's planner p
 from __future__ import annotations
 
 import importlib
+from functools import partial
 from typing import Any, Callable
 
 from ..config.memory import memory_verdicts, vocab_size
 from ..config.plan import Plan
 from ..config.serving import WEIGHT_BITS
 from ..plan.memory import GB, RUNTIME_OVERHEAD_BYTES
+from .profile import Profile
 from .references import Resolved
 from .rows import Row, ok, problem, skip
 from .shapes import Shape, from_hf_config, from_settings
@@ -52,8 +54,28 @@ def pretrain_rows(plan: Plan, resolved: Resolved) -> list[Row]:
     return rows
 
 
-def finetune_rows(plan: Plan, resolved: Resolved) -> list[Row]:
-    """The fine-tuning planner's verdicts (``.cell``, ``.fits``, ``.message()``), or why there are none."""
+HOST_CONFIG_KEY = "config key `cluster.host_memory_gb`"
+
+
+def finetune_host(config: dict[str, Any], profile: Profile | None) -> tuple[float | None, str]:
+    """Host memory a fine-tuning job gets (GB) and the key that sets it: the profile's finetune
+    mem_mb (what Slurm grants the job), else ``cluster.host_memory_gb``, else unknown."""
+    mb = profile.resource("finetune", "mem_mb") if profile is not None else None
+    if mb is not None:
+        return mb / 1000, profile.key("finetune", "mem_mb")  # type: ignore[union-attr]
+    gb = (config.get("cluster") or {}).get("host_memory_gb")
+    return (float(gb), HOST_CONFIG_KEY) if gb is not None else (None, "set-resources.finetune.mem_mb or " + HOST_CONFIG_KEY)
+
+
+def _offloads(v: Any) -> bool:
+    host = getattr(getattr(v, "estimate", None), "host", None) or {}
+    return host.get("offloaded_optimizer", 0.0) + host.get("offloaded_params", 0.0) > 0
+
+
+def finetune_rows(plan: Plan, resolved: Resolved, profile: Profile | None = None) -> list[Row]:
+    """The fine-tuning planner's verdicts (``.cell``, ``.fits``, ``.message()``), or why there are none.
+    Host memory comes from the profile's finetune mem_mb (else ``cluster.host_memory_gb``); a cell
+    that offloads to an unknown host is a skip, not a pass."""
     if not plan.finetune:
         return []
     try:
@@ -64,11 +86,17 @@ def finetune_rows(plan: Plan, resolved: Resolved) -> list[Row]:
         return [problem(CHECK, "finetune", f"fine-tuning memory not planned: {FINETUNE_PLANNER} missing "
                                            f"({len(plan.finetune)} cells unchecked)",
                         f"src/effbench/plan/finetune.py (issue #14, part 3)")]
+    host_gb, host_key = finetune_host(plan.config, profile)
     rows = []
-    for v in planner.finetune_memory_verdicts(plan.config):
+    for v in planner.finetune_memory_verdicts(plan.config, host_memory_gb=host_gb):
         cell = f"finetune {v.cell}"
-        rows.append(ok(CHECK, cell, v.message()) if v.fits
-                    else problem(CHECK, cell, v.message(), "config keys `finetune.parallel`, `finetune.methods.<method>.deepspeed` or " + GPU_KEY))
+        if not v.fits:
+            rows.append(problem(CHECK, cell, v.message(), "config keys `finetune.parallel`, "
+                                f"`finetune.methods.<method>.deepspeed`, {GPU_KEY}, or host memory: {host_key}"))
+        elif host_gb is None and _offloads(v):
+            rows.append(skip(CHECK, cell, v.message() + f"; offloads to the host, whose memory was not checked ({host_key} unset)"))
+        else:
+            rows.append(ok(CHECK, cell, v.message()))
     return rows or [problem(CHECK, "finetune", f"{FINETUNE_PLANNER} returned no verdict", FINETUNE_PLANNER)]
 
 
@@ -140,7 +168,8 @@ def serving_rows(plan: Plan, resolved: Resolved) -> list[Row]:
 STAGE_CHECKS: list[Callable[[Plan, Resolved], list[Row]]] = [pretrain_rows, finetune_rows, serving_rows]
 
 
-def memory_rows(plan: Plan, resolved: Resolved) -> list[Row]:
+def memory_rows(plan: Plan, resolved: Resolved, profile: Profile | None = None) -> list[Row]:
     if plan.config["device"] == "cpu":
         return [skip(CHECK, "all", "device is cpu: no GPU memory to plan")]
-    return [row for check in STAGE_CHECKS for row in check(plan, resolved)]
+    checks = [partial(finetune_rows, profile=profile) if c is finetune_rows else c for c in STAGE_CHECKS]
+    return [row for check in checks for row in check(plan, resolved)]

@@ -60,7 +60,7 @@ def preflight(config: dict[str, Any], opts: Options, log: Callable[[str], None] 
     if "reference" in opts.checks:
         rows += ref_rows
     if "memory" in opts.checks:
-        rows += memory_rows(plan, resolved)
+        rows += memory_rows(plan, resolved, opts.profile)
     if "runtime" in opts.checks:
         if plan.config["device"] == "cpu":
             rows.append(skip("runtime", "all", "device is cpu: the embedded default, not a cluster campaign"))
@@ -68,5 +68,5 @@ def preflight(config: dict[str, Any], opts: Options, log: Callable[[str], None] 
             results = opts.results or Path(plan.config["results"])
             rows += runtime_rows(plan, resolved, opts.profile, results, opts.mfu, opts.gpu)
     if "disk" in opts.checks:
-        rows += disk_rows(plan, resolved)
+        rows += disk_rows(plan, resolved, opts.results)
     return rows

@@ -20,13 +20,7 @@ from typing import Any
 
 import torch
 
-
-def uses_megatron_stack(settings: dict[str, Any], device: str) -> bool:
-    """On CUDA with several ranks, when the optimizer is sharded or experts are split."""
-    par = settings.get("parallel") or {}
-    if device != "cuda" or int(par.get("world_size", 1)) == 1:
-        return False
-    return par.get("optimizer_sharding", "none") != "none" or int(par.get("expert_parallel", 1)) > 1
+from ..plan.stack import uses_megatron_stack  # noqa: F401  (the memory planner decides with it too)
 
 
 def ddp_config(settings: dict[str, Any]) -> Any:
