@@ -48,7 +48,7 @@ for stage in "${stages[@]}"; do
   # expression per line in envs/<stage>.pip-check-allow.txt, or "# pip-check-allow: <regex>"
   # lines in the lock file.
   allow="envs/$stage.pip-check-allow.txt"
-  problems=$("$venv/bin/python" -m pip check 2>&1 || true)
+  problems=$(env -u PYTHONPATH "$venv/bin/python" -m pip check 2>&1 || true)  # the venv alone, not a checkout on PYTHONPATH
   patterns=$( { [ -f "$allow" ] && grep -v '^#' "$allow"; sed -n 's/^# pip-check-allow: //p' "$lock"; } | grep -v '^$' || true)
   if [ -n "$patterns" ]; then
     problems=$(printf '%s\n' "$problems" | grep -v -E -f <(printf '%s\n' "$patterns") || true)

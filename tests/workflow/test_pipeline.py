@@ -205,8 +205,9 @@ def test_paper_config_builds_the_full_grid_in_a_dry_run(tmp_path):
     config["results"] = str(tmp_path / "results")
     jobs = planned_jobs(snakemake(tmp_path, config, "-n").stdout)
     cells = [j for j in jobs if j.startswith("pretrain[")]
-    assert len(cells) == 10  # 1.5B×8 MoE waits for optimizer sharding (paper.yaml)
-    assert "pretrain[size=0.5b, technique=moe]" in cells and "pretrain[size=3b, technique=mla]" in cells
+    assert len(cells) == 13  # mqa, gqa, mla at 3 sizes; moe at 0.5B and 1.5B (sharded); abs, nope at 1.5B
+    assert "pretrain[size=1.5b, technique=moe]" in cells and "pretrain[size=3b, technique=mla]" in cells
+    assert "pretrain[size=1.5b, technique=abs]" in cells and "pretrain[size=1.5b, technique=nope]" in cells
     ft = [j for j in jobs if j.startswith("finetune[")]
     assert len(ft) == 7 * 7 * 2  # models × methods × datasets
     assert "finetune[model=qwen2.5-14b, task=openo1, method=rslora]" in ft
@@ -250,7 +251,7 @@ def test_paper_config_on_the_slurm_profile(tmp_path):
     out = snakemake(tmp_path, config, "-n", "--profile", str(ROOT / "profiles" / "slurm")).stdout
     jobs = re.findall(r"\n(?:local)?rule (\w+):\n((?:\s+.*\n)+?)\s+resources: (.*)", out)
     cells = [(rule, res) for rule, _, res in jobs if rule == "pretrain"]
-    assert len(cells) == 10
+    assert len(cells) == 13
     assert all("slurm_partition=gh200" in r and "gpu=4" in r and "cpus_per_gpu=" in r for _, r in cells)
     ft = [(rule, res) for rule, _, res in jobs if rule == "finetune"]
     assert len(ft) == 98 and all("slurm_partition=gh200" in r and "gpu=4" in r for _, r in ft)  # finetune.parallel

@@ -33,5 +33,6 @@ rule decision:
         "{DRIVER_PYTHON} -m effbench.decision.build --results {RESULTS:q} --pretrain-records {input.pretrain:q}"
         " --finetune-records {input.finetune:q} --quantize-records {input.quantize:q}"
         " --inference-records {input.inference:q} --scores {input.scores:q} --fidelity {input.fidelity:q}"
-        " --baseline {params.baseline:q}"
-        " --table-load-point {params.table_load_point:q} --constraints {params.constraints:q} > {log:q} 2>&1"
+        # `=`: without serving, baseline and load point are empty, and an empty quoted value vanishes
+        " --baseline={params.baseline:q} --table-load-point={params.table_load_point:q}"
+        " --constraints {params.constraints:q} > {log:q} 2>&1"
