@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ConfigError
 from .finetune import FinetuneCell, finetune_cells
 from ..plan.fit import Verdict
-from .memory import check_memory
+from .memory import check_memory, memory_verdicts
 from .paths import missing_paths
 from .pretrain import PretrainCell, export_cells, parallel_layout, pretrain_cells
 from .schema import validate
@@ -63,21 +63,23 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def plan(config: dict[str, Any], where: Locations | None = None) -> Plan:
+def plan(config: dict[str, Any], where: Locations | None = None, *, refuse_unfit: bool = True) -> Plan:
     """Validate the whole config and expand every grid; ConfigError names the bad key and,
-    given where the config files write each key (``yaml_strict.load_files``), its file:line."""
+    given where the config files write each key (``yaml_strict.load_files``), its file:line.
+    ``refuse_unfit=False`` reports cells predicted not to fit memory instead of refusing them
+    (preflight lists every problem at once)."""
     try:
-        return _plan(config)
+        return _plan(config, check_memory if refuse_unfit else memory_verdicts)
     except ConfigError as e:
         if where is None:
             raise
         raise ConfigError(where.annotate(str(e))) from None
 
 
-def _plan(config: dict[str, Any]) -> Plan:
+def _plan(config: dict[str, Any], memory: Callable[[dict[str, Any], list[PretrainCell]], list[Verdict]]) -> Plan:
     valid = validate(config)
     cells = pretrain_cells(valid)
     exported = export_cells(valid, cells)
     serve = serve_cells(valid, exported)
     ft = finetune_cells(valid, exported)
-    return Plan(valid, config_hash(config), cells, exported, ft, serve, check_memory(valid, cells))
+    return Plan(valid, config_hash(config), cells, exported, ft, serve, memory(valid, cells))

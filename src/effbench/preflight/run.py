@@ -7,12 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config.finetune import finetune_cells
-from ..config.memory import memory_verdicts
-from ..config.plan import Plan, config_hash
-from ..config.pretrain import export_cells, pretrain_cells
-from ..config.schema import validate
-from ..config.serving import serve_cells
+from ..config.plan import Plan, plan
 from .disk import disk_rows
 from .environments import StageProbe, env_rows, run_probe, stage_probes
 from .memory import memory_rows
@@ -27,11 +22,7 @@ CHECKS = ("environment", "reference", "memory", "runtime", "disk")
 def expand(config: dict[str, Any]) -> Plan:
     """The plan of a config, like :func:`effbench.config.plan` but reporting memory instead of
     refusing it (preflight lists every problem at once)."""
-    valid = validate(config)
-    cells = pretrain_cells(valid)
-    exported = export_cells(valid, cells)
-    return Plan(valid, config_hash(config), cells, exported, finetune_cells(valid, exported),
-                serve_cells(valid, exported), memory_verdicts(valid, cells))
+    return plan(config, refuse_unfit=False)
 
 
 @dataclass
