@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import sys
-import types
 from pathlib import Path
 
 import pyarrow as pa
@@ -173,24 +172,14 @@ def test_serving_memory_fits_a_gh200_and_names_the_key_when_the_gpu_is_too_small
     assert not rows["serve yi-34b/int4"].problem  # ~19 GB of packed weights
 
 
-def test_finetune_memory_is_a_problem_without_its_planner_and_uses_it_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
-    plan = expand(_paper())
-    monkeypatch.setitem(sys.modules, "effbench.plan.finetune", None)  # import -> ModuleNotFoundError
-    (row,) = [r for r in memory_rows(plan, _resolved(plan)) if r.cell == "finetune"]
-    assert row.problem and "effbench.plan.finetune missing" in row.detail
-
-    class V:  # the other planner's Verdict: cell, fits, message()
-        def __init__(self, cell: str, fits: bool) -> None:
-            self.cell, self.fits = cell, fits
-
-        def message(self) -> str:
-            return f"{self.cell}: {'fits' if self.fits else 'needs 380 GB of host memory'}"
-
-    planner = types.ModuleType("effbench.plan.finetune")
-    planner.finetune_memory_verdicts = lambda config, host_memory_gb=None: [V("a/b/lora", True), V("a/b/full", False)]  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "effbench.plan.finetune", planner)
+def test_finetune_memory_rows_are_the_planners_verdicts() -> None:
+    plan = expand(_paper())  # the paper's cells fit a 4-GPU GH200 node (96 GB per GPU)
     rows = [r for r in memory_rows(plan, _resolved(plan)) if r.cell.startswith("finetune")]
-    assert [(r.cell, r.problem) for r in rows] == [("finetune a/b/lora", False), ("finetune a/b/full", True)]
+    assert len(rows) == len(plan.finetune) and not any(r.problem for r in rows)
+    small = expand(_paper(cluster={"gpu_memory_gb": 8, "host_memory_gb": 440}))
+    rows = [r for r in memory_rows(small, _resolved(small)) if r.cell.startswith("finetune")]
+    full = next(r for r in rows if r.cell == "finetune mistral-small-24b/openo1/full")
+    assert full.problem and "finetune.parallel" in full.fix
 
 
 def _host_rows(plan, profile: Profile | None) -> dict:  # type: ignore[no-untyped-def]

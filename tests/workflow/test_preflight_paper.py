@@ -13,7 +13,6 @@ out, saying so), so that this machine's free disk does not decide the outcome.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,7 +32,6 @@ from effbench.preflight.run import CHECKS, Options, preflight  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
 STAGES = ("pretrain", "finetune", "quantize", "inference")
-PLANNER_MISSING = importlib.util.find_spec("effbench.plan.finetune") is None
 
 pytestmark = pytest.mark.skipif(
     any(not (ROOT / ".venvs" / s / "bin" / "python").exists() for s in STAGES),
@@ -111,8 +109,7 @@ def test_paper_preflight_names_missing_references_by_key_and_nothing_else_once_p
         missing_keys = {k for k in _keys_expected(config) if f"`{k}" not in fixes}
         assert not missing_keys, f"not reported by key: {sorted(missing_keys)}\n{fixes}"
         allowed = tuple(f"`{k}" for k in _keys_expected(config)) + ("NLTK_DATA",)
-        other = [r for r in problems if not any(a in r.fix for a in allowed)
-                 and not (PLANNER_MISSING and "effbench.plan.finetune missing" in r.detail)]
+        other = [r for r in problems if not any(a in r.fix for a in allowed)]
         assert not other, "problems other than missing references:\n" + "\n".join(
             f"{r.check} {r.cell}: {r.detail} (fix: {r.fix})" for r in other)
         eval_repos = sorted(r.cell.split(" ", 2)[2] for r in problems if r.cell.startswith("eval dataset "))
@@ -125,10 +122,7 @@ def test_paper_preflight_names_missing_references_by_key_and_nothing_else_once_p
         rc = cli.main(["--configfile", str(path), "--checks", ",".join(checks)])
         out = capsys.readouterr().out
     problem_lines = [line for line in out.splitlines() if line.startswith("- [")]
-    if PLANNER_MISSING:
-        assert rc == 1 and len(problem_lines) == 1 and "effbench.plan.finetune missing" in problem_lines[0], out
-    else:
-        assert rc == 0, out
+    assert rc == 0 and not problem_lines, out
     fields = [line.split()[:4] for line in out.splitlines()]
     assert ["memory", "serve", "yi-34b/bf16", "ok"] in fields  # the checks ran on the faked shapes
     assert ["runtime", "finetune", "mistral-small-24b/openo1/full", "ok"] in fields

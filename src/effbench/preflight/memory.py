@@ -2,8 +2,7 @@
 checks (each ``(config, plan, resolved) -> rows``), so another stage's planner plugs in:
 
 - pretraining: the memory planner (:func:`effbench.config.memory.memory_verdicts`);
-- fine-tuning: ``effbench.plan.finetune.finetune_memory_verdicts(config)`` (ZeRO stages,
-  offload; its own module) when that module exists, else one problem row saying it is missing;
+- fine-tuning: ``effbench.plan.finetune.finetune_memory_verdicts`` (ZeRO stages, offload);
 - serving (eval and inference, vLLM): weights at the cell's precision, plus the runtime
   allowance the planner assumes, plus the KV cache of one sequence of ``max_model_len`` tokens
   (vLLM refuses to start without it) must fit ``inference.vllm.gpu_memory_utilization`` of the
@@ -13,13 +12,13 @@ checks (each ``(config, plan, resolved) -> rows``), so another stage's planner p
 
 from __future__ import annotations
 
-import importlib
 from functools import partial
 from typing import Any, Callable
 
 from ..config.memory import memory_verdicts, vocab_size
 from ..config.plan import Plan
 from ..config.serving import WEIGHT_BITS
+from ..plan.finetune import finetune_memory_verdicts
 from ..plan.memory import GB, RUNTIME_OVERHEAD_BYTES
 from .profile import Profile
 from .references import Resolved
@@ -31,7 +30,6 @@ GPU_KEY = "config key `cluster.gpu_memory_gb`"
 # int4 (compressed-tensors pack-quantized, group 128): 4 bits per weight plus a bf16 scale and a
 # packed int4 zero point per group of 128 weights.
 INT4_BYTES_PER_WEIGHT = 0.5 + (2 + 0.5) / 128
-FINETUNE_PLANNER = "effbench.plan.finetune"
 
 
 def _gpu_gb(config: dict[str, Any]) -> float | None:
@@ -78,17 +76,9 @@ def finetune_rows(plan: Plan, resolved: Resolved, profile: Profile | None = None
     that offloads to an unknown host is a skip, not a pass."""
     if not plan.finetune:
         return []
-    try:
-        planner = importlib.import_module(FINETUNE_PLANNER)
-    except ModuleNotFoundError as e:
-        if e.name not in (FINETUNE_PLANNER, FINETUNE_PLANNER.rsplit(".", 1)[0]):
-            raise
-        return [problem(CHECK, "finetune", f"fine-tuning memory not planned: {FINETUNE_PLANNER} missing "
-                                           f"({len(plan.finetune)} cells unchecked)",
-                        f"src/effbench/plan/finetune.py (issue #14, part 3)")]
     host_gb, host_key = finetune_host(plan.config, profile)
     rows = []
-    for v in planner.finetune_memory_verdicts(plan.config, host_memory_gb=host_gb):
+    for v in finetune_memory_verdicts(plan.config, host_memory_gb=host_gb):
         cell = f"finetune {v.cell}"
         if not v.fits:
             rows.append(problem(CHECK, cell, v.message(), "config keys `finetune.parallel`, "
@@ -97,7 +87,7 @@ def finetune_rows(plan: Plan, resolved: Resolved, profile: Profile | None = None
             rows.append(skip(CHECK, cell, v.message() + f"; offloads to the host, whose memory was not checked ({host_key} unset)"))
         else:
             rows.append(ok(CHECK, cell, v.message()))
-    return rows or [problem(CHECK, "finetune", f"{FINETUNE_PLANNER} returned no verdict", FINETUNE_PLANNER)]
+    return rows or [problem(CHECK, "finetune", "the fine-tuning planner returned no verdict", "effbench.plan.finetune")]
 
 
 def weight_bytes(shape: Shape, precision: str) -> float:
