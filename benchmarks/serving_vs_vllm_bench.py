@@ -23,8 +23,9 @@ Not per-token figures (TTFT/TPOT/ITL): ``vllm bench latency`` has none.
 
 Each side runs alone, in its own process, one after the other (A B, then B A in the next round:
 drift and order hit both alike), with the same engine settings (those the pipeline resolves
-for the cell: dtype, max_model_len, max_num_seqs, eager mode, seed, CPU threads and KV cache
-space) and the same number of full-batch warm-up iterations. Our side is the stage's code
+for the cell: dtype, max_model_len, max_num_seqs, eager mode, seed, CPU threads, KV cache
+space and ``vllm.single_process``: the engine core in the calling process on both sides) and
+the same number of full-batch warm-up iterations. Our side is the stage's code
 itself: ``SharedEngine`` + ``serve_point`` under a ``Monitor``, as scripts/inference.py runs it;
 a thin wrapper only records each ``run``'s traces. Known differences that remain: vLLM's
 benchmark samples with temperature 1.0 (ours: greedy), reuses one set of prompts (ours: new
@@ -62,10 +63,10 @@ def cell_settings(config_path: Path, model: str, precision: str, point: str) -> 
     """The inference cell's resolved settings, exactly as the pipeline passes them."""
     import yaml
 
-    from effbench.config import serve_cells
+    from effbench.config import plan
 
     config = yaml.safe_load(config_path.read_text())
-    jobs = serve_cells(config).serving_job(model, precision)
+    jobs = plan(config, refuse_unfit=False).serve.serving_job(model, precision)
     if point not in jobs:
         raise SystemExit(f"no inference cell {model}/{precision}/{point} in {config_path}")
     s = jobs[point]
@@ -78,7 +79,9 @@ def engine_env(s: dict[str, Any]) -> dict[str, str]:
     """The environment both sides run in (VllmEngine sets these only when absent)."""
     return {**os.environ, "PYTHONPATH": str(ROOT / "src"),
             "VLLM_CPU_KVCACHE_SPACE": str(max(1, round(s["vllm"]["cpu_kvcache_gb"]))),
-            "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(s["threads"])}
+            "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(s["threads"]),
+            # vllm.single_process: both sides run the engine in the calling process
+            **({"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if s["vllm"].get("single_process") else {})}
 
 
 # --- side A: vLLM's benchmark -----------------------------------------------------------
@@ -99,6 +102,8 @@ def vllm_bench_cmd(vllm: Path, s: dict[str, Any], model_dir: Path, warmup: int, 
     if v["enforce_eager"] or device == "cpu":  # as VllmEngine decides
         cmd.append("--enforce-eager")
     cmd.append("--enable-prefix-caching" if prefix_caching else "--no-enable-prefix-caching")
+    if v.get("single_process"):  # as VllmEngine: no worker process either
+        cmd += ["--distributed-executor-backend", "uni"]
     return cmd
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from effbench.atomic import atomic_path
+from effbench.lifetime import exit_without_teardown
 from effbench.pretrain.compat_cpu import apply_cpu_compat
 from effbench.pretrain.export_hf import export_to_hf
 from effbench.pretrain.model import build_gpt_model
@@ -36,3 +37,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_without_teardown()  # outputs are written; skip 2-3 s of interpreter teardown

@@ -1,14 +1,14 @@
-"""Fidelity of one model × precision to its baseline precision (docs/fidelity.md).
+"""Fidelity of every served precision of one model to its baseline precision (docs/fidelity.md).
 
-Called by workflow/rules/fidelity.smk in the inference environment. Both checkpoints score
-the same held-out windows (the pretraining corpus' validation split) through the engine the
-inference stage serves with; each extraction runs in its own process (one vLLM engine per
-process, and its memory is returned before the next loads). Writes one JSON file:
-perplexity of both, KL(baseline ‖ precision) mean and p99 over positions, top-1 agreement.
-For the baseline precision itself only its perplexity is measured (KL and agreement are
-null with the reason).
+Called by workflow/rules/fidelity.smk in the inference environment, once per model. Every
+checkpoint scores the same held-out windows (the pretraining corpus' validation split) through
+the engine the inference stage serves it with; each extraction runs in its own process (one vLLM
+engine per process, and its memory is returned before the next loads), the baseline's once.
+Writes ``<out-dir>/<precision>/fidelity.json`` per precision: perplexity of both, KL(baseline ‖
+precision) mean and p99 over positions, top-1 agreement. For the baseline precision itself only
+its perplexity is measured (KL and agreement are null with the reason).
 
-    fidelity.py --settings JSON --model-dir M --baseline-dir B --data-dir D --out fidelity.json
+    fidelity.py --settings JSON --model-dirs bf16=DIR int4=DIR --data-dir D --out-dir OUT
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from effbench.lifetime import exit_without_teardown
 
 BASELINE_ITSELF = "the baseline itself"
 
@@ -43,13 +45,24 @@ def _extract_in_child(model_dir: Path, settings: dict, windows: Path, out: Path)
     return time.monotonic() - t0
 
 
-def window_length(model_dir: Path, settings: dict, cap: int | None) -> int:
-    """The model's context (capped by ``cap``), one short of vLLM's max_model_len so the engine
-    can still schedule the one token it must generate."""
+def window_length(model_dir: Path, settings: list[dict], cap: int | None) -> int:
+    """The model's context (capped by ``cap``), one short of vLLM's max_model_len where an engine
+    is vLLM, so that it can still schedule the one token it must generate: one length for all."""
     length = int(json.loads((model_dir / "config.json").read_text())["max_position_embeddings"])
-    if settings["engine"] == "vllm":
-        length = min(length, settings["vllm"]["max_model_len"] - 1)
+    for s in settings:
+        if s["engine"] == "vllm":
+            length = min(length, s["vllm"]["max_model_len"] - 1)
     return min(length, cap or length)
+
+
+def parse_dirs(pairs: list[str]) -> dict[str, Path]:
+    out = {}
+    for pair in pairs:
+        precision, sep, path = pair.partition("=")
+        if not sep or not precision or not path:
+            raise SystemExit(f"--model-dirs: expected PRECISION=DIR, got {pair!r}")
+        out[precision] = Path(path)
+    return out
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -60,33 +73,41 @@ def measure(args: argparse.Namespace) -> None:
 
     setup_logging()
     job = json.loads(args.settings)
-    comp_s, base_s = job["compare"], job["baseline"]
-    length = window_length(args.baseline_dir, comp_s, job.get("window_len"))
+    dirs, engines, base_p = parse_dirs(args.model_dirs), job["precisions"], job["baseline_precision"]
+    if set(dirs) != set(engines) or base_p not in engines:
+        raise SystemExit(f"--model-dirs names {sorted(dirs)}, the settings {sorted(engines)} "
+                         f"(baseline {base_p!r})")
+    length = window_length(dirs[base_p], list(engines.values()), job.get("window_len"))
     windows = held_out_windows(args.data_dir, job["windows"], length)
     targets = windows[:, 1:].reshape(-1)
-    is_baseline = args.model_dir.resolve() == args.baseline_dir.resolve()
     with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
-        w, b, c = Path(tmp) / "windows.npy", Path(tmp) / "base.npy", Path(tmp) / "comp.npy"
+        w = Path(tmp) / "windows.npy"
         np.save(w, windows)
-        seconds = {"baseline": _extract_in_child(args.baseline_dir, base_s, w, b)}
-        base = np.load(b)
+        seconds = {base_p: _extract_in_child(dirs[base_p], engines[base_p], w, Path(tmp) / f"{base_p}.npy")}
+        base = np.load(Path(tmp) / f"{base_p}.npy")
         base = base.reshape(-1, base.shape[-1])
-        if is_baseline:
-            figures: dict = {"ppl": perplexity(base, targets), "ppl_baseline": perplexity(base, targets),
-                             "kl_mean": None, "kl_p99": None, "top1_agreement": None, "positions": len(targets)}
-            figures.update({f"{k}__missing": BASELINE_ITSELF for k in ("kl_mean", "kl_p99", "top1_agreement")})
-        else:
-            seconds["compare"] = _extract_in_child(args.model_dir, comp_s, w, c)
-            comp = np.load(c)
-            figures = fidelity(base, comp.reshape(-1, comp.shape[-1]), targets)
-    result = {
-        "model": job["model"], "precision": job["precision"], "baseline": job["baseline_precision"],
-        "engine": comp_s["engine"], "dtype": comp_s["dtype"], "baseline_dtype": base_s["dtype"],
-        "device": comp_s["device"], "windows": int(windows.shape[0]), "window_len": int(length),
-        "held_out": str(args.data_dir / "val.bin"), "extract_seconds": seconds, **figures,
-    }
-    write_text(args.out, json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+        for precision, settings in engines.items():  # the baseline first (job order)
+            if precision == base_p:
+                figures: dict = {"ppl": perplexity(base, targets), "ppl_baseline": perplexity(base, targets),
+                                 "kl_mean": None, "kl_p99": None, "top1_agreement": None, "positions": len(targets)}
+                figures.update({f"{k}__missing": BASELINE_ITSELF for k in ("kl_mean", "kl_p99", "top1_agreement")})
+            else:
+                out = Path(tmp) / f"{precision}.npy"
+                seconds[precision] = _extract_in_child(dirs[precision], settings, w, out)
+                comp = np.load(out)
+                figures = fidelity(base, comp.reshape(-1, comp.shape[-1]), targets)
+                out.unlink()
+            result = {
+                "model": job["model"], "precision": precision, "baseline": base_p,
+                "engine": settings["engine"], "dtype": settings["dtype"], "baseline_dtype": engines[base_p]["dtype"],
+                "device": settings["device"], "windows": int(windows.shape[0]), "window_len": int(length),
+                "held_out": str(args.data_dir / "val.bin"),
+                "extract_seconds": {"baseline": seconds[base_p],
+                                    "compare": None if precision == base_p else seconds[precision]},
+                **figures,
+            }
+            write_text(args.out_dir / precision / "fidelity.json", json.dumps(result, indent=2) + "\n")
+            print(json.dumps(result))
 
 
 def main() -> None:
@@ -97,17 +118,16 @@ def main() -> None:
     x.add_argument("--settings", required=True)
     x.add_argument("--windows", type=Path, required=True)
     x.add_argument("--out", type=Path, required=True)
-    p.add_argument("--settings", help='{"model", "precision", "baseline_precision", "windows", "window_len", '
-                                      '"compare": serving settings, "baseline": serving settings} (JSON)')
-    p.add_argument("--model-dir", type=Path, help="the precision's checkpoint (quantize stage)")
-    p.add_argument("--baseline-dir", type=Path, help="the baseline precision's checkpoint")
+    p.add_argument("--settings", help='{"model", "baseline_precision", "windows", "window_len", '
+                                      '"precisions": {precision: serving settings}} (JSON)')
+    p.add_argument("--model-dirs", nargs="+", metavar="PRECISION=DIR", help="each precision's checkpoint")
     p.add_argument("--data-dir", type=Path, help="the pretraining corpus (val.bin + meta.json)")
-    p.add_argument("--out", type=Path, help="fidelity.json")
+    p.add_argument("--out-dir", type=Path, help="writes <out-dir>/<precision>/fidelity.json")
     a = p.parse_args()
     if a.cmd == "extract":
         extract(a)
     else:
-        for k in ("settings", "model_dir", "baseline_dir", "data_dir", "out"):
+        for k in ("settings", "model_dirs", "data_dir", "out_dir"):
             if getattr(a, k) is None:
                 p.error(f"--{k.replace('_', '-')} is required")
         measure(a)
@@ -115,3 +135,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_without_teardown()  # outputs are written; skip 2-3 s of interpreter teardown

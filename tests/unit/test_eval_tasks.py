@@ -11,7 +11,7 @@ import yaml
 from effbench.config import LOCAL_TASKS
 from effbench.data import world as W
 from effbench.data.instructions import CATEGORIES, MAX_NUMBER, N_CHOICES
-from effbench.evaluate.run import summarize, with_controls
+from effbench.evaluate.run import needs_builtin_tasks, summarize, with_controls
 from effbench.evaluate.scoring import item_score, mean_stderr
 from effbench.evaluate.tasks import CHANCE, CONTROL_PROMPT, control_task, make_local_tasks
 
@@ -36,6 +36,10 @@ def test_every_task_and_its_blind_control_are_written(tasks):
         assert ctrl["metadata"]["control_of"] == t and spec["metadata"]["chance"] == CHANCE
     assert with_controls(["effbench_mc_fact", "leaderboard_bbh"], out) == [
         "effbench_mc_fact", "leaderboard_bbh", "effbench_mc_fact_blind"]
+    # lm-eval indexes its built-in tasks only when a task is not the pipeline's own
+    assert not needs_builtin_tasks(["effbench_mc_fact", "effbench_mc_relation"], out)
+    assert needs_builtin_tasks(["effbench_mc_fact", "leaderboard_bbh"], out)
+    assert needs_builtin_tasks(["effbench_mc_fact"], None)
 
 
 def test_gold_positions_are_exactly_uniform(tasks):
@@ -119,3 +123,9 @@ def test_summarize_rescores_ties_and_compares_with_the_control():
     assert v["value"] == pytest.approx(0.75) and v["ties"] == 0 and out["accuracy"] == pytest.approx(0.75)
     assert v["control"]["value"] == pytest.approx(0.25) and v["z_chance"] > 3 and v["z_control"] > 3
     assert v["measurable"] is True
+    assert v["z_chance"] == pytest.approx((0.75 - 0.25) / (0.25 * 0.75 / 40) ** 0.5)  # the null hypothesis' SE
+    # Right on every item (a learnt task): the sample's SE is 0, z against chance still defined.
+    perfect = [_sample(i, [-1.0, -2.0, -3.0, -4.0], 0) for i in range(40)]
+    res["samples"] = {task: perfect, ctrl: blind}
+    v = summarize(res, [task], {})["tasks"][task]
+    assert v["value"] == 1.0 and v["stderr"] == 0.0 and v["z_chance"] > 3 and v["measurable"] is True

@@ -18,7 +18,7 @@ from workflow_helpers import ROOT, SNAKEMAKE, planned_jobs
 FULL_DAG = {
     "pretrain_data": 1, "pretrain": 5, "export_hf": 3, "aggregate_pretrain": 1,
     "finetune_data": 1, "finetune": 7, "aggregate_finetune": 1,
-    "quantize": 6, "eval_tasks": 1, "evaluate": 6, "fidelity": 6, "inference": 6, "aggregate_quantize": 1,
+    "quantize": 6, "eval_tasks": 1, "evaluate": 6, "fidelity": 3, "inference": 6, "aggregate_quantize": 1,
     "aggregate_inference": 1,
     "summary": 1, "decision": 1, "report": 1, "all": 1,
 }

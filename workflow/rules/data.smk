@@ -9,6 +9,7 @@ rule pretrain_data:
         env=stage_env("pretrain"),
         settings=data_settings(),
         seed=SEED,
+        world=WORLD_VERSION,  # a new world generator remakes the data
     log:
         LOGS / "data" / "pretrain.log",
     benchmark:

@@ -1,26 +1,26 @@
 rule fidelity:
-    """Score one model × precision and its baseline on held-out text through the serving engine:
-    held-out perplexity, KL of next-token distributions, top-1 agreement (docs/fidelity.md)."""
+    """Score every served precision of one model and its baseline on held-out text through the
+    serving engine: held-out perplexity, KL of next-token distributions, top-1 agreement
+    (docs/fidelity.md). One job per model: the baseline's distributions are extracted once."""
     input:
-        model=rules.quantize.output.model,
-        baseline=fidelity_baseline_model,
+        models=fidelity_models,
         held_out=rules.pretrain_data.output.val,
         meta=rules.pretrain_data.output.meta,
     output:
-        RESULTS / "fidelity" / "{model}" / "{precision}" / "fidelity.json",
+        expand(RESULTS / "fidelity" / "{{model}}" / "{precision}" / "fidelity.json", precision=SERVE.served_precisions),
     params:
         settings=fidelity_settings,
         env=stage_env("inference"),
-        model_dir=folder_of("input", "model"),
-        baseline_dir=folder_of("input", "baseline"),
+        model_dirs=fidelity_model_dirs_arg,
         data_dir=folder_of("input", "meta"),
+        out_dir=lambda w: RESULTS / "fidelity" / w.model,
     log:
-        LOGS / "fidelity" / "{model}" / "{precision}.log",
+        LOGS / "fidelity" / "{model}.log",
     benchmark:
-        BENCH / "fidelity" / "{model}" / "{precision}.tsv"
-    threads: stage_threads("inference")
+        BENCH / "fidelity" / "{model}.tsv"
+    threads: stage_threads("eval")  # untimed scoring, as the eval jobs: it may run beside one
     resources:
         **stage_resources("fidelity"),
     shell:
-        "{STAGE_PYTHON[inference]} {SCRIPTS:q}/fidelity.py --settings {params.settings:q} --model-dir {params.model_dir:q}"
-        " --baseline-dir {params.baseline_dir:q} --data-dir {params.data_dir:q} --out {output:q} > {log:q} 2>&1"
+        "{STAGE_PYTHON[inference]} {SCRIPTS:q}/fidelity.py --settings {params.settings:q} --model-dirs {params.model_dirs}"
+        " --data-dir {params.data_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

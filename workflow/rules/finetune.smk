@@ -7,6 +7,7 @@ rule finetune_data:
         env=stage_env("finetune"),
         settings=task_settings,
         seed=SEED,
+        world=WORLD_VERSION,  # a new world generator remakes the data
         out_dir=folder_of("output", "meta"),
     log:
         LOGS / "data" / "finetune" / "{task}.log",
@@ -42,6 +43,7 @@ rule finetune:
     benchmark:
         BENCH / "finetune" / "{model}" / "{task}" / "{method}.tsv"
     threads: stage_threads("finetune")
+    priority: MEASURED_PRIORITY
     resources:
         **stage_resources("finetune", finetune_layout),  # finetune.parallel: GPUs per cell
     shell:

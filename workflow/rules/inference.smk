@@ -5,6 +5,7 @@ rule eval_tasks:
     params:
         per_task=eval_items_per_task(),
         seed=SEED,
+        world=WORLD_VERSION,  # a new world generator remakes the data
         out_dir=folder_of("output"),
     log:
         LOGS / "data" / "eval_tasks.log",
@@ -58,6 +59,7 @@ rule inference:
     benchmark:
         BENCH / "inference" / "{model}" / "{precision}.tsv"
     threads: stage_threads("inference")
+    priority: MEASURED_PRIORITY
     resources:
         **stage_resources("inference"),
     shell:

@@ -16,6 +16,7 @@ rule pretrain:
     benchmark:
         BENCH / "pretrain" / "{size}" / "{technique}.tsv"
     threads: stage_threads("pretrain")
+    priority: MEASURED_PRIORITY
     resources:
         **stage_resources("pretrain"),
     shell:

@@ -17,6 +17,7 @@ rule quantize:
     benchmark:
         BENCH / "quantize" / "{model}" / "{precision}.tsv"
     threads: stage_threads("quantize")
+    priority: MEASURED_PRIORITY
     resources:
         **stage_resources("quantize"),  # GPTQ/AWQ calibrate on the GPU
     shell:

@@ -48,6 +48,11 @@ class ServeCells:
         return {c.load_point: c.settings for c in self.inference if (c.model, c.precision) == (model, precision)}
 
     @property
+    def served_precisions(self) -> list[str]:
+        """The precisions the inference cells serve, in config order (every model serves all)."""
+        return list(dict.fromkeys(c.precision for c in self.inference))
+
+    @property
     def load_points(self) -> list[str]:
         return list(dict.fromkeys(c.load_point for c in self.inference))
 

@@ -64,9 +64,15 @@ def task_summary(items: dict[int, tuple[float, int]]) -> dict[str, Any]:
 
 def verdict(task: dict[str, Any], items: dict[int, tuple[float, int]],
             control_items: dict[int, tuple[float, int]] | None, chance: float) -> dict[str, Any]:
-    """z-scores against chance and the control, and whether the task is measurable."""
+    """z-scores against chance and the control, and whether the task is measurable.
+
+    Against chance: the one-sample test of a proportion, whose standard error is the one under
+    the null hypothesis, sqrt(chance (1 - chance) / n): the sample's own error is 0 for a task
+    every item of which is right (a model that learnt it), which left z undefined and the task
+    "not measurable"."""
+    null_se = math.sqrt(chance * (1 - chance) / task["n"]) if task["n"] else 0.0
     out: dict[str, Any] = {"chance": chance,
-                           "z_chance": (task["value"] - chance) / task["stderr"] if task["stderr"] else None}
+                           "z_chance": (task["value"] - chance) / null_se if null_se else None}
     if control_items is None:
         out.update(control=None, z_control=None, measurable=None)
         return out

@@ -44,6 +44,9 @@ def vllm_logprobs(model_dir: Path, windows: np.ndarray, settings: dict[str, Any]
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(vllm_cfg["cpu_kvcache_gb"]))))
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         os.environ.setdefault("OMP_NUM_THREADS", str(settings["threads"]))
+    from ..inference.engines import single_process
+
+    single = single_process(vllm_cfg)
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -51,12 +54,15 @@ def vllm_logprobs(model_dir: Path, windows: np.ndarray, settings: dict[str, Any]
     kwargs: dict[str, Any] = dict(
         model=str(model_dir), tokenizer=str(model_dir), dtype=TORCH_DTYPES[settings["dtype"]], seed=settings["seed"],
         max_model_len=vllm_cfg["max_model_len"], enforce_eager=vllm_cfg["enforce_eager"] or device == "cpu",
-        max_logprobs=vocab, disable_log_stats=True)
+        max_logprobs=vocab, disable_log_stats=True, **({"distributed_executor_backend": "uni"} if single else {}))
     if device == "cuda":
         kwargs["gpu_memory_utilization"] = vllm_cfg["gpu_memory_utilization"]
     llm = LLM(**kwargs)
     try:
-        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=vocab, detokenize=False)
+        # flat_logprobs: vLLM keeps each request's logprobs in flat lists, not one Logprob object per
+        # (position, token): 4 M objects for 32 windows × 127 positions × 1024 tokens otherwise.
+        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=vocab, detokenize=False,
+                                flat_logprobs=True)
         outs = llm.generate([TokensPrompt(prompt_token_ids=[int(t) for t in w]) for w in windows], params,
                             use_tqdm=False)
     finally:
@@ -66,13 +72,26 @@ def vllm_logprobs(model_dir: Path, windows: np.ndarray, settings: dict[str, Any]
             pass
     out = np.full((len(windows), windows.shape[1] - 1, vocab), -np.inf, dtype=np.float32)
     for i, o in enumerate(outs):
-        rows = o.prompt_logprobs[1:]  # the first prompt token has no distribution
-        if len(rows) != out.shape[1]:
-            raise RuntimeError(f"vLLM returned {len(rows)} prompt positions for a window of {windows.shape[1]}")
-        for j, row in enumerate(rows):
-            ids = np.fromiter(row.keys(), dtype=np.int64, count=len(row))
-            out[i, j, ids] = np.fromiter((lp.logprob for lp in row.values()), dtype=np.float32, count=len(row))
+        fill_positions(out[i], o.prompt_logprobs, windows.shape[1])
     return out
+
+
+def fill_positions(out: np.ndarray, prompt_logprobs: Any, window: int) -> None:
+    """Write one window's prompt logprobs (vLLM's ``FlatLogprobs``: flat token ids and values with
+    per-position start/end indices; the first prompt token has none) into ``out[L - 1, vocab]``.
+    Each position lists the prompt's own token and then the top ``vocab``: the token appears
+    twice with one value, so the assignment is unambiguous."""
+    starts, ends = np.asarray(prompt_logprobs.start_indices), np.asarray(prompt_logprobs.end_indices)
+    if len(starts) != window:
+        raise RuntimeError(f"vLLM returned {len(starts)} prompt positions for a window of {window}")
+    starts, ends = starts[1:], ends[1:]
+    first = int(starts[0]) if len(starts) else 0
+    ids = np.asarray(prompt_logprobs.token_ids[first:], dtype=np.int64)
+    values = np.asarray(prompt_logprobs.logprobs[first:], dtype=np.float32)
+    rows = np.repeat(np.arange(len(starts)), ends - starts)
+    if len(rows) != len(ids):
+        raise RuntimeError("vLLM's flat prompt logprobs are not contiguous per position")
+    out[rows, ids] = values
 
 
 def load_transformers(model_dir: Path, dtype: str, device: str):  # type: ignore[no-untyped-def]

@@ -1,6 +1,7 @@
-"""What one fidelity job compares (the settings the rule passes): a model × precision and the
-baseline precision, each with the engine settings its inference cells serve it with. Driver-side:
-no torch, no vLLM."""
+"""What one fidelity job compares (the settings the rule passes): every served precision of one
+model against the baseline precision, each with the engine settings its inference cells serve it
+with. One job per model, so the baseline's distributions are extracted once, not once per
+precision. Driver-side: no torch, no vLLM."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ def engine_settings(serve: Any, model: str, precision: str) -> dict[str, Any]:
     return {k: s[k] for k in ENGINE_KEYS}
 
 
-def fidelity_job(serve: Any, model: str, precision: str) -> dict[str, Any]:
-    return {"model": model, "precision": precision, "baseline_precision": serve.baseline, "windows": WINDOWS,
-            "window_len": None, "compare": engine_settings(serve, model, precision),
-            "baseline": engine_settings(serve, model, serve.baseline)}
+def fidelity_job(serve: Any, model: str, threads: int) -> dict[str, Any]:
+    """``precisions``: {precision: engine settings}, the baseline first. The job is not timed: it
+    scores on ``threads`` CPU threads (the eval jobs' share, so that it can run beside one) in place
+    of the serving cell's; the engine, dtype and kernels are the serving cell's."""
+    order = [serve.baseline] + [p for p in serve.served_precisions if p != serve.baseline]
+    return {"model": model, "baseline_precision": serve.baseline, "windows": WINDOWS, "window_len": None,
+            "precisions": {p: {**engine_settings(serve, model, p), "threads": threads} for p in order}}

@@ -76,6 +76,7 @@ class VllmEngine:
         # Callables sent to the workers (worker_memory) travel pickled; vLLM refuses that
         # unless allowed. Set before the engine processes start, as they read it too.
         os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
+        single = single_process(vllm)
         from vllm.engine.arg_utils import EngineArgs
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.llm_engine import LLMEngine
@@ -86,6 +87,7 @@ class VllmEngine:
             enforce_eager=vllm["enforce_eager"] or device == "cpu",
             kv_cache_memory_bytes=kv_cache_bytes, block_size=vllm["block_size"],
             disable_log_stats=False,  # the scheduler's stats feed SchedulerPeaks
+            **({"distributed_executor_backend": "uni"} if single else {}),
         )
         self.batch_cap = vllm["max_num_seqs"]
         self.peaks = SchedulerPeaks()
@@ -190,6 +192,16 @@ class TransformersEngine:
 
     def close(self) -> None:
         pass
+
+
+def single_process(vllm: dict[str, Any]) -> bool:
+    """Whether vLLM runs its engine core in this process (``vllm.single_process``); sets vLLM's
+    switch for it, which vLLM reads when the engine is created. Two child processes (engine core,
+    worker) each import vLLM again: ~40 s per engine start on 2 CPU cores."""
+    single = bool(vllm.get("single_process"))
+    if single:
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    return single
 
 
 ENGINE_KEYS = ("engine", "dtype", "seed", "vllm", "threads", "device")
