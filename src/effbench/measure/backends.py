@@ -141,7 +141,18 @@ class HostBackend:
     by the tree's processes count once, not once per process as summed RSS would; where PSS is
     unreadable it falls back to USS, then RSS, and ``mem_source`` names what was summed.
     CPU utilisation is normalised by the cores this process may use, so 1.0 = all of them.
+
+    Reading PSS is not free: the kernel walks the process's page tables (``smaps_rollup``),
+    ~45 ms for a vLLM process on 2 cores, holding its memory-map lock. Read at 10 Hz that took
+    ~45 % of a core from the measured process and made vLLM's offline batches 1.7× slower
+    (``benchmarks/serving_vs_vllm_bench.py``). So a process's PSS is read at most once per
+    ``cost / PSS_DUTY`` seconds (its last read's cost); in between, its memory is that PSS plus
+    the change of its RSS since (new pages are private: they count fully in both), and
+    ``mem_source`` says so (``+rss_delta``).
     """
+
+    #: Share of one core that PSS reads may take.
+    PSS_DUTY = 0.02
 
     name = "host"
     util_source = "psutil_cpu_percent"
@@ -162,6 +173,8 @@ class HostBackend:
         self._tree()  # prime cpu_percent so the first reading is meaningful
         self._mem_kind = _memory_kind(self._proc)
         self._fell_back = False  # a process of the tree refused PSS/USS: its RSS was summed
+        self._exact: dict[int, tuple[float, float, float, float]] = {}  # pid: (at, cost, pss, rss)
+        self._estimated = False  # a reading was last PSS + RSS change (see the class doc)
         try:
             self._rapl: RaplEnergy | None = RaplEnergy()
             self.energy_source = RaplEnergy.source
@@ -192,15 +205,28 @@ class HostBackend:
 
     @property
     def mem_source(self) -> str:
-        return f"psutil_{self._mem_kind}" + ("+rss_fallback" if self._fell_back else "")
+        return (f"psutil_{self._mem_kind}" + ("+rss_delta" if self._estimated else "")
+                + ("+rss_fallback" if self._fell_back else ""))
 
     def _memory(self, p: object) -> float:
-        if self._mem_kind != "rss":
-            try:
-                return float(getattr(p.memory_full_info(), self._mem_kind))  # type: ignore[attr-defined]
-            except self._psutil.AccessDenied:
-                self._fell_back = True
-        return float(p.memory_info().rss)  # type: ignore[attr-defined]
+        import time
+
+        rss = float(p.memory_info().rss)  # type: ignore[attr-defined]
+        if self._mem_kind == "rss":
+            return rss
+        now = time.monotonic()
+        last = self._exact.get(p.pid)  # type: ignore[attr-defined]
+        if last is not None and now - last[0] < last[1] / self.PSS_DUTY:
+            self._estimated = True
+            return max(0.0, last[2] + rss - last[3])
+        try:
+            t0 = time.monotonic()
+            exact = float(getattr(p.memory_full_info(), self._mem_kind))  # type: ignore[attr-defined]
+        except self._psutil.AccessDenied:
+            self._fell_back = True
+            return rss
+        self._exact[p.pid] = (now, time.monotonic() - t0, exact, rss)  # type: ignore[attr-defined]
+        return exact
 
     def read(self) -> list[Row]:
         mem = 0.0
