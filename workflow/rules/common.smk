@@ -253,14 +253,17 @@ def eval_include_arg():
 # --- fidelity ------------------------------------------------------------------------------------
 
 
+FIDELITY_FILE = RESULTS / "fidelity" / "{model}" / "{precision}" / "fidelity.json"
+
+
 def fidelity_models(w):
     """Every served precision's checkpoint of the job's model (the baseline's among them)."""
     return [rules.quantize.output.model.format(model=w.model, precision=p) for p in SERVE.served_precisions]
 
 
 def fidelity_model_dirs_arg(w):
-    return " ".join(shlex.quote(f"{p}={Path(rules.quantize.output.model.format(model=w.model, precision=p)).parent}")
-                    for p in SERVE.served_precisions)
+    """`precision=checkpoint-folder` for each of fidelity_models, quoted for the shell."""
+    return " ".join(shlex.quote(f"{p}={Path(m).parent}") for p, m in zip(SERVE.served_precisions, fidelity_models(w)))
 
 
 def fidelity_settings(w):
@@ -308,7 +311,7 @@ def inference_records(wildcards):
 def fidelity_files(wildcards):
     """Every served model × precision's fidelity to its baseline."""
     served = sorted({(c.model, c.precision) for c in SERVE.inference})
-    return [str(RESULTS / "fidelity" / m / p / "fidelity.json") for m, p in served]
+    return [str(FIDELITY_FILE).format(model=m, precision=p) for m, p in served]
 
 
 def stage_manifests(wildcards):

@@ -7,7 +7,7 @@ rule fidelity:
         held_out=rules.pretrain_data.output.val,
         meta=rules.pretrain_data.output.meta,
     output:
-        expand(RESULTS / "fidelity" / "{{model}}" / "{precision}" / "fidelity.json", precision=SERVE.served_precisions),
+        expand(str(FIDELITY_FILE), model="{model}", precision=SERVE.served_precisions),
     params:
         settings=fidelity_settings,
         env=stage_env("inference"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -144,7 +145,7 @@ class HostBackend:
 
     Reading PSS is not free: the kernel walks the process's page tables (``smaps_rollup``),
     ~45 ms for a vLLM process on 2 cores, holding its memory-map lock. Read at 10 Hz that took
-    ~45 % of a core from the measured process and made vLLM's offline batches 1.7× slower
+    ~45 % of a core from the measured process and made vLLM's offline batches 1.6× slower
     (``benchmarks/serving_vs_vllm_bench.py``). So a process's PSS is read at most once per
     ``cost / PSS_DUTY`` seconds (its last read's cost); in between, its memory is that PSS plus
     the change of its RSS since (new pages are private: they count fully in both), and
@@ -189,8 +190,6 @@ class HostBackend:
     CHILD_SCAN_S = 5.0
 
     def _tree(self) -> list[object]:
-        import time
-
         now = time.monotonic()
         if now - getattr(self, "_scanned_at", -1e9) >= self.CHILD_SCAN_S:
             self._scanned_at = now
@@ -209,8 +208,6 @@ class HostBackend:
                 + ("+rss_fallback" if self._fell_back else ""))
 
     def _memory(self, p: object) -> float:
-        import time
-
         rss = float(p.memory_info().rss)  # type: ignore[attr-defined]
         if self._mem_kind == "rss":
             return rss
