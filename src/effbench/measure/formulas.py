@@ -51,8 +51,14 @@ def integrate(ts: Sequence[float], values: Sequence[float], t0: float, t1: float
 
 
 def time_average(ts: Sequence[float], values: Sequence[float], t0: float, t1: float) -> float:
-    """(1/T) ∫ value dt over the window [t0, t1]."""
-    return integrate(ts, values, t0, t1) / (t1 - t0)
+    """(1/T) ∫ value dt over the window [t0, t1].
+
+    An average lies between the least and the largest value it averages; the trapezoid sum's
+    rounding can step past them (a constant series averaged to one ulp above itself, so AMU read
+    above the peak it came from), so the result is held inside that range."""
+    xt, xv = _clip_series(ts, values, t0, t1)
+    mean = sum((xt[i] - xt[i - 1]) * (xv[i] + xv[i - 1]) / 2 for i in range(1, len(xt))) / (t1 - t0)
+    return min(max(mean, min(xv)), max(xv))
 
 
 def amu_gb(ts: Sequence[float], mem_bytes: Sequence[float], t0: float, t1: float) -> float:
