@@ -17,6 +17,8 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from workflow_helpers import SNAKEMAKE, minimal_config, snakemake
 
 HARMLESS = '#!/bin/sh\nprintf \'%s\\0\' "$@" > "$(mktemp "$EFFBENCH_CALLS/call.XXXXXX")"\n'
@@ -66,7 +68,11 @@ def test_an_unquoted_value_would_be_caught(tmp_path):
     assert not sentinel.exists()
 
 
-def test_no_config_value_reaches_a_shell_unquoted(tmp_path):
+# rtn: the minimal config's method; gptq (the default's) and awq calibrate on the pipeline's own
+# corpus, so only they print the quantize job's `--data-dir` (quantize_data_arg, a fragment built
+# in common.smk and quoted there).
+@pytest.mark.parametrize("int4_method", ["rtn", "gptq", "awq"])
+def test_no_config_value_reaches_a_shell_unquoted(tmp_path, int4_method):
     sentinel, calls = tmp_path / "PWNED", tmp_path / "calls"
     calls.mkdir()
     evil = hostile(sentinel)
@@ -86,6 +92,7 @@ def test_no_config_value_reaches_a_shell_unquoted(tmp_path):
     ft["grid"].append({"models": ["local-ft"], "methods": ["lora"], "tasks": ["local-task"]})
     c["quantize"]["models"]["local-q"] = {"path": str(tmp_path / f"served {evil}")}
     c["quantize"]["int4"]["ignore"] = ["lm_head", evil]
+    c["quantize"]["int4"]["method"] = int4_method
     c["eval"]["metrics"] = {"effbench_mc_fact": evil}
 
     dry = snakemake(tmp_path, c, "-n", "-p")
@@ -98,7 +105,8 @@ def test_no_config_value_reaches_a_shell_unquoted(tmp_path):
                      "aggregate_inference", "summary", "decision", "report"}
 
     driver = shlex.quote(_driver_python())
-    for _, command, paths in jobs:
+    quantize_args: dict[str, list[str]] = {}  # precision -> the quantize job's arguments, per model
+    for rule, command, paths in jobs:
         command = command.replace(driver, shlex.quote(str(stage)))  # DRIVER_PYTHON is Snakemake's own
         assert shlex.quote(str(stage)) in command, f"a command runs something other than a stage interpreter:\n{command}"
         for p in paths:  # Snakemake makes these before a job runs; without them bash skips the command
@@ -110,3 +118,17 @@ def test_no_config_value_reaches_a_shell_unquoted(tmp_path):
         (new,) = set(calls.iterdir()) - before
         args = new.read_bytes().decode().split("\0")
         assert any(a.startswith(str(results)) for a in args), f"the results path was split or changed:\n{args}"
+        if rule == "quantize":
+            precision = Path(next(p for p in paths if p.endswith("record.parquet"))).parent.name
+            quantize_args.setdefault(precision, []).append(args)
+
+    # The calibrated path: each int4 job gets the corpus folder as one argument, unchanged.
+    assert set(quantize_args) == {"bf16", "int4"} and len(quantize_args["int4"]) == 2  # xs-mqa and local-q
+    corpus = str(results / "data" / "pretrain")
+    for precision, runs in quantize_args.items():
+        for args in runs:
+            calibrated = precision == "int4" and int4_method != "rtn"
+            if calibrated:
+                assert args.count("--data-dir") == 1 and args[args.index("--data-dir") + 1] == corpus, args
+            else:
+                assert "--data-dir" not in args, args

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -101,3 +102,60 @@ def planned_jobs(output: str) -> list[str]:
         if m and rule:
             jobs[-1] = f"{rule}[{m.group(1)}]"
     return sorted(jobs)
+
+
+# Run by the driver's interpreter in a fresh process: Snakemake's Python API plans the DAG as
+# `snakemake -n --cores 2` does and prints what the scheduler would hold each job to.
+_DAG_RESOURCES = r"""
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
+
+snakefile, workdir, configfile = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+with SnakemakeApi(OutputSettings(dryrun=True, quiet={Quietness.ALL})) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(cores=2), snakefile=Path(snakefile), workdir=workdir,
+                      config_settings=ConfigSettings(configfiles=[Path(configfile)] if configfile else []))
+    wf.dag(DAGSettings()).execute_workflow(executor="dryrun")
+    workflow = wf._workflow  # the API exposes no accessor for these two
+    total = {k: getattr(v, "value", v) for k, v in dict(workflow.global_resources).items()}
+    jobs = [(j.rule.name, dict(j.wildcards), {k: v for k, v in dict(j.resources).items()}) for j in workflow.dag.jobs]
+print("DAG-RESOURCES " + json.dumps({"total": total, "jobs": jobs}, default=str))
+"""
+
+
+def dag_resources(workdir: Path, config: dict | None = None) -> tuple[dict, list[tuple[str, dict, dict]]]:
+    """The resources a local run under ``--cores 2`` provides (the workflow's own registrations
+    included) and every planned job's (rule, wildcards, resources), as Snakemake's scheduler sees
+    them: a dry run through Snakemake's Python API in a fresh process (nothing runs). ``config``
+    None plans the embedded default (no --configfile, as the README's command)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg_path = ""
+    if config is not None:
+        cfg_path = str(workdir / "config.yaml")
+        Path(cfg_path).write_text(yaml.safe_dump(config))
+    python = SNAKEMAKE.read_text().splitlines()[0].removeprefix("#!").strip()  # Snakemake's interpreter
+    p = subprocess.run([python, "-c", _DAG_RESOURCES, str(ROOT / "workflow" / "Snakefile"), str(workdir), cfg_path],
+                       capture_output=True, text=True, timeout=300, cwd=workdir, env={**os.environ, "PYTHONPATH": ""})
+    lines = [x for x in p.stdout.splitlines() if x.startswith("DAG-RESOURCES ")]
+    if p.returncode != 0 or not lines:
+        raise AssertionError(f"dry run through the API failed ({p.returncode}):\n{p.stdout[-3000:]}\n"
+                             f"{p.stderr[-6000:]}")
+    out = json.loads(lines[-1].removeprefix("DAG-RESOURCES "))
+    return out["total"], [tuple(j) for j in out["jobs"]]
+
+
+def planned_resources(output: str) -> list[tuple[str, str, dict[str, str]]]:
+    """(rule, wildcards, resources) of every job `snakemake -n` listed, from its `resources:` lines."""
+    jobs: list[tuple[str, str, dict[str, str]]] = []
+    for line in output.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line.strip())
+        if m:
+            jobs.append((m.group(1), "", {}))
+        m = re.match(r"^\s+wildcards: (.*)$", line)
+        if m and jobs:
+            jobs[-1] = (jobs[-1][0], m.group(1), jobs[-1][2])
+        m = re.match(r"^\s+resources: (.*)$", line)
+        if m and jobs:
+            jobs[-1][2].update(kv.split("=", 1) for kv in m.group(1).split(", "))
+    return jobs
