@@ -16,7 +16,10 @@ AssertionError naming the record and the relation that broke:
   E2E − TTFT); IT = Σ tokens / Σ time lies between tokens / window and the bound that
   at most ``concurrency`` requests are in flight;
 - fine-tuning: trainable parameters against the analytic count of the method
-  (LoRA: r × (in + out) per target linear; DoRA adds out per target; freeze: the last layers).
+  (LoRA: r × (in + out) per target linear; DoRA adds out per target; freeze: the last layers);
+- intervals: every figure ``X`` whose ``X__ci_low`` / ``X__ci_high`` are present contains its
+  own value, and a figure that cannot be negative (time, memory, utilisation, throughput,
+  energy, power, accuracy, MCR, loss: all but :data:`SIGNED_FIGURES`) has no negative bound.
 """
 
 from __future__ import annotations
@@ -117,10 +120,42 @@ def check_serving(r: Mapping[str, Any]) -> None:
     check_energy(r, {"energy_j_per_token": r["tokens"]})
 
 
+# Figures that are differences and may be negative (AMU − weights − KV reserved; the decision
+# tables' accuracy drop, 1 − accuracy / baseline); every other figure is a time, a size, a count,
+# a rate, an energy, a power, a fraction, a ratio of non-negative quantities or a loss.
+SIGNED_FIGURES = frozenset({"mem_runtime_gb", "accuracy_drop"})
+INTERVAL_REL = 1e-9  # float rounding of value ± half-width
+
+
+def _null(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def check_intervals(r: Mapping[str, Any]) -> None:
+    """Each interval contains its own value (ci_low ≤ X ≤ ci_high, to rounding) and is not below
+    zero for a figure that cannot be negative. ``r``: a record row or a table row (NaN = null)."""
+    name = r.get("cell", "?")
+    for col in r:
+        if not col.endswith("__ci_low"):
+            continue
+        x = col[: -len("__ci_low")]
+        low, high, v = r[col], r.get(x + "__ci_high"), r.get(x)
+        if _null(low) and _null(high):
+            continue
+        assert not _null(low) and not _null(high), f"{name}: {x}: half an interval [{low}, {high}]"
+        assert not _null(v), f"{name}: {x} is null but has an interval [{low}, {high}]"
+        low, high, v = float(low), float(high), float(v)
+        tol = INTERVAL_REL * max(abs(low), abs(high), abs(v))
+        assert low - tol <= v <= high + tol, f"{name}: {x} = {v!r} outside its interval [{low!r}, {high!r}]"
+        if x not in SIGNED_FIGURES:
+            assert low >= 0, f"{name}: {x} cannot be negative, its interval is [{low!r}, {high!r}]"
+
+
 def check_record(r: Mapping[str, Any], samples: Path | None = None) -> None:
     """Every relation that applies to this ``ok`` record's stage."""
     assert r["status"] == "ok", f"{r['cell']}: {r['status']} {r['status_detail']}"
     check_window(r, samples)
+    check_intervals(r)
     if r["stage"] in ("pretrain", "finetune"):
         check_training(r)
     elif r["stage"] == "inference":

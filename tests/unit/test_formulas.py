@@ -21,6 +21,31 @@ def test_window_edges_interpolated():
     assert f.time_average(TS, MEM, 0.5, 2.0) == pytest.approx(3.5e9 / 1.5)
 
 
+# A triangle: 0 at t = 0, up to 4 at t = 2, down to 0 at t = 4. The window [0.5, 3.0] starts on
+# the rising ramp and ends on the falling one, with one sample (t = 2) inside.
+TRI_TS = [0.0, 2.0, 4.0]
+TRI = [0.0, 4.0, 0.0]
+# By hand: v(0.5) = 1, v(2) = 4, v(3) = 2 (linear between samples), so
+#   ∫ = 1.5 · (1 + 4) / 2 + 1.0 · (4 + 2) / 2 = 3.75 + 3.0 = 6.75 over 2.5 s = 2.7 on average.
+# Taking the nearest sample at each edge instead (0 for t = 0.5; 4 or 0 for t = 3, a tie) gives 7 or 5;
+# holding the previous sample (0, 4) gives 7 too; the next one (4, 0), 8.
+
+
+def test_window_edges_inside_ramps_are_interpolated():
+    assert f.integrate(TRI_TS, TRI, 0.5, 3.0) == pytest.approx(6.75)
+    assert f.time_average(TRI_TS, TRI, 0.5, 3.0) == pytest.approx(2.7)
+    assert f.amu_gb(TRI_TS, [v * 1e9 for v in TRI], 0.5, 3.0) == pytest.approx(2.7)
+    assert f.amu_fraction(TRI_TS, [v * 1e9 for v in TRI], 8e9, 0.5, 3.0) == pytest.approx(2.7 / 8)
+    assert f.pcu(TRI_TS, [25 * v for v in TRI], 0.5, 3.0) == pytest.approx(0.675)  # 0-100 %: 67.5 %
+    assert f.energy_from_power(TRI_TS, [100 * v for v in TRI], 0.5, 3.0) == pytest.approx(675.0)  # J
+    # Both edges inside one ramp, no sample inside the window: [2.5, 3.5] on the falling side,
+    # v = 3 → 1, ∫ = 1 · (3 + 1) / 2 = 2.
+    assert f.integrate(TRI_TS, TRI, 2.5, 3.5) == pytest.approx(2.0)
+    assert f.time_average(TRI_TS, TRI, 2.5, 3.5) == pytest.approx(2.0)
+    # Unsorted samples are the same series.
+    assert f.time_average([4.0, 0.0, 2.0], [0.0, 0.0, 4.0], 0.5, 3.0) == pytest.approx(2.7)
+
+
 def test_amu_gb_and_fraction():
     assert f.amu_gb(TS, MEM, 0.0, 3.0) == pytest.approx(8 / 3)
     assert f.amu_fraction(TS, MEM, 8e9, 0.0, 3.0) == pytest.approx(8 / 3 / 8)

@@ -1,11 +1,12 @@
 """Self-check of tests/record_consistency.py: a hand-computed record passes, and each defect the
 checks exist for (MFU times the world size, energy as 0, a window outside its job, a wrong
-throughput or trainable count) fails."""
+throughput or trainable count, an interval that misses its own value or reaches below zero) fails."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 
 import pytest
 import record_consistency as rc
@@ -107,3 +108,56 @@ def test_analytic_trainable_counts():
     rc.check_trainable(r, LLAMA, lora)
     with pytest.raises(AssertionError, match="trainable"):
         rc.check_trainable({**r, "params_trainable": 2 * lora_layer + 1}, LLAMA, lora)
+
+
+# --- intervals ---------------------------------------------------------------------------------
+
+
+def with_interval(r, key, low, high):  # type: ignore[no-untyped-def]
+    return {**r, key + "__ci_low": low, key + "__ci_high": high}
+
+
+def test_intervals_that_contain_their_value_pass():
+    r = with_interval(serving(ttft_s_p99=0.3), "ttft_s_p99", 0.2, 0.5)
+    r = with_interval(r, "al_s_per_request", 0.0, 0.5)  # touching 0 is allowed
+    r = with_interval(r, "it_tokens_per_s", 64.0 * (1 + 1e-12), 70.0)  # the value, to float rounding
+    r = {**r, "mem_runtime_gb": -0.01, **{"mem_runtime_gb__ci_low": -0.02, "mem_runtime_gb__ci_high": 0.0}}
+    r = {**r, "amu_gb": 1.0, "amu_gb__ci_low": None, "amu_gb__ci_high": None}  # no interval: nothing to check
+    rc.check_record(r)
+    rc.check_intervals({"cell": "t", "accuracy": 0.4, "accuracy__ci_low": float("nan"), "accuracy__ci_high": float("nan")})
+
+
+@pytest.mark.parametrize("key, value, low, high, message", [
+    # A t interval over 2 repeats' p99 (12.7 × sd / √2) reaching below 0 s.
+    ("ttft_s_p99", 0.3, -0.9, 1.5, "ttft_s_p99 cannot be negative"),
+    # A pooled p99 with an interval sized (and centred) from the per-repeat p99s, not around it.
+    ("e2e_s_p99", 0.9, 0.5, 0.8, "e2e_s_p99 = 0.9 outside"),
+    ("energy_j", 40.0, -3.0, 83.0, "energy_j cannot be negative"),
+    ("amu_gb", 0.6, -0.016, 1.216, "amu_gb cannot be negative"),
+    ("it_tokens_per_s", 64.0, 64.1, 70.0, "outside"),
+])
+def test_an_interval_off_its_value_or_below_zero_fails(key, value, low, high, message):
+    with pytest.raises(AssertionError, match=message):
+        rc.check_record(with_interval(serving(**{key: value}), key, low, high))
+
+
+def test_half_an_interval_or_an_interval_without_a_value_fails():
+    with pytest.raises(AssertionError, match="half an interval"):
+        rc.check_intervals(with_interval(serving(), "al_s_per_request", 0.1, None))
+    with pytest.raises(AssertionError, match="null but has an interval"):
+        rc.check_intervals(with_interval(serving(), "energy_j", 1.0, 2.0))
+
+
+def test_mcr_interval_on_the_inverted_bit_ratio_fails():
+    """MCR int4 vs bf16 = 16/4 × 0.36/0.40 = 3.6; its delta-method interval scales the accuracy
+    ratio's by the same 16/4. Built on 4/16 instead it sits around 0.225 and misses 3.6."""
+    acc_q, acc_b, se = 0.36, 0.40, 0.03
+    ratio_se = acc_q / acc_b * math.sqrt((se / acc_q) ** 2 + (se / acc_b) ** 2)
+    row = {"cell": "tiny/int4", "mcr_nominal": 16 / 4 * acc_q / acc_b}
+    good = {**row, "mcr_nominal__ci_low": 4 * (acc_q / acc_b - 1.96 * ratio_se),
+            "mcr_nominal__ci_high": 4 * (acc_q / acc_b + 1.96 * ratio_se)}
+    rc.check_intervals(good)
+    bad = {**row, "mcr_nominal__ci_low": 0.25 * (acc_q / acc_b - 1.96 * ratio_se),
+           "mcr_nominal__ci_high": 0.25 * (acc_q / acc_b + 1.96 * ratio_se)}
+    with pytest.raises(AssertionError, match=r"mcr_nominal = 3\.(6|59+\d*) outside"):
+        rc.check_intervals(bad)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import record_consistency as rc
 from config_edits import DELETE, edited
 
 from effbench import config as cfg
@@ -196,6 +197,11 @@ def test_the_join_computes_accuracy_and_both_mcrs(tmp_path):
     assert int4["mcr_nominal"] == pytest.approx(4 * 0.36 / 0.40)
     assert int4["mcr_disk"] == pytest.approx(7.35 / 2.69 * 0.36 / 0.40)
     assert table[table["precision"] == "bf16"].iloc[0]["mcr_nominal"] == pytest.approx(1.0)
+    # Accuracy's and both MCRs' intervals (delta method) hold their values, and are not negative.
+    assert {"mcr_nominal__ci_low", "mcr_disk__ci_high", "accuracy__ci_low"} <= set(table.columns)
+    assert int4["mcr_nominal__ci_low"] < int4["mcr_nominal"] < int4["mcr_nominal__ci_high"]
+    for row in table.to_dict("records"):
+        rc.check_intervals(row)
     md = (out / "tables" / "inference.md").read_text()
     assert "nominal bit ratio" in md and "n/a" in md  # AEC: no counter, with its reason
     assert {p["name"] for p in m["plots"]} >= {"inference_accuracy_vs_it_tokens_per_s",
@@ -212,6 +218,8 @@ def test_the_join_computes_accuracy_and_both_mcrs(tmp_path):
     s = write_summary([out / "inference.manifest.json", out / "quantize.manifest.json"], out).read_text()
     assert "Accuracy per task" in s and "Table 9" in s
     assert q["rows"] == 3
+    for row in qt.to_dict("records"):
+        rc.check_intervals(row)
 
 
 def test_missing_scores_leave_accuracy_and_mcr_missing_with_a_reason(tmp_path):
@@ -229,3 +237,158 @@ def test_missing_scores_leave_accuracy_and_mcr_missing_with_a_reason(tmp_path):
     assert "baseline bf16" in row["mcr_nominal__missing"]
     bf = df[df["precision"] == "bf16"].iloc[0]
     assert pd.isna(bf["accuracy"]) and bf["accuracy__missing"]
+
+
+# --- a load point served end to end over a scripted engine and energy counter --------------------
+
+
+class ServingClock:
+    """Monotonic seconds advanced by the scripted engine as it serves (no wall-clock rate)."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class ScriptedEngine:
+    """The serving library's boundary: each run() takes ``durations`` seconds of scripted time in
+    turn (warm-up 0.5 s), two requests at a time, and returns their client-side traces."""
+
+    name = "scripted"
+    trace_source = "scripted_client_trace"
+    batch_cap = None
+
+    def __init__(self, clock: ServingClock, durations: list[float]) -> None:
+        self.clock, self.durations = clock, list(durations)
+
+    def run(self, prompts, output_len, concurrency, tag):  # type: ignore[no-untyped-def]
+        d = 0.5 if tag.endswith("-warmup") else self.durations.pop(0)
+        start, waves = self.clock.t, -(-len(prompts) // concurrency)
+        traces = []
+        for j in range(len(prompts)):
+            begin = start + (j // concurrency) * d / waves
+            traces.append(RequestTrace(start, [begin + d / waves * (k + 1) / output_len for k in range(output_len)]))
+        self.clock.t = start + d
+        return traces
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptedCounterDevice:
+    """One device drawing a steady 50 W on the scripted clock; memory 2 GB of 8 GB."""
+
+    name = "scripted"
+    mem_source = "scripted_mem"
+    util_source = "scripted_util"
+    energy_source = "scripted_counter"
+    energy_update_hz = 1000.0
+
+    def __init__(self, clock: ServingClock) -> None:
+        self.clock = clock
+
+    def read(self):  # type: ignore[no-untyped-def]
+        return [(0, "mem_used_bytes", 2e9), (0, "mem_total_bytes", 8e9), (0, "util_percent", 40.0)]
+
+    def energy_j(self) -> float:
+        return 50.0 * self.clock.t
+
+    def describe(self):  # type: ignore[no-untyped-def]
+        return {"device_kind": "cuda", "device_name": "scripted", "device_count": 1, "driver_version": "0"}
+
+    def close(self) -> None:
+        pass
+
+
+def scripted_point(tmp_path: Path, durations: list[float]):  # type: ignore[no-untyped-def]
+    from effbench.inference.serve import SharedEngine, serve_point
+    from effbench.measure.monitor import Monitor
+    from effbench.record import SIDE_CAR
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"vocab_size": 64, "hidden_size": 32, "num_attention_heads": 2,
+                                                   "num_hidden_layers": 1, "bos_token_id": 0, "eos_token_id": 1}))
+    (model / SIDE_CAR).write_text(json.dumps({"weight_bits": 16, "quant_method": None, "params_total": 1000,
+                                              "disk_bytes": 2000}))
+    settings = {**cfg.plan(DEFAULT).serve.inference[0].settings, "repeats": len(durations), "min_seconds": 0,
+                "warmup_requests": 1}
+    settings["point"] = {**settings["point"], "requests": 4, "prompt_len": 8, "output_len": 5, "concurrency": 2}
+    clock = ServingClock()
+    shared = SharedEngine(settings, model, "cpu")
+    shared.engine = ScriptedEngine(clock, durations)  # opened: serve_point takes it as is
+    mon = Monitor(backend=ScriptedCounterDevice(clock), interval_s=1.0, clock=clock)  # edges and marks only
+    return serve_point(settings, shared, mon)
+
+
+def test_serving_energy_per_token_is_over_every_repeats_tokens(tmp_path):
+    """Three repeats of 4 requests × 5 tokens, taking 1, 2 and 3 s at 50 W: 300 J for 60 tokens,
+    5 J/token (one repeat's 20 tokens would read 15)."""
+    v = scripted_point(tmp_path, [1.0, 2.0, 3.0])
+    assert v["repeats"] == 3 and v["tokens"] == 3 * 4 * 5 and v["samples"] == 12
+    assert v["seconds"] == pytest.approx(6.0)  # the window spans the repeats, not the warm-up
+    assert v["energy_j"].value == pytest.approx(300.0)
+    assert v["aec_w"].value == pytest.approx(50.0)
+    assert v["energy_j_per_token"].value == pytest.approx(300.0 / 60)
+    assert v["energy_j_per_token"].source == "scripted_counter/generated_tokens"
+    iv, e = v["energy_j_per_token"].interval, v["energy_j"].interval
+    assert iv is not None and (iv.low, iv.high) == pytest.approx((e.low / 60, e.high / 60))
+
+
+def test_serving_intervals_contain_their_values_and_stay_non_negative(tmp_path):
+    """Repeats of very different speed (1, 2, 6 s): every interval of the point's figures still
+    contains its value and no latency, energy or throughput interval reaches below zero."""
+    import record_consistency as rc
+
+    from effbench.record import flatten
+
+    v = scripted_point(tmp_path, [1.0, 2.0, 6.0])
+    row = {"cell": "scripted/bf16/offline", **flatten(v)}
+    assert row["ttft_s_p99__ci_low"] is not None and row["e2e_s_mean__ci_low"] is not None
+    rc.check_intervals(row)
+
+
+def test_percentile_intervals_hold_the_order_statistic_interval_of_the_pooled_requests():
+    """Two repeats of 200 requests, TTFT 0.001 · i s (i = 1…200) plus a shift per repeat. Alike
+    repeats (no shift): the t interval over the repeats is a point, so the interval is the pooled
+    400 values' order-statistic interval. Repeats 0.02 s apart: the t interval over the two p50s
+    (12.706 · 0.0141 / √2 = 0.127 around 0.11) would reach below 0, and is cut there."""
+    from effbench.measure import spread
+
+    def figures(shift):  # type: ignore[no-untyped-def]
+        reps = [[RequestTrace(0.0, [0.001 * i + s, 0.001 * i + s + 0.01]) for i in range(1, 201)] for s in (0.0, shift)]
+        return latency_figures(reps, "test"), sorted(0.001 * i + s for i in range(1, 201) for s in (0.0, shift))
+
+    f, pooled = figures(0.0)
+    for st, q in (("p50", 50), ("p90", 90), ("p99", 99)):
+        fig = f[f"ttft_s_{st}"]
+        assert fig.value == pytest.approx(formulas.percentile(pooled, q))
+        os_iv = spread.quantile_interval(pooled, q)
+        assert (fig.interval.low, fig.interval.high) == pytest.approx((os_iv.low, os_iv.high))
+        assert fig.interval.method == "order_statistic+t_repeats" and fig.interval.n == 2
+        assert min(pooled) <= fig.interval.low <= fig.value <= fig.interval.high <= max(pooled)
+    f, pooled = figures(0.02)
+    for st in ("p50", "p90", "p99", "mean"):
+        iv, v = f[f"ttft_s_{st}"].interval, f[f"ttft_s_{st}"].value
+        assert 0.0 <= iv.low <= v <= iv.high, st
+    assert f["ttft_s_p50"].interval.low == 0.0
+    assert f["ttft_s_mean"].interval.method == "t_repeats"
+
+
+def test_a_pooled_percentile_lies_inside_its_interval():
+    """Two alike repeats of 5 requests, TTFT 1, 2, 3, 4 and 100 ms: each repeat's p90 is
+    4 + 0.6 · 96 = 61.6 ms, the pooled 10 requests' p90 is 100 ms. The repeats agree (no spread),
+    so an interval built around the repeats' p90s would be [61.6, 61.6] ms and miss the figure."""
+    import record_consistency as rc
+
+    from effbench.record import flatten
+
+    rep = [RequestTrace(0.0, [ms / 1000, ms / 1000 + 0.01]) for ms in (1, 2, 3, 4, 100)]
+    f = latency_figures([rep, rep], "test")
+    assert f["ttft_s_p90"].value == pytest.approx(0.1)
+    assert formulas.percentile([0.001, 0.002, 0.003, 0.004, 0.1], 90) == pytest.approx(0.0616)
+    iv = f["ttft_s_p90"].interval
+    assert iv.low <= 0.1 <= iv.high
+    rc.check_intervals({"cell": "alike", **flatten(f)})

@@ -27,11 +27,18 @@ def test_other_quantiles_and_bad_input():
 
 
 def test_mean_interval_by_hand():
-    # mean 2, sd 1, n 3: half-width 4.302653 / sqrt(3)
-    m, iv = spread.mean_interval([1.0, 2.0, 3.0])
+    # mean 2, sd 1, n 3: half-width 4.302653 / sqrt(3) = 2.484
+    m, iv = spread.mean_interval([1.0, 2.0, 3.0], nonnegative=False)
     assert m == 2.0 and iv.n == 3 and iv.method == "t_repeats"
     assert iv.half_width == pytest.approx(4.302653 / math.sqrt(3), abs=1e-6)
     assert (iv.low + iv.high) / 2 == pytest.approx(2.0)
+    # Replicates that are all >= 0 (times, sizes): the mean cannot be negative, the interval is cut at 0.
+    m, cut = spread.mean_interval([1.0, 2.0, 3.0])
+    assert cut.low == 0.0 and cut.high == pytest.approx(iv.high) and cut.low <= m <= cut.high
+    # ... and the SE is backed out of its uncut side when the value is given.
+    assert spread.se_from_interval(cut, m) == pytest.approx(1 / math.sqrt(3))
+    assert spread.mean_interval([10.0, 11.0, 12.0])[1].low == pytest.approx(11 - 4.302653 / math.sqrt(3), abs=1e-6)
+    assert spread.mean_interval([-1.0, 2.0, 3.0])[1].low < 0  # a signed quantity keeps its interval
     with pytest.raises(ValueError):
         spread.mean_interval([1.0])
 
@@ -97,7 +104,8 @@ def test_figure_interval_columns_and_derive():
 
 def test_figure_constructors_over_replicates_batches_and_rates():
     fig = Figure.over_replicates([1.0, 2.0, 3.0], "wall_clock_per_repeat")
-    assert fig.value == 2.0 and fig.interval.half_width == pytest.approx(4.302653 / math.sqrt(3), abs=1e-6)
+    assert fig.value == 2.0 and fig.interval.high - 2.0 == pytest.approx(4.302653 / math.sqrt(3), abs=1e-6)
+    assert fig.interval.low == 0.0  # 2 − 2.48 cut at 0: a time is not negative
     assert Figure.over_replicates([5.0], "x").interval is None
     assert Figure.over_replicates([], "x").missing_reason == "no replicates were measured"
     steps = [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 7.0]
@@ -109,3 +117,67 @@ def test_figure_constructors_over_replicates_batches_and_rates():
     assert Figure.batch_means([1.0, 2.0], 3, "x").interval is None
     tps = Figure.rate([100.0, 120.0], [1.0, 1.0], "wall_clock", "batch_means_k=2")
     assert tps.value == pytest.approx(110.0) and tps.interval.n == 2
+
+
+def test_ratio_and_mcr_intervals_of_non_negative_figures_stop_at_zero():
+    # Two sub-windows of very different rates (t on 1 df: 12.7 × se): R = 40 / 4 = 10,
+    # se = sqrt(((5 − 20)² + (35 − 20)²) / 2) / 2 = 7.5, half-width 95.3: [−85.3, 105.3] uncut.
+    r, iv = spread.ratio_interval([5.0, 35.0], [2.0, 2.0], "batch_means_k=2")
+    assert r == pytest.approx(10.0)
+    assert iv.low == 0.0 and iv.high == pytest.approx(10.0 + 12.706205 * 7.5, rel=1e-6)
+    assert spread.se_from_interval(iv, r) == pytest.approx(7.5, rel=1e-6)  # from the uncut side
+    _, signed = spread.ratio_interval([5.0, 35.0], [2.0, 2.0], "m", nonnegative=False)
+    assert signed.low == pytest.approx(10.0 - 12.706205 * 7.5, rel=1e-6)
+    # MCR near 0 with a wide accuracy SE: cut at 0, the upper side as the delta method gives it.
+    value, iv = spread.mcr_interval(4.0, 0.02, 0.03, 0.40, 0.03, n=50)
+    assert iv.low == 0.0 and iv.high > value
+    # An accuracy stays within [0, 1].
+    acc = spread.normal_interval(0.98, 0.02, 50, 0.0, 1.0)
+    assert acc.high == 1.0 and acc.low == pytest.approx(0.98 - 1.959964 * 0.02, rel=1e-6)
+    assert spread.normal_interval(0.01, 0.02, 50, 0.0, 1.0).low == 0.0
+
+
+def test_around_centres_on_the_pooled_value():
+    # A pooled statistic of 0.9 with per-repeat values 0.5 and 0.8: the t half-width of the
+    # repeats (12.706 · 0.212 / √2 = 1.906) around 0.9, cut at 0.
+    iv = spread.around(0.9, [0.5, 0.8])
+    assert iv.low == 0.0 and iv.high == pytest.approx(0.9 + 12.706205 * (0.3 / math.sqrt(2)) / math.sqrt(2))
+    assert iv.method == "t_repeats" and iv.n == 2
+    iv = spread.around(10.0, [9.0, 10.0, 11.0])
+    assert (iv.low + iv.high) / 2 == pytest.approx(10.0) and iv.low > 0
+
+
+def test_quantile_interval_is_the_order_statistics_of_the_binomial():
+    # n = 100, the median: the textbook 95 % interval is x_(40) to x_(61) (1-based ranks).
+    xs = [float(i) for i in range(100)]
+    iv = spread.quantile_interval(list(reversed(xs)), 50)
+    assert (iv.low, iv.high, iv.n, iv.method) == (39.0, 60.0, 100, "order_statistic")
+    # Too few values to bracket the percentile at 95 %: none (p50 needs 6, p90 36, p99 368).
+    for q, n in ((50, 6), (90, 36), (99, 368)):
+        assert spread.quantile_interval([float(i) for i in range(n - 1)], q) is None
+        iv = spread.quantile_interval([float(i) for i in range(n)], q)
+        assert iv is not None and iv.high == n - 1  # the largest value bounds it
+    with pytest.raises(ValueError):
+        spread.quantile_interval(xs, 100)
+
+
+def test_quantile_interval_holds_its_percentile_and_covers_the_true_one():
+    import random
+
+    from effbench.measure import formulas
+
+    rng = random.Random(7)
+    covered = 0
+    trials = 2000
+    for _ in range(trials):
+        xs = [rng.random() for _ in range(rng.choice((40, 41, 60)))]  # uniform: the true p90 is 0.9
+        iv = spread.quantile_interval(xs, 90)
+        assert min(xs) <= iv.low <= formulas.percentile(xs, 90) <= iv.high <= max(xs)
+        covered += iv.low <= 0.9 <= iv.high
+    assert covered / trials >= 0.93  # ≥ 95 % by construction; 0.93 leaves room for 2000 draws
+
+
+def test_hull_holds_both():
+    a, b = spread.Interval(1.0, 2.0, 3, "x"), spread.Interval(0.5, 1.5, 40, "y")
+    h = spread.hull(a, b, 3, "x+y")
+    assert (h.low, h.high, h.n, h.method) == (0.5, 2.0, 3, "x+y")

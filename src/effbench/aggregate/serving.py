@@ -87,7 +87,7 @@ def attach_quality(df: pd.DataFrame, quant: pd.DataFrame, scores: dict[tuple[str
         cols["accuracy_tasks_json"].append(json.dumps(s["tasks"], sort_keys=True) if s else None)
         se, n_items = accuracy_se(s) if s else (None, 0)
         se_b = accuracy_se(sb)[0] if sb else None
-        _ci_cols(cols, "accuracy", spread.normal_interval(acc, se, n_items) if se is not None else None)
+        _ci_cols(cols, "accuracy", spread.normal_interval(acc, se, n_items, lower=0.0) if se is not None else None)
         # A quality difference inside 2 combined standard errors is not significant (docs/noise.md).
         cols["quality_vs_baseline"].append(
             "baseline" if r["precision"] == baseline else

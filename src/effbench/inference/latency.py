@@ -11,11 +11,17 @@ the way vLLM's serving benchmark and MLPerf time streamed responses:
 
 Decode time is never derived as "generate minus prefill". Statistics are mean and the
 linear-interpolation p50 / p90 / p99 of :func:`effbench.measure.formulas.percentile`.
+
+Intervals (two or more repeats; each repeat is an independent replicate of the load point):
+every statistic is over the pooled requests of all repeats, and its interval is centred on it
+with the t half-width of the same statistic across the repeats, cut at 0 (latencies are not
+negative). A percentile's interval also holds the distribution-free order-statistic interval of
+the pooled values where there are enough of them (:func:`effbench.measure.spread.quantile_interval`;
+p99 needs 368): method ``order_statistic+t_repeats``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -75,14 +81,20 @@ def per_request(traces: Sequence[RequestTrace]) -> dict[str, list[float]]:
     }
 
 
-def _over_repeats(pooled: float, per_repeat: Sequence[float], source: str) -> Figure:
+def _over_repeats(pooled: float, per_repeat: Sequence[float], source: str,
+                  values: Sequence[float] = (), q: float | None = None) -> Figure:
     """The pooled statistic with a t interval from its spread across the repeats (each repeat is an
-    independent replicate of the whole load point); one repeat: no interval."""
+    independent replicate of the whole load point), centred on it and cut at 0; one repeat: no
+    interval. A percentile (``q``, of the pooled ``values``) takes the hull with the order-statistic
+    interval of the pooled values where one exists."""
     if len(per_repeat) < 2:
         return Figure.of(pooled, source)
-    _, sd = spread.mean_sd(per_repeat)
-    h = spread.t95(len(per_repeat) - 1) * sd / math.sqrt(len(per_repeat))
-    return Figure.of(pooled, source, spread.Interval(pooled - h, pooled + h, len(per_repeat), "t_repeats"))
+    iv = spread.around(pooled, per_repeat, "t_repeats")
+    if q is not None:
+        os_iv = spread.quantile_interval(values, q)
+        if os_iv is not None:
+            iv = spread.hull(iv, os_iv, len(per_repeat), "order_statistic+t_repeats")
+    return Figure.of(pooled, source, iv)
 
 
 def latency_figures(repeats: Sequence[Sequence[RequestTrace]], source: str) -> dict[str, Figure]:
@@ -98,7 +110,8 @@ def latency_figures(repeats: Sequence[Sequence[RequestTrace]], source: str) -> d
             if not vs:
                 out[key] = Figure.missing(f"every response was one token long: no {metric.upper()}")
                 continue
-            out[key] = _over_repeats(stats(vs)[st], [stats(e[metric])[st] for e in each if e[metric]], source)
+            out[key] = _over_repeats(stats(vs)[st], [stats(e[metric])[st] for e in each if e[metric]], source,
+                                     vs, None if st == "mean" else float(st[1:]))
     e2e = [formulas.average_latency(e["e2e"]) for e in each]
     out["al_s_per_request"] = _over_repeats(formulas.average_latency(pooled["e2e"]), e2e, source + "_e2e_mean")
     return out

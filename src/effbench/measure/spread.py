@@ -10,11 +10,21 @@ Pure functions over plain numbers (no scipy in the driver venv):
   ratio estimator's delta-method standard error;
 - :func:`mcr_interval` MCR = size ratio × Perf_q / Perf_base with the delta-method SE from
   the two accuracies' standard errors;
+- :func:`around` an interval centred on a pooled value, sized by its replicates' t spread;
+- :func:`quantile_interval` the distribution-free (order-statistic) 95 % interval of a
+  percentile of pooled values, and :func:`hull` the smallest interval holding two;
 - :func:`significant` / :func:`difference_label` |a − b| > 2·sqrt(se_a² + se_b²);
 - :func:`requests_for_percentile` how many requests a repeat needs for its p-th percentile.
 
 Figures carry these through :class:`effbench.measure.figure.Figure` (``over_replicates``,
 ``batch_means``, ``rate``, ``with_interval``).
+
+Every interval contains its own value, and the interval of a figure that cannot be negative
+(a mean or a ratio of non-negative replicates: times, memory, energy, tokens; MCR; an accuracy)
+never reaches below zero: a symmetric t interval with few replicates can (12.7 × sd / √2 with
+two serving repeats), and is then cut at 0. Cutting keeps the coverage (the true value is not
+below 0), so the interval is no longer symmetric there; :func:`se_from_interval` backs the SE
+out of the uncut side when it is given the value.
 
 docs/noise.md says which noise each figure carries and how these are used.
 """
@@ -110,11 +120,36 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def mean_interval(values: Sequence[float], method: str = "t_repeats") -> tuple[float, Interval]:
-    """The mean of n independent replicates and its t-based 95 % CI (n >= 2)."""
+def _nonnegative(*groups: Sequence[float]) -> bool:
+    return all(v >= 0 for g in groups for v in g)
+
+
+def _cut(low: float, nonnegative: bool) -> float:
+    """The lower end of an interval of a figure that cannot be negative: not below 0."""
+    return max(low, 0.0) if nonnegative else low
+
+
+def mean_interval(values: Sequence[float], method: str = "t_repeats",
+                  nonnegative: bool | None = None) -> tuple[float, Interval]:
+    """The mean of n independent replicates and its t-based 95 % CI (n >= 2).
+
+    nonnegative: the mean cannot be negative, so the interval is cut at 0 (default: whether
+    every replicate is >= 0, as for times, sizes, counts and energies)."""
     m, sd = mean_sd(values)
     h = t95(len(values) - 1) * sd / math.sqrt(len(values))
-    return m, Interval(m - h, m + h, len(values), method)
+    cut = _nonnegative(values) if nonnegative is None else nonnegative
+    return m, Interval(_cut(m - h, cut), m + h, len(values), method)
+
+
+def around(value: float, replicates: Sequence[float], method: str = "t_repeats",
+           nonnegative: bool | None = None) -> Interval:
+    """A 95 % interval centred on ``value`` (a statistic over the pooled data) whose half-width is
+    the t interval's of the same statistic over n >= 2 independent replicates (e.g. serving
+    repeats); cut at 0 when it cannot be negative (default: value and replicates all >= 0)."""
+    _, sd = mean_sd(replicates)
+    h = t95(len(replicates) - 1) * sd / math.sqrt(len(replicates))
+    cut = _nonnegative([value], replicates) if nonnegative is None else nonnegative
+    return Interval(_cut(value - h, cut), value + h, len(replicates), method)
 
 
 def batch_means(values: Sequence[float], k: int) -> list[float]:
@@ -137,11 +172,14 @@ def batch_means_interval(values: Sequence[float], k: int) -> tuple[float, Interv
     return mean_interval(batch_means(values, k), f"batch_means_k={k}")
 
 
-def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], method: str) -> tuple[float, Interval]:
+def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], method: str,
+                   nonnegative: bool | None = None) -> tuple[float, Interval]:
     """R = Σx / Σy over k sub-windows (e.g. tokens and seconds) with a 95 % CI.
 
     The ratio estimator's delta-method SE: sqrt(Σ (x_i − R·y_i)² / (k (k − 1))) / mean(y),
     with t on k − 1 degrees of freedom. Sub-windows of unequal length are weighted by y.
+    nonnegative: R cannot be negative, so the interval is cut at 0 (default: whether every x and
+    y is >= 0: tokens, seconds, joules, byte-seconds).
     """
     k = len(numerators)
     if k != len(denominators):
@@ -155,7 +193,8 @@ def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], m
     resid = sum((x - r * y) ** 2 for x, y in zip(numerators, denominators))
     se = math.sqrt(resid / (k * (k - 1))) / (sy / k)
     h = t95(k - 1) * se
-    return r, Interval(r - h, r + h, k, method)
+    cut = _nonnegative(numerators, denominators) if nonnegative is None else nonnegative
+    return r, Interval(_cut(r - h, cut), r + h, k, method)
 
 
 def ratio_se(a: float, se_a: float, b: float, se_b: float) -> float:
@@ -172,10 +211,59 @@ def mcr_interval(
 
     The sizes are exact; the accuracies are independent means with standard errors from
     the harness (large samples, hence z rather than t). n: evaluated items behind them.
+    Cut at 0 where it would reach below (sizes and accuracies are not negative).
     """
     value = size_ratio * perf_q / perf_base
     h = Z95 * size_ratio * ratio_se(perf_q, se_q, perf_base, se_base)
-    return value, Interval(value - h, value + h, n, "delta_method")
+    return value, Interval(_cut(value - h, _nonnegative([size_ratio, perf_q, perf_base])), value + h, n,
+                           "delta_method")
+
+
+def _binomial_cdf(n: int, p: float) -> tuple[int, list[float]]:
+    """(k0, F) with F[i] = P(B <= k0 + i) for B ~ Binomial(n, p), over the k where the CDF moves
+    (k0 ± 12 standard deviations; outside, it is 0 or 1 to double precision)."""
+    sd = math.sqrt(n * p * (1 - p))
+    k0, k1 = max(0, math.floor(n * p - 12 * sd - 2)), min(n, math.ceil(n * p + 12 * sd + 2))
+    lp, lq, lg = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+    acc, out = 0.0, []
+    for k in range(k0, k1 + 1):
+        acc += math.exp(lg - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * lp + (n - k) * lq)
+        out.append(min(acc, 1.0))
+    return k0, out
+
+
+def quantile_interval(values: Sequence[float], q: float, level: float = LEVEL) -> Interval | None:
+    """The distribution-free 95 % interval of the q-th percentile from n independent values:
+    order statistics [x_(l), x_(u)] with P(l <= B < u) >= level for B ~ Binomial(n, q/100), the
+    number of values below the true percentile (Hahn & Meeker, Statistical Intervals, 5.2), widened
+    to hold the two order statistics the linear-interpolation percentile lies between, so the
+    interval lies within the data and holds :func:`effbench.measure.formulas.percentile`'s value.
+    None when n values cannot bracket the percentile at that level (p99 needs n >= 368, p90 36,
+    p50 6; :func:`requests_for_percentile`)."""
+    if not 0 < q < 100:
+        raise ValueError("q must be in (0, 100)")
+    xs = sorted(values)
+    n = len(xs)
+    if n < 2:
+        return None
+    tail = (1 - level) / 2
+    k0, cdf = _binomial_cdf(n, q / 100)
+
+    def F(k: int) -> float:  # P(B <= k)
+        return 0.0 if k < k0 else (1.0 if k - k0 >= len(cdf) else cdf[k - k0])
+
+    if F(0) > tail or F(n - 1) < 1 - tail:
+        return None
+    low = max(r for r in range(1, n + 1) if F(r - 1) <= tail)  # 1-based ranks
+    high = min(r for r in range(1, n + 1) if F(r - 1) >= 1 - tail)
+    pos = (n - 1) * q / 100  # 0-based position of the interpolated percentile
+    low, high = min(low, math.floor(pos) + 1), max(high, math.ceil(pos) + 1)
+    return Interval(xs[low - 1], xs[high - 1], n, "order_statistic")
+
+
+def hull(a: Interval, b: Interval, n: int, method: str) -> Interval:
+    """The smallest interval holding both (each a 95 % interval: the hull covers at least as often)."""
+    return Interval(min(a.low, b.low), max(a.high, b.high), n, method)
 
 
 def requests_for_percentile(q: float, tail: int = 5) -> int:
@@ -198,12 +286,20 @@ def difference_label(a: float, se_a: float, b: float, se_b: float) -> str:
 NORMAL_METHODS = ("delta_method", "normal_se")  # intervals built with z, not t
 
 
-def normal_interval(value: float, se: float, n: int) -> Interval:
-    """value ± 1.96·se: an estimate over many items with a known SE (e.g. an lm-eval accuracy)."""
-    return Interval(value - Z95 * se, value + Z95 * se, n, "normal_se")
+def normal_interval(value: float, se: float, n: int, lower: float | None = None,
+                    upper: float | None = None) -> Interval:
+    """value ± 1.96·se: an estimate over many items with a known SE (e.g. an lm-eval accuracy),
+    cut to [lower, upper] where the estimate cannot leave them (an accuracy: 0 and 1)."""
+    low, high = value - Z95 * se, value + Z95 * se
+    return Interval(low if lower is None else max(low, lower), high if upper is None else min(high, upper), n,
+                    "normal_se")
 
 
-def se_from_interval(iv: Interval) -> float:
-    """Back out a standard error from a 95 % interval (z for normal methods, else t on n − 1 df)."""
+def se_from_interval(iv: Interval, value: float | None = None) -> float:
+    """Back out a standard error from a 95 % interval (z for normal methods, else t on n − 1 df).
+
+    value: the figure's value; the SE then comes from the longer side of the interval, so an
+    interval cut at 0 (or at 1) still gives its uncut SE."""
     crit = Z95 if iv.method in NORMAL_METHODS or iv.n < 2 else t95(iv.n - 1)
-    return iv.half_width / crit
+    half = iv.half_width if value is None else max(iv.high - value, value - iv.low, 0.0)
+    return half / crit
