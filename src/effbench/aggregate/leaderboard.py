@@ -225,13 +225,15 @@ def _quality_vs_best(ok: pd.DataFrame, spec: StageSpec) -> list[str | None]:
 def _standard_errors(ok: pd.DataFrame, m: str) -> list[float | None]:
     """SEs backed out of each row's recorded interval (see spread.se_from_interval)."""
     out: list[float | None] = []
-    for b, n, method in zip(_bounds(ok, m), ok.get(m + "__ci_n", [None] * len(ok)),
-                            ok.get(m + "__ci_method", [None] * len(ok))):
+    for b, n, method, v in zip(_bounds(ok, m), ok.get(m + "__ci_n", [None] * len(ok)),
+                               ok.get(m + "__ci_method", [None] * len(ok)), ok[m]):
         if b is None:
             out.append(None)
             continue
         nn = 0 if is_missing(n) else int(n)
-        out.append(spread.se_from_interval(spread.Interval(b[0], b[1], nn, "" if is_missing(method) else str(method))))
+        iv = spread.Interval(b[0], b[1], nn, "" if is_missing(method) else str(method))
+        # the value: an interval cut at 0 keeps its uncut SE (its longer side)
+        out.append(spread.se_from_interval(iv, None if is_missing(v) else float(v)))
     return out
 
 

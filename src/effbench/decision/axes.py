@@ -90,7 +90,10 @@ def interval(row: pd.Series, column: str) -> Interval | None:
 
 def standard_error(row: pd.Series, column: str) -> float | None:
     iv = interval(row, column)
-    return None if iv is None else se_from_interval(iv)
+    if iv is None:
+        return None
+    value = row.get(column)  # an interval cut at 0 keeps its uncut SE (its longer side)
+    return se_from_interval(iv, None if is_missing(value) else float(value))
 
 
 def missing_reason(row: pd.Series, column: str) -> str:
