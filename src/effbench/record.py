@@ -10,6 +10,8 @@ null when measured), so a missing value is never confused with a zero.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
@@ -29,6 +31,10 @@ from .measure.figure import Figure
 SCHEMA_VERSION = 3
 STAGES = ("pretrain", "finetune", "quantize", "inference")
 STATUSES = ("ok", "oom", "failed")
+PRECISIONS = ("fp32", "bf16", "fp16", "int4")  # training precisions, and the served ones
+ENGINES, DEVICE_KINDS = ("vllm", "transformers"), ("cuda", "cpu")
+QUANT_METHODS = ("cast", "rtn", "gptq", "awq")
+QUALITY_LABELS = ("significant", "not significant", "baseline")  # spread.difference_label, or the baseline
 ALL = frozenset(STAGES)
 # The files a cell writes (the workflow's rules name them as outputs).
 RECORD_FILE = "record.parquet"
@@ -46,9 +52,16 @@ class Column:
     stages: frozenset[str] = ALL
     required: bool = False  # must be non-null when status == "ok" in these stages
     figure: bool = False  # a measured figure with __source / __missing companions
+    # What a non-null value may be (checked on write and on read): one of ``enum``; at least
+    # ``lo`` and at most ``hi``. A float is always finite. A figure's bounds apply to its value,
+    # not to its interval, whose ends need only be finite and ordered (a t interval around a
+    # small non-negative figure may reach below zero).
+    enum: tuple[str, ...] = ()
+    lo: float | None = None
+    hi: float | None = None
 
 
-def _c(name: str, type_: pa.DataType, doc: str, stages: Iterable[str] = STAGES, **kw: bool) -> Column:
+def _c(name: str, type_: pa.DataType, doc: str, stages: Iterable[str] = STAGES, **kw: Any) -> Column:
     return Column(name, type_, doc, frozenset(stages), **kw)
 
 
@@ -60,10 +73,10 @@ PT, FT, QT, IT = ("pretrain",), ("finetune",), ("quantize",), ("inference",)
 COLUMNS: tuple[Column, ...] = (
     # identity
     _c("schema_version", I, "Version of this schema.", required=True),
-    _c("stage", S, "pretrain | finetune | quantize | inference.", required=True),
+    _c("stage", S, "pretrain | finetune | quantize | inference.", required=True, enum=STAGES),
     _c("cell", S, "The cell's path under its stage, e.g. 'xs/gqa'.", required=True),
     _c("run_id", S, "Unique id of this run (stage/cell/start time).", required=True),
-    _c("status", S, "ok | oom | failed.", required=True),
+    _c("status", S, "ok | oom | failed.", required=True, enum=STATUSES),
     _c("status_detail", S, "Why a run is not ok (e.g. the OOM message and the settings tried)."),
     # cell keys
     _c("size", S, "Model size name from the config (pretraining).", PT, required=True),
@@ -71,91 +84,91 @@ COLUMNS: tuple[Column, ...] = (
     _c("model", S, "Model name from the config (fine-tuning, quantization, inference).", FT + QT + IT),
     _c("method", S, "Fine-tuning method: lora, loraplus, rslora, dora, pissa, freeze, full.", FT),
     _c("task", S, "Task or dataset name.", FT + IT),
-    _c("precision", S, "bf16 | fp16 | int4 (quantization, inference) or training precision.", ALL),
+    _c("precision", S, "bf16 | fp16 | int4 (quantization, inference) or training precision.", ALL, enum=PRECISIONS),
     _c("load_point", S, "Inference load point name from the config.", IT),
     # figures (measured, with source)
-    _c("amu_gb", F, "AMU: time-averaged memory used, GB (device memory on GPU, process-tree PSS on CPU).", figure=True),
-    _c("amu_frac", F, "AMU as a fraction of the device's total memory.", figure=True),
-    _c("peak_mem_gb", F, "Largest memory sample in the window, GB.", figure=True),
-    _c("pcu_frac", F, "PCU: time-averaged utilisation / peak, 0-1.", figure=True),
-    _c("al_s_per_iter", F, "AL: mean wall time per training iteration, s.", PT + FT, figure=True),
-    _c("al_s_per_request", F, "AL: mean end-to-end time per request, s.", IT, figure=True),
-    _c("tt_tokens_per_param_s", F, "TT: tokens / parameters / s (pretraining).", PT, figure=True),
-    _c("st_samples_per_param_s", F, "ST: samples / parameters / s (fine-tuning).", FT, figure=True),
-    _c("it_tokens_per_s", F, "IT: generated tokens / s.", IT, figure=True),
-    _c("tokens_per_s", F, "Tokens processed per second (not normalised).", PT + FT + IT, figure=True),
-    _c("aec_w", F, "AEC: average power over the window, W.", figure=True),
+    _c("amu_gb", F, "AMU: time-averaged memory used, GB (device memory on GPU, process-tree PSS on CPU).", figure=True, lo=0),
+    _c("amu_frac", F, "AMU as a fraction of the device's total memory.", figure=True, lo=0, hi=1),
+    _c("peak_mem_gb", F, "Largest memory sample in the window, GB.", figure=True, lo=0),
+    _c("pcu_frac", F, "PCU: time-averaged utilisation / peak, 0-1.", figure=True, lo=0, hi=1),
+    _c("al_s_per_iter", F, "AL: mean wall time per training iteration, s.", PT + FT, figure=True, lo=0),
+    _c("al_s_per_request", F, "AL: mean end-to-end time per request, s.", IT, figure=True, lo=0),
+    _c("tt_tokens_per_param_s", F, "TT: tokens / parameters / s (pretraining).", PT, figure=True, lo=0),
+    _c("st_samples_per_param_s", F, "ST: samples / parameters / s (fine-tuning).", FT, figure=True, lo=0),
+    _c("it_tokens_per_s", F, "IT: generated tokens / s.", IT, figure=True, lo=0),
+    _c("tokens_per_s", F, "Tokens processed per second (not normalised).", PT + FT + IT, figure=True, lo=0),
+    _c("aec_w", F, "AEC: average power over the window, W.", figure=True, lo=0),
     _c("energy_j", F, "Total energy over the window, J (pretraining across nodes: every node's, summed).",
-       figure=True),
-    _c("energy_j_per_token", F, "Energy per processed (or generated) token, J.", PT + FT + IT, figure=True),
-    _c("energy_j_per_sample", F, "Energy per sample, J.", FT, figure=True),
+       figure=True, lo=0),
+    _c("energy_j_per_token", F, "Energy per processed (or generated) token, J.", PT + FT + IT, figure=True, lo=0),
+    _c("energy_j_per_sample", F, "Energy per sample, J.", FT, figure=True, lo=0),
     _c("mfu_frac", F, "Model FLOPs utilisation: analytic FLOP/s over the dense peak of all devices "
-       "(per device × world size; the source names the count).", PT, figure=True),
-    _c("ttft_s_mean", F, "TTFT: time to first token (submission to first generated token seen by the client), mean, s.", IT, figure=True),
-    _c("ttft_s_p50", F, "TTFT: time to first token (submission to first generated token seen by the client), p50, s.", IT, figure=True),
-    _c("ttft_s_p90", F, "TTFT: time to first token (submission to first generated token seen by the client), p90, s.", IT, figure=True),
-    _c("ttft_s_p99", F, "TTFT: time to first token (submission to first generated token seen by the client), p99, s.", IT, figure=True),
-    _c("tpot_s_mean", F, "TPOT: time per output token after the first, per request: (E2E - TTFT) / (tokens - 1), mean, s.", IT, figure=True),
-    _c("tpot_s_p50", F, "TPOT: time per output token after the first, per request: (E2E - TTFT) / (tokens - 1), p50, s.", IT, figure=True),
-    _c("tpot_s_p90", F, "TPOT: time per output token after the first, per request: (E2E - TTFT) / (tokens - 1), p90, s.", IT, figure=True),
-    _c("tpot_s_p99", F, "TPOT: time per output token after the first, per request: (E2E - TTFT) / (tokens - 1), p99, s.", IT, figure=True),
-    _c("itl_s_mean", F, "ITL: inter-token latency, gaps between consecutive tokens of a request (pooled), mean, s.", IT, figure=True),
-    _c("itl_s_p50", F, "ITL: inter-token latency, gaps between consecutive tokens of a request (pooled), p50, s.", IT, figure=True),
-    _c("itl_s_p90", F, "ITL: inter-token latency, gaps between consecutive tokens of a request (pooled), p90, s.", IT, figure=True),
-    _c("itl_s_p99", F, "ITL: inter-token latency, gaps between consecutive tokens of a request (pooled), p99, s.", IT, figure=True),
-    _c("e2e_s_mean", F, "E2E: end-to-end latency per request (submission to last token), mean, s.", IT, figure=True),
-    _c("e2e_s_p50", F, "E2E: end-to-end latency per request (submission to last token), p50, s.", IT, figure=True),
-    _c("e2e_s_p90", F, "E2E: end-to-end latency per request (submission to last token), p90, s.", IT, figure=True),
-    _c("e2e_s_p99", F, "E2E: end-to-end latency per request (submission to last token), p99, s.", IT, figure=True),
-    _c("energy_counter_updates", F, "Energy-counter updates expected in the measured window (window seconds × the counter's update rate; NVML ~12/s)."),
+       "(per device × world size; the source names the count).", PT, figure=True, lo=0),
+    _c("ttft_s_mean", F, "TTFT: time to first token (submission to first generated token seen by the client), mean, s.", IT, figure=True, lo=0),
+    _c("ttft_s_p50", F, "TTFT: time to first token (submission to first generated token seen by the client), p50, s.", IT, figure=True, lo=0),
+    _c("ttft_s_p90", F, "TTFT: time to first token (submission to first generated token seen by the client), p90, s.", IT, figure=True, lo=0),
+    _c("ttft_s_p99", F, "TTFT: time to first token (submission to first generated token seen by the client), p99, s.", IT, figure=True, lo=0),
+    _c("tpot_s_mean", F, "TPOT: time per output token after the first, per request: (E2E - TTFT) / (tokens - 1), mean, s.", IT, figure=True, lo=0),
+    _c("tpot_s_p50", F, "TPOT: time per output token after the first, per request: (E2E - TTFT) / (tokens - 1), p50, s.", IT, figure=True, lo=0),
+    _c("tpot_s_p90", F, "TPOT: time per output token after the first, per request: (E2E - TTFT) / (tokens - 1), p90, s.", IT, figure=True, lo=0),
+    _c("tpot_s_p99", F, "TPOT: time per output token after the first, per request: (E2E - TTFT) / (tokens - 1), p99, s.", IT, figure=True, lo=0),
+    _c("itl_s_mean", F, "ITL: inter-token latency, gaps between consecutive tokens of a request (pooled), mean, s.", IT, figure=True, lo=0),
+    _c("itl_s_p50", F, "ITL: inter-token latency, gaps between consecutive tokens of a request (pooled), p50, s.", IT, figure=True, lo=0),
+    _c("itl_s_p90", F, "ITL: inter-token latency, gaps between consecutive tokens of a request (pooled), p90, s.", IT, figure=True, lo=0),
+    _c("itl_s_p99", F, "ITL: inter-token latency, gaps between consecutive tokens of a request (pooled), p99, s.", IT, figure=True, lo=0),
+    _c("e2e_s_mean", F, "E2E: end-to-end latency per request (submission to last token), mean, s.", IT, figure=True, lo=0),
+    _c("e2e_s_p50", F, "E2E: end-to-end latency per request (submission to last token), p50, s.", IT, figure=True, lo=0),
+    _c("e2e_s_p90", F, "E2E: end-to-end latency per request (submission to last token), p90, s.", IT, figure=True, lo=0),
+    _c("e2e_s_p99", F, "E2E: end-to-end latency per request (submission to last token), p99, s.", IT, figure=True, lo=0),
+    _c("energy_counter_updates", F, "Energy-counter updates expected in the measured window (window seconds × the counter's update rate; NVML ~12/s).", lo=0),
     _c("energy_window_short", B, "True when the measured window holds fewer than 20 energy-counter updates: its energy figures are coarse."),
-    _c("it_cv", F, "Coefficient of variation of IT over the repeats (noise flag).", IT, figure=True),
-    _c("repeats", I, "Measured repeats of the load point.", IT),
-    _c("concurrency", I, "Requests kept in flight (offline: all of them, capped by the engine batch).", IT),
-    _c("batch_size", I, "Requests the engine may batch at this point: min(concurrency, vLLM max_num_seqs); transformers: the static batch.", IT),
-    _c("prompt_len", I, "Prompt tokens per request.", IT),
-    _c("output_len", I, "Generated tokens per request (fixed: min = max new tokens).", IT),
-    _c("engine", S, "Serving engine: vllm | transformers.", IT),
+    _c("it_cv", F, "Coefficient of variation of IT over the repeats (noise flag).", IT, figure=True, lo=0),
+    _c("repeats", I, "Measured repeats of the load point.", IT, lo=0),
+    _c("concurrency", I, "Requests kept in flight (offline: all of them, capped by the engine batch).", IT, lo=0),
+    _c("batch_size", I, "Requests the engine may batch at this point: min(concurrency, vLLM max_num_seqs); transformers: the static batch.", IT, lo=0),
+    _c("prompt_len", I, "Prompt tokens per request.", IT, lo=0),
+    _c("output_len", I, "Generated tokens per request (fixed: min = max new tokens).", IT, lo=0),
+    _c("engine", S, "Serving engine: vllm | transformers.", IT, enum=ENGINES),
     _c("engine_fallback", S, "Why the configured engine did not serve this cell (e.g. no int4 kernel in the CPU build of vLLM); null when it did.", IT),
-    _c("running_peak", I, "Most requests vLLM's scheduler ran at once during the point (its own stats).", IT),
+    _c("running_peak", I, "Most requests vLLM's scheduler ran at once during the point (its own stats).", IT, lo=0),
     _c("kv_bytes_per_token", I, "KV-cache bytes one token holds over all layers (vLLM's KV cache spec; "
-       "transformers: 2·L·groups·head_dim·bytes).", IT),
+       "transformers: 2·L·groups·head_dim·bytes).", IT, lo=0),
     _c("kv_cache_budget_bytes", I, "KV-cache bytes the engine was asked to reserve (vLLM kv_cache_memory_bytes), "
-       "sized for the largest load point of the engine load.", IT),
-    _c("mem_weights_gb", F, "Memory of the loaded weights, GB (the engine's parameter bytes).", IT, figure=True),
-    _c("mem_kv_reserved_gb", F, "KV cache the engine reserved, GB (its KV cache tensors).", IT, figure=True),
+       "sized for the largest load point of the engine load.", IT, lo=0),
+    _c("mem_weights_gb", F, "Memory of the loaded weights, GB (the engine's parameter bytes).", IT, figure=True, lo=0),
+    _c("mem_kv_reserved_gb", F, "KV cache the engine reserved, GB (its KV cache tensors).", IT, figure=True, lo=0),
     _c("mem_kv_peak_used_gb", F, "KV cache in use at the point's peak, GB (scheduler's KV-cache usage × blocks).",
-       IT, figure=True),
+       IT, figure=True, lo=0),
     _c("mem_runtime_gb", F, "AMU − weights − KV reserved, GB: the serving runtime's own memory.", IT, figure=True),
-    _c("weight_bits", I, "Nominal bits per weight of the precision (bf16/fp16 16, int4 4).", QT + IT),
-    _c("quant_method", S, "How the checkpoint was made: cast (bf16/fp16) | rtn | gptq | awq (int4).", QT + IT),
-    _c("mcr_nominal", F, "MCR with the nominal bit ratio (e.g. 16/4).", QT + IT, figure=True),
-    _c("mcr_disk", F, "MCR with the measured on-disk size ratio.", QT + IT, figure=True),
+    _c("weight_bits", I, "Nominal bits per weight of the precision (bf16/fp16 16, int4 4).", QT + IT, lo=1),
+    _c("quant_method", S, "How the checkpoint was made: cast (bf16/fp16) | rtn | gptq | awq (int4).", QT + IT, enum=QUANT_METHODS),
+    _c("mcr_nominal", F, "MCR with the nominal bit ratio (e.g. 16/4).", QT + IT, figure=True, lo=0),
+    _c("mcr_disk", F, "MCR with the measured on-disk size ratio.", QT + IT, figure=True, lo=0),
     # quality
-    _c("val_loss", F, "Validation mean token NLL (nats).", PT + FT, figure=True),
-    _c("ppl", F, "Validation perplexity, exp(val_loss).", PT, figure=True),
-    _c("train_loss", F, "Mean training loss over the last logged steps.", PT + FT, figure=True),
-    _c("accuracy", F, "Mean accuracy over the evaluated tasks, 0-1.", FT + QT + IT, figure=True),
-    _c("fid_ppl", F, "Held-out perplexity of this precision through the serving engine (effbench.fidelity); joined at aggregation.", QT + IT, figure=True),
-    _c("fid_kl_mean", F, "Mean KL(baseline || this precision) of next-token distributions on held-out text, nats; joined at aggregation.", QT + IT, figure=True),
-    _c("fid_kl_p99", F, "99th percentile over positions of that KL, nats; joined at aggregation.", QT + IT, figure=True),
-    _c("fid_top1_agreement", F, "Share of held-out positions where this precision's top-1 token is the baseline's; joined at aggregation.", QT + IT, figure=True),
-    _c("quality_vs_baseline", S, "Accuracy against the baseline precision: significant | not significant (inside 2 combined standard errors) | baseline; joined at aggregation.", QT + IT),
+    _c("val_loss", F, "Validation mean token NLL (nats).", PT + FT, figure=True, lo=0),
+    _c("ppl", F, "Validation perplexity, exp(val_loss).", PT, figure=True, lo=1),
+    _c("train_loss", F, "Mean training loss over the last logged steps.", PT + FT, figure=True, lo=0),
+    _c("accuracy", F, "Mean accuracy over the evaluated tasks, 0-1.", FT + QT + IT, figure=True, lo=0, hi=1),
+    _c("fid_ppl", F, "Held-out perplexity of this precision through the serving engine (effbench.fidelity); joined at aggregation.", QT + IT, figure=True, lo=1),
+    _c("fid_kl_mean", F, "Mean KL(baseline || this precision) of next-token distributions on held-out text, nats; joined at aggregation.", QT + IT, figure=True, lo=0),
+    _c("fid_kl_p99", F, "99th percentile over positions of that KL, nats; joined at aggregation.", QT + IT, figure=True, lo=0),
+    _c("fid_top1_agreement", F, "Share of held-out positions where this precision's top-1 token is the baseline's; joined at aggregation.", QT + IT, figure=True, lo=0, hi=1),
+    _c("quality_vs_baseline", S, "Accuracy against the baseline precision: significant | not significant (inside 2 combined standard errors) | baseline; joined at aggregation.", QT + IT, enum=QUALITY_LABELS),
     _c("accuracy_tasks_json", S, "Per-task scores {task: {metric, value, stderr, n}} from lm-evaluation-harness (JSON).", FT + QT + IT),
     # raw counts
-    _c("steps", I, "Optimizer steps measured.", PT + FT),
-    _c("resumed_from_step", I, "Step the run resumed from after an interruption (0 = fresh start).", PT + FT),
-    _c("tokens", I, "Tokens processed in the measured window.", PT + FT + IT),
-    _c("samples", I, "Samples (sequences, requests) processed in the measured window."),
-    _c("seconds", F, "Wall time of the measured window, s.", required=True),
-    _c("params_total", I, "All parameters.", required=True),
-    _c("params_active", I, "Parameters active per token (MoE: top-k experts only).", PT),
-    _c("params_non_embedding", I, "Parameters outside the embedding and output layers.", PT),
-    _c("params_trainable", I, "Trainable parameters.", FT),
-    _c("params_trainable_frac", F, "Trainable parameters over all parameters (adapter included), 0-1.", FT),
-    _c("flops_per_token", F, "Analytic training FLOPs per token: 6·(N_active non-embedding + output projection) + 12·L·H·S.", PT),
-    _c("disk_bytes", I, "Size on disk of the run's model artefact (checkpoint; fine-tuning: the saved adapter, or the whole model for freeze/full; quantized model)."),
-    _c("seq_length", I, "Sequence length (context) used.", PT + FT + IT),
+    _c("steps", I, "Optimizer steps measured.", PT + FT, lo=0),
+    _c("resumed_from_step", I, "Step the run resumed from after an interruption (0 = fresh start).", PT + FT, lo=0),
+    _c("tokens", I, "Tokens processed in the measured window.", PT + FT + IT, lo=0),
+    _c("samples", I, "Samples (sequences, requests) processed in the measured window.", lo=0),
+    _c("seconds", F, "Wall time of the measured window, s.", required=True, lo=0),
+    _c("params_total", I, "All parameters.", required=True, lo=0),
+    _c("params_active", I, "Parameters active per token (MoE: top-k experts only).", PT, lo=0),
+    _c("params_non_embedding", I, "Parameters outside the embedding and output layers.", PT, lo=0),
+    _c("params_trainable", I, "Trainable parameters.", FT, lo=0),
+    _c("params_trainable_frac", F, "Trainable parameters over all parameters (adapter included), 0-1.", FT, lo=0, hi=1),
+    _c("flops_per_token", F, "Analytic training FLOPs per token: 6·(N_active non-embedding + output projection) + 12·L·H·S.", PT, lo=0),
+    _c("disk_bytes", I, "Size on disk of the run's model artefact (checkpoint; fine-tuning: the saved adapter, or the whole model for freeze/full; quantized model).", lo=0),
+    _c("seq_length", I, "Sequence length (context) used.", PT + FT + IT, lo=0),
     _c("settings_json", S, "The cell's resolved settings (JSON).", required=True),
     _c("settings_hash", S, "sha256 of settings_json.", required=True),
     _c("parallel_json", S, "Parallel layout (world size, data/tensor/pipeline parallel) as JSON."),
@@ -164,11 +177,11 @@ COLUMNS: tuple[Column, ...] = (
     _c("code_version", S, "git describe of the pipeline, or a hash of its sources when not in git.", required=True),
     _c("library_versions_json", S, "Versions of the libraries this stage imported (JSON).", required=True),
     _c("host", S, "Host name.", required=True),
-    _c("device_kind", S, "cuda | cpu.", required=True),
+    _c("device_kind", S, "cuda | cpu.", required=True, enum=DEVICE_KINDS),
     _c("device_name", S, "GPU model from NVML, or the CPU.", required=True),
-    _c("device_count", I, "Devices measured.", required=True),
+    _c("device_count", I, "Devices measured.", required=True, lo=0),
     _c("driver_version", S, "NVIDIA driver version (null on CPU)."),
-    _c("seed", I, "Random seed.", required=True),
+    _c("seed", I, "Random seed.", required=True, lo=0),
     _c("started_at", T, "Start of the run (UTC).", required=True),
     _c("ended_at", T, "End of the run (UTC).", required=True),
     _c("slurm_job_id", S, "SLURM_JOB_ID when run under Slurm."),
@@ -177,11 +190,11 @@ COLUMNS: tuple[Column, ...] = (
     _c("slurm_gpus", S, "GPU indices Slurm allocated (SLURM_STEP_GPUS or SLURM_JOB_GPUS); the GPU model is device_name."),
     # isolation (effbench.isolation): who else ran on the host while this run was measured
     _c("alone", B, "True when no other registered effbench job overlapped this run on its host.", STAGES),
-    _c("concurrent_jobs", I, "How many other effbench jobs overlapped this run on its host.", STAGES),
+    _c("concurrent_jobs", I, "How many other effbench jobs overlapped this run on its host.", STAGES, lo=0),
     _c("concurrent_jobs_json", S, "JSON list of the overlapping jobs (stage/cell)."),
-    _c("host_load_1m_start", F, "Host 1-minute load average when the run started (foreign load the registry cannot see)."),
-    _c("host_load_1m_end", F, "Host 1-minute load average when the run ended."),
-    _c("host_cpus", I, "Logical CPUs of the host (to read the load averages against)."),
+    _c("host_load_1m_start", F, "Host 1-minute load average when the run started (foreign load the registry cannot see).", lo=0),
+    _c("host_load_1m_end", F, "Host 1-minute load average when the run ended.", lo=0),
+    _c("host_cpus", I, "Logical CPUs of the host (to read the load averages against).", lo=0),
 )
 
 SAMPLE_COLUMNS: tuple[Column, ...] = (
@@ -227,34 +240,69 @@ def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validate(row: Mapping[str, Any]) -> None:
-    """Raise SchemaError naming every problem with a record row (already flattened)."""
-    problems: list[str] = []
+def _value_problems(name: str, v: Any, c: Column) -> list[str]:
+    """What is wrong with one non-null value of column ``c`` (under ``name``)."""
+    if c.enum:
+        return [] if v in c.enum else [f"column {name} {v!r} not in {c.enum}"]
+    if not isinstance(v, numbers.Real) or isinstance(v, bool):
+        return []  # a wrong type is Arrow's to refuse
+    if not math.isfinite(v):
+        return [f"column {name} is {v}, not a finite number"]
+    if c.lo is not None and v < c.lo:
+        return [f"column {name} is {v}, below its minimum {c.lo:g}"]
+    if c.hi is not None and v > c.hi:
+        return [f"column {name} is {v}, above its maximum {c.hi:g}"]
+    return []
+
+
+def _interval_problems(name: str, row: Mapping[str, Any]) -> list[str]:
+    lo, hi, n = (row.get(name + s) for s in ("__ci_low", "__ci_high", "__ci_n"))
+    out = [f"column {name}{s} is {x}, not a finite number" for s, x in (("__ci_low", lo), ("__ci_high", hi))
+           if isinstance(x, numbers.Real) and not math.isfinite(x)]
+    if not out and isinstance(lo, numbers.Real) and isinstance(hi, numbers.Real) and lo > hi:
+        out.append(f"column {name}__ci_low {lo} is above {name}__ci_high {hi}")
+    if isinstance(n, numbers.Real) and n < 1:
+        out.append(f"column {name}__ci_n is {n}, below its minimum 1")
+    return out
+
+
+def problems(row: Mapping[str, Any], version: int = SCHEMA_VERSION) -> list[str]:
+    """Every problem with a record row (flattened), each naming its column: the row's identity,
+    the columns its stage and status need, and each value against its column's enum and range.
+    ``version``: what the row's schema_version must be (a file's: its metadata's)."""
+    out: list[str] = []
     names = set(RECORD_SCHEMA.names)
     unknown = sorted(set(row) - names)
     if unknown:
-        problems.append(f"unknown columns {unknown}")
-    stage = row.get("stage")
-    if stage not in STAGES:
-        problems.append(f"stage {stage!r} not in {STAGES}")
-    status = row.get("status")
-    if status not in STATUSES:
-        problems.append(f"status {status!r} not in {STATUSES}")
-    if row.get("schema_version") not in (None, SCHEMA_VERSION):
-        problems.append(f"schema_version {row.get('schema_version')} != {SCHEMA_VERSION}")
+        out.append(f"unknown columns {unknown}")
+    stage, status = row.get("stage"), row.get("status")
+    out += [f"column {n} is missing" for n in ("stage", "status") if row.get(n) is None]
+    if row.get("schema_version") not in (None, version):
+        out.append(f"column schema_version is {row.get('schema_version')} but the file's schema version is "
+                        f"{version}")
     for c in COLUMNS:
+        if row.get(c.name) is not None and c.name != "schema_version":
+            out += _value_problems(c.name, row[c.name], c)
+        if c.figure:
+            out += _interval_problems(c.name, row)
         applies = stage in c.stages
         if not applies and row.get(c.name) is not None:
-            problems.append(f"column {c.name} does not apply to stage {stage}")
+            out.append(f"column {c.name} does not apply to stage {stage}")
         if applies and c.required and status == "ok" and row.get(c.name) is None:
-            problems.append(f"required column {c.name} is missing")
+            out.append(f"required column {c.name} is missing")
         reported_null = c.name in row and row[c.name] is None
         if c.figure and applies and status == "ok" and reported_null and not row.get(c.name + "__missing"):
-            problems.append(f"figure {c.name} is null without a reason in {c.name}__missing")
-    if status != "ok" and not row.get("status_detail"):
-        problems.append(f"status {status} needs a status_detail")
-    if problems:
-        raise SchemaError("record does not match schema v%d: %s" % (SCHEMA_VERSION, "; ".join(problems)))
+            out.append(f"figure {c.name} is null without a reason in {c.name}__missing")
+    if status in STATUSES and status != "ok" and not row.get("status_detail"):
+        out.append(f"status {status} needs a status_detail")
+    return out
+
+
+def validate(row: Mapping[str, Any]) -> None:
+    """Raise SchemaError naming every problem with a record row (already flattened)."""
+    found = problems(row)
+    if found:
+        raise SchemaError("record does not match schema v%d: %s" % (SCHEMA_VERSION, "; ".join(found)))
 
 
 def write_record(path: Path, values: Mapping[str, Any]) -> None:
@@ -276,8 +324,9 @@ def write_samples(path: Path, run_id: str, rows: list[dict[str, Any]]) -> None:
 def read_record(path: Path) -> "pa.Table":
     """Read one record file as the current schema. A record of an earlier schema version is read
     with the columns it predates set to null (with a warning naming the file); an unreadable
-    file, a newer or missing version, a missing required column or a column of the wrong type
-    is a SchemaError naming the file (and the column)."""
+    file, a newer or missing version, a missing required column, a column of the wrong type or a
+    row the writer would refuse (:func:`problems`: an enum, a range, a NaN, a schema_version other
+    than the file's) is a SchemaError naming the file (and the column)."""
     try:
         t = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
@@ -304,7 +353,14 @@ def read_record(path: Path) -> "pa.Table":
             wrong.append(f"column {f.name} is {col.type}, the schema says {f.type} ({e})")
     if wrong:
         raise SchemaError(f"{path}: " + "; ".join(wrong))
-    return pa.Table.from_arrays(columns, schema=RECORD_SCHEMA)
+    table = pa.Table.from_arrays(columns, schema=RECORD_SCHEMA)
+    present = [n for n in RECORD_SCHEMA.names if n not in missing]  # a column it predates is not reported
+    for row in table.select(present).to_pylist():
+        # As the writer saw it: the values it was given (it writes null for a column it was not).
+        found = problems({k: v for k, v in row.items() if v is not None}, int(version))
+        if found:
+            raise SchemaError(f"{path}: " + "; ".join(found))
+    return table
 
 
 def read_records(paths: Iterable[Path]) -> "pa.Table":

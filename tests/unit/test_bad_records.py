@@ -8,6 +8,7 @@ fills mid-write; and checks what the user sees and that no stale and fresh outpu
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -15,12 +16,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from small_fs import small_fs
-from test_aggregate import CELLS, _load_script, make_record
+from test_aggregate import CELLS, T0, _load_script, make_record
 
 from effbench.aggregate.stage import aggregate_stage
 from effbench.aggregate.summary import write_summary
 from effbench.atomic import NoSpaceError
-from effbench.record import SchemaError
+from effbench.measure.figure import Figure
+from effbench.record import SchemaError, read_record, write_record
 
 
 def _records(d: Path) -> dict[tuple[str, str], Path]:
@@ -122,3 +124,73 @@ def test_outputs_of_the_previous_set_that_the_new_one_lacks_are_removed(tmp_path
     assert first["plots"]
     aggregate_stage("pretrain", [make_record(tmp_path / "old", "xs", "moe", 9, status="oom")], out)
     assert not any((out / p["png"]).exists() for p in first["plots"])  # no stale plot beside the new table
+
+
+# --- impossible values (issue #24, item 4): the reader checks what the writer checks -----------------
+
+
+def _rewrite(p: Path, column: str, values: list, type_: pa.DataType | None = None) -> None:
+    """Rewrite one column of a record file by hand (another tool, a bad merge, a hand edit)."""
+    t = pq.read_table(p)
+    i = t.schema.get_field_index(column)
+    pq.write_table(t.set_column(i, column, pa.array(values, type_ or t.schema.field(i).type)), p)
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("status", "banana", r"column status 'banana' not in \('ok', 'oom', 'failed'\)"),
+    ("ppl", -3.0, r"column ppl is -3\.0, below its minimum 1"),
+    ("ppl", 0.5, r"column ppl is 0\.5, below its minimum 1"),
+    ("amu_gb", -1.0, r"column amu_gb is -1\.0, below its minimum 0"),
+    ("val_loss", float("nan"), r"column val_loss is nan, not a finite number"),
+    ("al_s_per_iter", float("inf"), r"column al_s_per_iter is inf, not a finite number"),
+    ("pcu_frac", 1.5, r"column pcu_frac is 1\.5, above its maximum 1"),
+    ("params_total", -5, r"column params_total is -5, below its minimum 0"),
+    ("device_kind", "tpu", r"column device_kind 'tpu' not in"),
+    ("schema_version", 99, r"column schema_version is 99 but the file's schema version is 3"),
+    ("amu_gb__ci_low", 50.0, r"column amu_gb__ci_low 50\.0 is above amu_gb__ci_high"),
+])
+def test_an_impossible_value_is_refused_on_read_naming_the_file_and_the_column(
+        tmp_path: Path, column: str, value: object, message: str) -> None:
+    p = make_record(tmp_path / "results", "xs", "gqa", 0, metrics=CELLS[("xs", "gqa")],
+                    intervals={"amu_gb": (44.0, 45.5)},
+                    extra={"val_loss": Figure.of(2.09, "validation_mean_nll"),
+                           "pcu_frac": Figure.of(0.5, "psutil_cpu_percent")})
+    read_record(p)  # as written: valid
+    _rewrite(p, column, [value])
+    with pytest.raises(SchemaError, match=rf"^{re.escape(str(p))}: .*{message}"):
+        read_record(p)
+    with pytest.raises(SchemaError, match=re.escape(str(p))):  # the aggregation fails on it, naming it
+        aggregate_stage("pretrain", [p], tmp_path / "out")
+
+
+def test_what_the_writers_produce_still_reads(tmp_path: Path) -> None:
+    """Nulls with their reasons, an interval reaching below zero around a non-negative figure
+    (t intervals are not clipped), a serving record's runtime memory below zero (AMU is a time
+    average, weights and KV the engine's own counts), an oom record without figures."""
+    p = make_record(tmp_path / "results", "xs", "gqa", 0, metrics=(8.0, 0.01, 0.1, 2e-4, None),
+                    intervals={"amu_gb": (-0.02, 0.04), "al_s_per_iter": (0.05, 0.15)},
+                    extra={"val_loss": Figure.missing("evaluation skipped"), "train_loss": Figure.of(0.0, "x")})
+    (row,) = read_record(p).to_pylist()
+    assert row["amu_gb__ci_low"] == -0.02 and row["aec_w"] is None and row["val_loss__missing"]
+    oom = make_record(tmp_path / "results", "xs", "moe", 1, status="oom")
+    assert read_record(oom).column("status").to_pylist() == ["oom"]
+    serve = tmp_path / "serve.parquet"
+    write_record(serve, {**_serving_row(), "mem_runtime_gb": Figure.of(-0.3, "amu-weights-kv")})
+    assert read_record(serve).column("mem_runtime_gb").to_pylist() == [-0.3]
+
+
+def test_the_writer_refuses_the_same_values(tmp_path: Path) -> None:
+    with pytest.raises(SchemaError, match=r"column ppl is 0\.5, below its minimum 1"):
+        make_record(tmp_path, "xs", "gqa", 0, metrics=(0.5, 1.0, 0.1, 2e-4, 300.0))
+    with pytest.raises(SchemaError, match=r"column engine 'tgi' not in"):
+        write_record(tmp_path / "r.parquet", {**_serving_row(), "engine": "tgi"})
+
+
+def _serving_row() -> dict:
+    return {
+        "stage": "inference", "cell": "m/int4/c1", "run_id": "inference/m/int4/c1/0", "status": "ok",
+        "model": "m", "precision": "int4", "load_point": "c1", "engine": "vllm", "quant_method": "gptq",
+        "seconds": 3.0, "params_total": 1000, "settings_json": "{}", "settings_hash": "h", "config_hash": "c",
+        "code_version": "v", "library_versions_json": "{}", "host": "h", "device_kind": "cpu",
+        "device_name": "cpu", "device_count": 1, "seed": 1, "started_at": T0, "ended_at": T0,
+    }

@@ -7,6 +7,7 @@ cases go through a real `snakemake -n` to show the user sees the same before any
 from __future__ import annotations
 
 import copy
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from config_edits import DELETE, edited
+from fake_hub import _put
 
 from effbench import config as cfg
 from effbench.config.yaml_strict import load_text
@@ -113,6 +115,62 @@ def _minimal_with(fn: Callable[[dict], None]) -> Callable[[Path], dict]:
         fn(c)
         return c
     return make
+
+
+def with_env(case: Case, **env: str) -> Case:
+    """The case with environment variables set (``HF_HOME`` under the case's temporary folder,
+    whose hub cache starts empty) while it runs."""
+
+    def reject(tmp: Path) -> str:
+        (tmp / "hf" / "hub").mkdir(parents=True, exist_ok=True)
+        with pytest.MonkeyPatch.context() as mp:
+            for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+                mp.delenv(var, raising=False)
+            mp.setenv("HF_HOME", str(tmp / "hf"))
+            for k, v in env.items():
+                mp.setenv(k, v)
+            return case.reject(tmp)
+
+    return Case(case.id, reject, case.names)
+
+
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
+ODD = {"hidden_size": 256, "intermediate_size": 1000, "num_attention_heads": 4, "num_hidden_layers": 2,
+       "vocab_size": 1024}  # an FFN of 1000 inputs: no int4 group of 32, 64 or 128 divides it
+
+
+def quantize_model(id: str, ref: Callable[[Path], dict], *names: str) -> Case:
+    """The default config with one more model to quantize, its reference made under the case's
+    temporary folder (a model directory, or a model put in the local Hugging Face cache)."""
+
+    def reject(tmp: Path) -> str:
+        c = copy.deepcopy(DEFAULT)
+        c["quantize"]["models"]["extra"] = ref(tmp)
+        return _message(lambda: cfg.plan(c))
+
+    return Case(id, reject, names)
+
+
+def model_dir(config_json: dict) -> Callable[[Path], dict]:
+    def make(tmp: Path) -> dict:
+        (tmp / "model").mkdir()
+        (tmp / "model" / "config.json").write_text(json.dumps(config_json))
+        return {"path": str(tmp / "model")}
+    return make
+
+
+def cached(repo: str, config_json: dict) -> Callable[[Path], dict]:
+    def make(tmp: Path) -> dict:  # HF_HOME is tmp/hf (with_env)
+        _put(tmp / "hf" / "hub" / f"models--{repo.replace('/', '--')}", {
+            "config.json": json.dumps(config_json).encode(), "tokenizer_config.json": b"{}",
+            "tokenizer.json": b"{}", "model.safetensors": b"placeholder"})
+        return {"hf": repo}
+    return make
+
+
+def _hub_finetune_model(c: dict) -> None:
+    c["finetune"]["models"]["hub"] = {"hf": "org/absent", "template": "llama3"}
+    c["finetune"]["grid"].append({"models": ["hub"], "methods": ["lora"], "tasks": ["synthetic"]})
 
 
 PT = "pretrain"
@@ -226,6 +284,37 @@ CASES = [
     edit("offline load point with concurrency", "inference.load_points.offline.concurrency", 2),
     edit("paper: load point longer than max_model_len", "inference.load_points.c1.output_len", 4000,
          r"`inference\.load_points\.c1`", base=PAPER),
+    # --- numbers the schema's comparisons let through (issue #24, item 4) --------------------------
+    edit("lr NaN", "pretrain.training.lr", float("nan"), r"`pretrain\.training\.lr`: nan is not a finite number"),
+    edit("weight decay infinite", "pretrain.training.weight_decay", float("inf"), r"`pretrain\.training\.weight_decay`"),
+    edit("-inf where the schema checks nothing (extra_args)", "finetune.methods.lora.extra_args", {"x": float("-inf")},
+         r"`finetune\.methods\.lora\.extra_args\.x`: -inf is not a finite number"),
+    text_edit("lr .nan (config.yaml, with its line)", CONFIG_TEXT, "lr: 3.0e-3", "lr: .nan", r"`pretrain\.training\.lr`",
+              rf"\[config/config\.yaml:{line_of(CONFIG_TEXT, 'lr: 3.0e-3')}\]", name="config/config.yaml"),
+    edit("num_layers 2.0", "pretrain.sizes.xs.num_layers", 2.0,
+         r"`pretrain\.sizes\.xs\.num_layers`: 2\.0 is not of type 'integer'"),
+    text_edit("num_layers 2.0 (config.yaml, with its line)", CONFIG_TEXT, "xs: {num_layers: 2,", "xs: {num_layers: 2.0,",
+              r"`pretrain\.sizes\.xs\.num_layers`: 2\.0 is not of type 'integer'",
+              rf"\[config/config\.yaml:{line_of(CONFIG_TEXT, 'xs: {num_layers')}\]", name="config/config.yaml"),
+    edit("seed 1234.0", "seed", 1234.0, r"`seed`: 1234\.0 is not of type 'integer'"),
+    edit("max_steps 10.0 (integer or null)", "finetune.training.max_steps", 10.0, r"`finetune\.training\.max_steps`"),
+    edit("group size 64.0", "quantize.int4.group_size", 64.0, r"`quantize\.int4\.group_size`"),
+    # --- int4 groups against each model's linear layers -------------------------------------------
+    edit("group size vs a pretrained FFN", "pretrain.sizes.xs.ffn_hidden_size", 320, r"`quantize\.int4\.group_size`",
+         r"model 'xs-\w+'", r"ffn_hidden_size 320"),
+    quantize_model("group size vs a local model's FFN", model_dir(ODD), r"`quantize\.int4\.group_size`: 128",
+                   r"model 'extra'", r"intermediate_size 1000"),
+    quantize_model("group size vs a local model's attention output", model_dir(
+        {**ODD, "intermediate_size": 1024, "head_dim": 80}), r"`quantize\.int4\.group_size`",
+        r"num_attention_heads × head_dim 320"),
+    with_env(quantize_model("group size vs a cached hub model's FFN", cached("org/odd", ODD),
+                            r"`quantize\.int4\.group_size`", r"model 'extra' \(org/odd\)", r"intermediate_size 1000")),
+    # --- Hugging Face ids offline: not in the local cache ------------------------------------------
+    with_env(quantize_model("offline: quantize model not in the HF cache", lambda _: {"hf": "org/absent"},
+                            r"`quantize\.models\.extra\.hf`", r"org/absent is not in the local Hugging Face cache",
+                            r"HF_HUB_OFFLINE"), **OFFLINE),
+    with_env(change("offline: fine-tuning model not in the HF cache", _hub_finetune_model,
+                    r"`finetune\.models\.hub\.hf`", r"TRANSFORMERS_OFFLINE"), TRANSFORMERS_OFFLINE="1"),
     # --- through the Snakemake CLI: rejected before any job -----------------------------------------
     cli("cli: override typo", _minimal_with(lambda c: c[PT]["sizes"]["xs"].update(
         overrides={"mqa": {"mla": {"kv_lora_rankk": 8}}})), r"pretrain\.sizes\.xs\.overrides\.mqa\.mla\.kv_lora_rankk"),
@@ -234,6 +323,9 @@ CASES = [
         r"`inference\.vllm\.max_model_len`"),
     cli("cli: duplicate key in a --configfile", _minimal, r"raw\.yaml:3:1: duplicate key `seed`",
         raw="results: r\nseed: 1\nseed: 2\n"),
+    with_env(cli("cli: offline, a hub model not in the cache", _minimal_with(
+        lambda c: c["quantize"]["models"].update(hub={"hf": "org/absent"})), r"`quantize\.models\.hub\.hf`",
+        r"org/absent is not in the local Hugging Face cache"), **OFFLINE),
 ]
 
 

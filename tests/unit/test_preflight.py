@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from fake_hub import hf_config
+from fake_hub import _put, add_model, hf_config
 from small_fs import small_fs
 
+from effbench import config as cfg
 from effbench.preflight import cli
 from effbench.preflight.disk import disk_rows
 from effbench.preflight.environments import StageProbe, env_rows, stage_probes, task_rows
@@ -25,7 +26,7 @@ from effbench.preflight.pins import conda_pip_pins, lock_pins, satisfies
 from effbench.preflight.profile import Profile, load_profile
 from effbench.preflight.references import Resolved, reference_rows, references
 from effbench.preflight.rows import PROBLEM, SKIP
-from effbench.preflight.run import expand
+from effbench.preflight.run import Options, expand, preflight
 from effbench.preflight.runtime import runtime_rows, shape_key
 from effbench.preflight.shapes import from_hf_config
 
@@ -146,7 +147,19 @@ def test_a_model_folder_without_a_tokenizer_or_weights_lists_what_is_missing(tmp
     assert model_files(folder_lookup(tmp_path))["missing"] == ["tokenizer.json or tokenizer.model", "w-1.safetensors"]
 
 
-def test_path_references_are_checked_on_disk_by_key(tmp_path: Path) -> None:
+def _hub_home(monkeypatch: pytest.MonkeyPatch, tmp: Path, **env: str) -> Path:
+    """An empty Hugging Face cache of the test's own (HF_HOME), and the offline variables given."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp / "hf"))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    (tmp / "hf" / "hub").mkdir(parents=True, exist_ok=True)
+    return tmp / "hf" / "hub"
+
+
+def test_path_references_are_checked_on_disk_by_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _hub_home(monkeypatch, tmp_path)
     c = _paper()
     c["finetune"]["models"]["llama-3.2-1b"] = {"path": str(tmp_path / "absent"), "template": "llama3",
                                                "training": c["finetune"]["models"]["llama-3.2-1b"]["training"]}
@@ -155,8 +168,60 @@ def test_path_references_are_checked_on_disk_by_key(tmp_path: Path) -> None:
     by_fix = {r.fix.split(":")[0]: r for r in rows if r.problem}
     assert "does not exist" in by_fix["config key `finetune.models.llama-3.2-1b`"].detail
     assert "config key `data.pretrain.shards.path`" in by_fix
-    # hf ids whose stage could not be probed are not silently passed: they are skipped, saying why
-    assert any(r.status == "skip" and "could not be probed" in r.detail for r in rows)
+    # hf datasets whose stage could not be probed are not silently passed: they are skipped, saying why
+    assert any(r.status == "skip" and "could not be probed" in r.detail and "dataset" in r.cell for r in rows)
+
+
+def test_a_hub_model_missing_offline_is_a_preflight_problem_and_refused_at_dag_build(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline, a Hugging Face id not in the local cache would fail its job hours into the run:
+    `snakemake` refuses the config when it builds the DAG, preflight lists it with the fix (and
+    still checks everything else), looked up by the driver where the stage was not probed."""
+    hub = _hub_home(monkeypatch, tmp_path, HF_HUB_OFFLINE="1")
+    c = _paper()
+    with pytest.raises(cfg.ConfigError, match=r"config key `quantize\.models\.yi-34b\.hf`: 01-ai/Yi-34B is not in "
+                                              r"the local Hugging Face cache .* HF_HUB_OFFLINE is set"):
+        cfg.plan(c)
+    add_model(hub, "01-ai/Yi-34B")
+    rows = preflight(c, Options(PROFILE, checks=("reference",), probe=lambda p: None))  # no stage is probed
+    by_cell = {r.cell: r for r in rows}
+    yi = by_cell["quantize model 01-ai/Yi-34B"]
+    assert yi.status == "ok" and "looked up by the driver" in yi.detail
+    phi = by_cell["quantize model microsoft/phi-4"]
+    assert phi.problem and "missing in the local Hugging Face cache" in phi.detail
+    assert "hf download microsoft/phi-4" in phi.fix and "config key `quantize.models.phi-4`" in phi.fix
+    with pytest.raises(cfg.ConfigError, match=r"`quantize\.models\.phi-4\.hf`") as e:
+        cfg.plan(c)
+    assert "yi-34b" not in str(e.value)  # in the cache now
+    # where the stage was probed, its own lookup (huggingface_hub's) decides
+    plan = expand(c)
+    p = stage_probes(plan)["quantize"]
+    found = {r.key: {"found": {"config.json": "x"}, "missing": []} for r in references(plan) if r.stage == "quantize"}
+    p.result = {"imports": {}, "versions": {}, "hub": {**found, "quantize.models.yi-34b": {"found": {}, "missing": ["config.json"]}}}
+    (row,) = [r for r in reference_rows(plan, references(plan), {"quantize": p})[0]
+              if r.cell == "quantize model 01-ai/Yi-34B"]
+    assert row.problem and "missing in the local Hugging Face cache: config.json" == row.detail
+
+
+def test_online_or_with_the_model_cached_the_dag_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = _hub_home(monkeypatch, tmp_path)
+    c = _paper()
+    cfg.plan(c)  # online: a job may download what is missing
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    with pytest.raises(cfg.ConfigError, match="TRANSFORMERS_OFFLINE is set"):
+        cfg.plan(c)
+    models = [m["hf"] for s in ("finetune", "quantize") for m in c[s]["models"].values()]
+    for repo in sorted(set(models)):
+        add_model(hub, repo)
+    cfg.plan(c)
+    c["data"]["pretrain"]["shards"]["tokenizer"] = "Qwen/Qwen2.5-0.5B"  # a hub id rather than a folder
+    with pytest.raises(cfg.ConfigError, match=r"`data\.pretrain\.shards\.tokenizer`: Qwen/Qwen2\.5-0\.5B"):
+        cfg.plan(c)
+    _put(hub / "models--Qwen--Qwen2.5-0.5B", {"tokenizer_config.json": b"{}", "tokenizer.json": b"{}"})
+    cfg.plan(c)  # a tokenizer needs its tokenizer files only
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    c["quantize"]["models"]["absent"] = {"hf": "org/absent"}
+    cfg.plan(c)
 
 
 # --- memory ------------------------------------------------------------------------------------------

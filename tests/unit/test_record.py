@@ -3,6 +3,7 @@
 import datetime as dt
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -83,6 +84,7 @@ def test_reader_refuses_newer_versions_and_reads_older_ones(tmp_path):
         record.read_records([p])
     # An earlier version lacked some optional columns: they read as null, with a warning.
     older = t.drop_columns(["slurm_gpus", "params_trainable_frac"])
+    older = older.set_column(older.schema.get_field_index("schema_version"), "schema_version", pa.array([1]))
     pq.write_table(older.replace_schema_metadata({b"effbench_schema_version": b"1"}), p)
     with pytest.warns(UserWarning, match="schema v1 record"):
         (row,) = record.read_records([p]).to_pylist()
@@ -98,8 +100,6 @@ def test_schema_doc_is_generated_from_the_code():
 
 
 def test_a_column_of_the_wrong_type_names_the_file_and_the_column(tmp_path):
-    import pyarrow as pa
-
     p = tmp_path / "r.parquet"
     record.write_record(p, ok_row())
     t = pq.read_table(p)

@@ -3,6 +3,8 @@
 - ``schema``: validation against workflow/schemas/config.schema.yaml, and its defaults;
 - ``pretrain``, ``finetune``, ``serving``: the three grids and each cell's resolved settings;
 - ``model_ref``: the one resolver of a model reference (pretrained / hf / path);
+- ``hub_cache``: the local Hugging Face cache read with the standard library (offline, every
+  id a cell loads must be there: ``plan.check_cached``);
 - ``launch``: launch commands (torchrun, srun) and scheduler resources;
 - ``paths``: input paths outside the pipeline; ``environments``: each stage's interpreter;
 - ``plan``: all of it at once, what the Snakefile loads;

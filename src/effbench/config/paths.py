@@ -15,6 +15,11 @@ def _deepspeed_paths(ft: dict[str, Any]) -> list[tuple[str, str]]:
     return [(f"{where}.deepspeed", t["deepspeed"]) for where, t in places if t.get("deepspeed")]
 
 
+def tokenizer_is_path(tok: str) -> bool:
+    """Whether ``data.pretrain.shards.tokenizer`` names a folder (else a cached Hugging Face id)."""
+    return tok.startswith((".", "/", "~")) or Path(tok).expanduser().exists()
+
+
 def data_paths(config: dict[str, Any]) -> list[tuple[str, str]]:
     """(config key, path) of every input the (validated) config reads from outside the pipeline."""
     d = config["data"]["pretrain"]
@@ -27,7 +32,7 @@ def data_paths(config: dict[str, Any]) -> list[tuple[str, str]]:
     if d["source"] == "shards":
         out.append(("data.pretrain.shards.path", d["shards"]["path"]))
         tok = d["shards"]["tokenizer"]
-        if tok.startswith((".", "/", "~")) or Path(tok).exists():  # else a cached Hugging Face id
+        if tokenizer_is_path(tok):
             out.append(("data.pretrain.shards.tokenizer", tok))
     for name, ref in (config.get("quantize") or {}).get("models", {}).items():
         if "path" in ref:

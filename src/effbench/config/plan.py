@@ -10,8 +10,9 @@ from typing import Any, Callable
 from .errors import ConfigError
 from .finetune import FinetuneCell, finetune_cells
 from ..plan.fit import Verdict
+from .hub_cache import hub_dir, missing_files, offline_by
 from .memory import check_memory, memory_verdicts
-from .paths import missing_paths
+from .paths import missing_paths, tokenizer_is_path
 from .pretrain import PretrainCell, export_cells, parallel_layout, pretrain_cells
 from .schema import validate
 from .serving import ServeCells, serve_cells
@@ -63,13 +64,18 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def plan(config: dict[str, Any], where: Locations | None = None, *, refuse_unfit: bool = True) -> Plan:
+def plan(config: dict[str, Any], where: Locations | None = None, *, refuse_unfit: bool = True,
+         refuse_uncached: bool = True) -> Plan:
     """Validate the whole config and expand every grid; ConfigError names the bad key and,
     given where the config files write each key (``yaml_strict.load_files``), its file:line.
-    ``refuse_unfit=False`` reports cells predicted not to fit memory instead of refusing them
-    (preflight lists every problem at once)."""
+    ``refuse_unfit=False`` reports cells predicted not to fit memory instead of refusing them,
+    ``refuse_uncached=False`` Hugging Face ids missing from the cache while offline (preflight
+    lists every problem at once)."""
     try:
-        return _plan(config, check_memory if refuse_unfit else memory_verdicts)
+        p = _plan(config, check_memory if refuse_unfit else memory_verdicts)
+        if refuse_uncached:
+            check_cached(p)
+        return p
     except ConfigError as e:
         if where is None:
             raise
@@ -83,3 +89,29 @@ def _plan(config: dict[str, Any], memory: Callable[[dict[str, Any], list[Pretrai
     serve = serve_cells(valid, exported)
     ft = finetune_cells(valid, exported)
     return Plan(valid, config_hash(config), cells, exported, ft, serve, memory(valid, cells))
+
+
+def hub_ids(p: Plan) -> list[tuple[str, str, bool]]:
+    """(config key, Hugging Face id, whether its weights are loaded) of every id a cell loads."""
+    out = {f"finetune.models.{c.model}.hf": (c.source.ref, True) for c in p.finetune if c.source.kind == "hf"}
+    out.update({f"quantize.models.{c.model}.hf": (c.source.ref, True) for c in p.serve.quantize
+                if c.source and c.source.kind == "hf"})
+    d = p.config["data"]["pretrain"]
+    if p.pretrain and d["source"] == "shards" and not tokenizer_is_path(d["shards"]["tokenizer"]):
+        out["data.pretrain.shards.tokenizer"] = (d["shards"]["tokenizer"], False)
+    return [(k, ref, weights) for k, (ref, weights) in out.items()]
+
+
+def check_cached(p: Plan) -> None:
+    """Offline (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE set), every Hugging Face id a cell loads
+    must be in the local cache with the files its stage reads: nothing would download it, and its
+    job would fail hours into the run. ConfigError naming each key and id."""
+    var = offline_by()
+    if var is None:
+        return
+    lines = [f"config key `{key}`: {ref} is not in the local Hugging Face cache ({hub_dir()}: missing "
+             f"{', '.join(missing)}) and {var} is set, so no job can download it; put it there first "
+             f"(hf download {ref}) or unset {var}"
+             for key, ref, weights in hub_ids(p) if (missing := missing_files(ref, weights))]
+    if lines:
+        raise ConfigError("\n".join(lines))

@@ -13,6 +13,7 @@ filled default never overrides a value set on a lower layer.
 from __future__ import annotations
 
 import copy
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -34,12 +35,38 @@ def _key(path: Any) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def check(config: dict[str, Any]) -> None:
-    """ConfigError naming every key that breaks the schema."""
+def non_finite(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Key paths of every NaN or infinite number in a config, at any depth (YAML's ``.nan`` and
+    ``.inf``): NaN passes every comparison a schema can make (``nan > 0`` and ``nan < 1`` are
+    both false, so neither minimum nor maximum refuses it)."""
+    if isinstance(node, float):
+        return [] if math.isfinite(node) else [path]
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in non_finite(v, path + (k,))]
+    if isinstance(node, (list, tuple)):
+        return [p for i, v in enumerate(node) for p in non_finite(v, path + (i,))]
+    return []
+
+
+def _validator() -> Any:
+    """Draft 2020-12, except that ``integer`` is an int: the draft counts 2.0 as an integer (a
+    number with a zero fraction), so ``num_layers: 2.0`` would pass and reach the stages as a float."""
     import jsonschema  # the driver's library
 
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    base = jsonschema.Draft202012Validator
+    strict = base.TYPE_CHECKER.redefine("integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool))
+    return jsonschema.validators.extend(base, type_checker=strict)(schema())
+
+
+def check(config: dict[str, Any]) -> None:
+    """ConfigError naming every key that breaks the schema, and every NaN or infinite number."""
+    import jsonschema
+
+    bad = non_finite(config)
+    if bad:
+        lines = [f"config key `{_key(p)}`: {_at(config, p)} is not a finite number" for p in bad]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    errors = sorted(_validator().iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
         for e in errors[:20]:
@@ -48,6 +75,12 @@ def check(config: dict[str, Any]) -> None:
             lines += [f"config key `{_key(path)}`: {message}" for path, message in _named(best)]
         # One error per missing key names them all: say each once.
         raise ConfigError("invalid config:\n  " + "\n  ".join(dict.fromkeys(lines)))
+
+
+def _at(config: Any, path: tuple[Any, ...]) -> Any:
+    for k in path:
+        config = config[k]
+    return config
 
 
 def _named(e: Any) -> list[tuple[list[Any], str]]:
@@ -63,10 +96,22 @@ def _named(e: Any) -> list[tuple[list[Any], str]]:
     if e.validator == "required" and isinstance(e.instance, dict):
         missing = [k for k in e.validator_value if k not in e.instance]
         return [(path + [k], f"required key {k!r} is missing from {parent}") for k in missing]
+    if isinstance(e.instance, float) and e.instance.is_integer() and _wants_integer(e.schema):
+        return [(path, f"{e.instance} is not of type 'integer' (a float where an integer is meant: "
+                       f"write {int(e.instance)})")]
     if e.validator == "dependentRequired" and isinstance(e.instance, dict):
         return [(path + [d], f"required key {d!r} is missing (needed by {k!r})")
                 for k, deps in e.validator_value.items() if k in e.instance for d in deps if d not in e.instance]
     return [(path, e.message)]
+
+
+def _wants_integer(sub: Any) -> bool:
+    """Whether a schema (a oneOf's branches, a $ref's target) allows integers of some kind."""
+    if not isinstance(sub, dict):
+        return False
+    if sub.get("type") == "integer" or ("$ref" in sub and _wants_integer(_resolve(sub["$ref"]))):
+        return True
+    return any(_wants_integer(b) for k in ("oneOf", "anyOf") for b in sub.get(k, []))
 
 
 def _holds(condition: dict[str, Any], instance: dict[str, Any]) -> bool:

@@ -14,6 +14,7 @@ from .schema import defaults_of
 
 # Nominal bits per weight of each precision (MCR's nominal size ratio).
 WEIGHT_BITS = {"bf16": 16, "fp16": 16, "int4": 4}
+GROUP_SIZES = (32, 64, 128)  # quantize.int4.group_size's schema enum
 CALIBRATED = ("gptq", "awq")  # int4 methods that calibrate on the pipeline's own corpus
 # The offline multiple-choice tasks the pipeline makes (one per kind of item).
 LOCAL_TASKS = {"effbench_mc_fact": "fact", "effbench_mc_context": "context", "effbench_mc_arithmetic": "arithmetic",
@@ -90,15 +91,24 @@ def _quantize_settings(config: dict[str, Any], model: str, precision: str, sourc
         int4 = copy.deepcopy(q["int4"])
         if int4["method"] in CALIBRATED:
             _within_context("quantize.int4.calibration.seq_length", int4["calibration"]["seq_length"], model, source)
-        g = int4["group_size"]
-        bad = [n for n in s["source"].get("linear_in_features", []) if n % g]
-        if bad:
-            raise ConfigError(
-                f"config key `quantize.int4.group_size`: {g} does not divide the input size(s) {bad} of model "
-                f"{model!r}'s linear layers; pick a group size that divides them (32, 64 or 128)"
-            )
+        _check_groups(int4["group_size"], model, source)
         s["int4"] = int4
     return s
+
+
+def _check_groups(g: int, model: str, source: ModelSource) -> None:
+    """int4 scales weights in groups of ``g`` input channels: every quantized linear layer's
+    input size must be a multiple of it (checked where the model's shape is known here)."""
+    dims = source.linear_inputs() or {}
+    bad = {k: n for k, n in dims.items() if n % g}
+    if not bad:
+        return
+    fits = [x for x in GROUP_SIZES if all(n % x == 0 for n in dims.values())]
+    fix = f"pick one that divides them: {', '.join(map(str, fits))}" if fits else (
+        f"none of {', '.join(map(str, GROUP_SIZES))} divides them: leave the model out of quantize.models")
+    raise ConfigError(
+        f"config key `quantize.int4.group_size`: {g} does not divide the input size of every linear layer of "
+        f"model {model!r} ({source.described}): {', '.join(f'{k} {n}' for k, n in bad.items())}; {fix}")
 
 
 def _serving(config: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,9 @@ on disk, with the files its stage reads.
 
 Hugging Face ids are looked up by the stage that loads them, inside its own interpreter
 (:mod:`probe`: ``huggingface_hub.try_to_load_from_cache`` / ``scan_cache_dir``, honouring
-HF_HOME and HF_HUB_CACHE as the job will); paths are checked here. What a reference needs:
+HF_HOME and HF_HUB_CACHE as the job will); where that interpreter could not be probed, a model
+or tokenizer id is looked up by the driver in the same cache layout
+(:mod:`effbench.config.hub_cache`, what the DAG build checks offline); paths are checked here. What a reference needs:
 a model its config.json, tokenizer (tokenizer_config.json + tokenizer.json or
 tokenizer.model) and every safetensors shard its index names; a dataset at least one data file
 in the hub cache or a prepared copy in the datasets cache; a pretraining corpus data files.
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config.paths import data_paths
+from ..config.hub_cache import cached_files
+from ..config.paths import data_paths, tokenizer_is_path
 from ..config.plan import Plan
 from .environments import StageProbe
 from .files import data_files, folder_lookup, model_files
@@ -65,9 +68,8 @@ def references(plan: Plan) -> list[Ref]:
     if plan.pretrain and d["source"] == "shards":
         out.append(Ref("data.pretrain.shards.path", "pretrain", "dataset", {"path": d["shards"]["path"]}))
         tok = d["shards"]["tokenizer"]
-        is_path = tok.startswith((".", "/", "~")) or Path(tok).expanduser().exists()
         out.append(Ref("data.pretrain.shards.tokenizer", "pretrain", "tokenizer",
-                       {"path": tok} if is_path else {"hf": tok}))
+                       {"path": tok} if tokenizer_is_path(tok) else {"hf": tok}))
     return out
 
 
@@ -106,24 +108,29 @@ def reference_rows(plan: Plan, refs: list[Ref], probes: dict[str, StageProbe]) -
         if kind in ("pretrained", "synthetic"):
             rows.append(ok(CHECK, cell, f"made by the pipeline ({kind}{': ' + value if value else ''})"))
             continue
+        by = ""
         if kind == "path":
             got: dict[str, Any] | None = _on_disk(r)
         else:
             p = probes.get(r.stage)
-            if p is None or p.result is None:
+            if (p is None or p.result is None) and r.kind == "dataset":
                 rows.append(skip(CHECK, cell, f"not looked up: the {r.stage} environment could not be probed "
                                               "(see its environment row)"))
                 continue
-            got = p.result["hub"].get(r.key)
+            if p is None or p.result is None:  # the driver reads the same cache, without huggingface_hub
+                got, by = cached_files(value, weights=r.kind == "model"), \
+                    f" (looked up by the driver: the {r.stage} environment was not probed)"
+            else:
+                got = p.result["hub"].get(r.key)
         assert got is not None
         if "error" in got:
             rows.append(problem(CHECK, cell, f"cache lookup failed: {got['error']}", _hint(r)))
             continue
         if got["missing"]:
             where = "in the local Hugging Face cache" if kind == "hf" else "on disk"
-            rows.append(problem(CHECK, cell, f"missing {where}: {', '.join(got['missing'])}", _hint(r)))
+            rows.append(problem(CHECK, cell, f"missing {where}: {', '.join(got['missing'])}{by}", _hint(r)))
         else:
-            rows.append(ok(CHECK, cell, f"{len(got['found'])} file(s) found"))
+            rows.append(ok(CHECK, cell, f"{len(got['found'])} file(s) found{by}"))
         if r.kind == "model":
             cfg_path = got["found"].get("config.json")
             resolved.model_config[r.key] = _read_json(cfg_path) if cfg_path and not got["missing"] else None

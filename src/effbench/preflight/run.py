@@ -20,9 +20,10 @@ CHECKS = ("environment", "reference", "memory", "runtime", "disk")
 
 
 def expand(config: dict[str, Any]) -> Plan:
-    """The plan of a config, like :func:`effbench.config.plan` but reporting memory instead of
-    refusing it (preflight lists every problem at once)."""
-    return plan(config, refuse_unfit=False)
+    """The plan of a config, like :func:`effbench.config.plan` but reporting memory, and Hugging
+    Face ids missing from the cache while offline, instead of refusing them (preflight lists every
+    problem at once)."""
+    return plan(config, refuse_unfit=False, refuse_uncached=False)
 
 
 @dataclass
