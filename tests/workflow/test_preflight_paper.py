@@ -33,9 +33,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
 STAGES = ("pretrain", "finetune", "quantize", "inference")
 
-pytestmark = pytest.mark.skipif(
-    any(not (ROOT / ".venvs" / s / "bin" / "python").exists() for s in STAGES),
-    reason="needs the four stage environments (bash scripts/setup.sh)")
+pytestmark = [
+    pytest.mark.skipif(any(not (ROOT / ".venvs" / s / "bin" / "python").exists() for s in STAGES),
+                       reason="needs the four stage environments (bash scripts/setup.sh)"),
+    pytest.mark.slow,  # probes every stage environment's imports: ~1 min of CPU
+]
 
 
 @contextmanager
