@@ -129,29 +129,43 @@ def test_vllm_serves_the_pipelines_int4_checkpoint(int4_dir, tmp_path):
 _OPEN_VLLM = """
 import json, sys
 from effbench.inference.engines import VllmEngine
-e = VllmEngine(sys.argv[1], "bf16", 0, json.loads(sys.argv[2]), "cpu", 1, int(sys.argv[3]))
-print("MEMORY=" + json.dumps(e.memory))
-e.close()
+for name, d, budget in json.loads(sys.argv[2]):  # one process, one vLLM import, one engine at a time
+    e = VllmEngine(d, "bf16", 0, json.loads(sys.argv[1]), "cpu", 1, budget)
+    print("MEMORY " + name + " " + json.dumps(e.memory), flush=True)
+    e.close()
 """
 
 
-@pytest.mark.parametrize("attention", ["mha", "gqa", "mqa"])
-def test_vllm_kv_bytes_per_token_equal_the_analytic_size(attention, tmp_path):
-    """vLLM's KV cache spec (per layer, from the engine after load) against 2·L·groups·head_dim·bytes."""
+def _kv_budget(groups: int) -> int:
+    return kv_budget_bytes(kv_bytes_per_token(LAYERS, groups, HIDDEN // HEADS, 2), [(3, 40)], VLLM["block_size"],
+                           VLLM["max_model_len"])
+
+
+@pytest.fixture(scope="module")
+def vllm_memory(tmp_path_factory) -> dict[str, dict]:
+    """What vLLM's worker reports for one tiny checkpoint per attention variant, each loaded in turn
+    by one process (one vLLM import for the three: ~10 s each on 2 cores)."""
     pytest.importorskip("vllm")
-    groups = ATTENTION_GROUPS[attention]
-    d = _tiny_checkpoint(tmp_path / attention, groups)
-    analytic = kv_bytes_per_token(LAYERS, groups, HIDDEN // HEADS, 2)
-    assert kv_bytes_per_token_of(json.loads((d / "config.json").read_text()), "bf16") == analytic
-    budget = kv_budget_bytes(analytic, [(3, 40)], VLLM["block_size"], VLLM["max_model_len"])
-    p = subprocess.run([sys.executable, "-c", _OPEN_VLLM, str(d), json.dumps(VLLM), str(budget)],
-                       capture_output=True, text=True, env=ENV, timeout=600)  # a load: 20-140 s on 2 busy cores
+    root = tmp_path_factory.mktemp("kv")
+    jobs = [(a, str(_tiny_checkpoint(root / a, g)), _kv_budget(g)) for a, g in ATTENTION_GROUPS.items()]
+    p = subprocess.run([sys.executable, "-c", _OPEN_VLLM, json.dumps(VLLM), json.dumps(jobs)],
+                       capture_output=True, text=True, env=ENV, timeout=900)  # a load: 20-140 s on 2 busy cores
     assert p.returncode == 0, p.stderr[-4000:]
-    mem = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("MEMORY="))[len("MEMORY="):])
+    lines = [ln.split(" ", 2) for ln in p.stdout.splitlines() if ln.startswith("MEMORY ")]
+    return {name: {**json.loads(mem), "dir": d} for (_, name, mem), (_, d, _) in zip(lines, jobs)}
+
+
+@pytest.mark.parametrize("attention", ["mha", "gqa", "mqa"])
+def test_vllm_kv_bytes_per_token_equal_the_analytic_size(attention, vllm_memory):
+    """vLLM's KV cache spec (per layer, from the engine after load) against 2·L·groups·head_dim·bytes."""
+    groups = ATTENTION_GROUPS[attention]
+    mem = vllm_memory[attention]
+    analytic = kv_bytes_per_token(LAYERS, groups, HIDDEN // HEADS, 2)
+    assert kv_bytes_per_token_of(json.loads((Path(mem["dir"]) / "config.json").read_text()), "bf16") == analytic
     per_layer = mem["kv_bytes_per_token_per_layer"]
     assert len(per_layer) == LAYERS
     assert set(per_layer.values()) == {analytic // LAYERS} and sum(per_layer.values()) == analytic
-    assert mem["kv_allocated_bytes"] == budget  # the budget is whole blocks: vLLM reserves exactly it
+    assert mem["kv_allocated_bytes"] == _kv_budget(groups)  # the budget is whole blocks: vLLM reserves exactly it
 
 
 def test_kv_budget_is_whole_blocks_for_the_largest_load():
