@@ -45,8 +45,8 @@ tar cf - -T "$stage/files" | tar xf - -C "$stage/$name"
 echo "$version" > "$stage/$name/VERSION"
 if [ -n "$results" ]; then
   [ -d "$results" ] || { echo "archive: no results directory $results" >&2; exit 1; }
-  # resume checkpoints are scratch; everything else the run produced goes in
-  (cd "$(dirname "$results")" && find "$(basename "$results")" -type f ! -path '*/resume/*' | sort) > "$stage/results"
+  # resume checkpoints and cell locks are scratch; everything else the run produced goes in
+  (cd "$(dirname "$results")" && find "$(basename "$results")" -type f ! -path '*/resume/*' ! -name .cell.lock | sort) > "$stage/results"
   (cd "$(dirname "$results")" && tar cf - -T "$stage/results") | tar xf - -C "$stage/$name"
   # Snakemake's record of each packed output (params, code, input checksums), so that unpacked
   # results are up to date: `snakemake -n` with the run's config plans nothing. The records are in
