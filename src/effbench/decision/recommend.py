@@ -19,145 +19,34 @@ their intervals overlap the two are "indistinguishable within noise" (docs/noise
 and a margin without intervals has "noise unknown". When no candidate qualifies the answer says
 so and names the binding constraint: the one whose relaxation alone admits the most candidates
 (if none alone would, the one that removes the most), with the best measured value beside its
-limit. The paper's rules of thumb are never used to choose; each step says whether the measured
-answer agrees with the paper's rule where that rule applies.
+limit. The paper's rules of thumb are never used to choose; each step states its rule evaluated on
+its own premise and whether the measured answer agrees (:mod:`.paper_rules`), and warns when the
+size asked (``model_params``) is far outside the sizes it measured.
+
+The constraints and checks are in :mod:`.constraints`, the Markdown and JSON in :mod:`.recommend_render`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from typing import Any
 
 import pandas as pd
 
 from ..aggregate.frame import is_missing
-from ..aggregate.specs import HIGHER, LOWER
+from ..aggregate.specs import LOWER
 from ..aggregate.tables import format_value
 from ..measure import spread
-from .axes import better_than, figure_json, interval, missing_reason, shown, standard_error, value
+from .axes import figure_json, interval, missing_reason, shown, standard_error, value
+from .constraints import (LIMITS, PRECISION_OBJECTIVES, SERVE, Constraints, Step, check_row, passes,
+                          serving_checks, steps)
 from .frames import Frames, distinct, ok_rows
+from .paper_rules import paper_rule, size_warning
+from .recommend_render import render_markdown, to_json
 
-PRECISION_OBJECTIVES = {  # precision_objective -> (column, label, direction)
-    "memory": ("amu_gb", "AMU, average memory while serving (GB)", LOWER),
-    "latency": ("tpot_s_mean", "TPOT, time per output token (s)", LOWER),
-    "throughput": ("it_tokens_per_s", "IT, generated tokens/s", HIGHER),
-    "energy": ("energy_j_per_token", "energy per generated token (J)", LOWER),
-    "quality": ("accuracy", "benchmark accuracy", HIGHER),
-}
-
-
-@dataclass(frozen=True)
-class Constraints:
-    """A user's limits (None: no limit). Units: GB, ms per output token, s per request, generated
-    tokens/s, J per generated token, a fraction of the baseline's accuracy, parameters."""
-
-    memory_gb: float | None = None
-    latency_ms_per_token: float | None = None
-    latency_s_per_request: float | None = None
-    min_throughput_tokens_per_s: float | None = None
-    energy_j_per_token: float | None = None
-    max_accuracy_drop: float | None = 0.05
-    model_params: float | None = None
-    load_point: str | None = None
-    precision_objective: str = "memory"
-
-    def __post_init__(self) -> None:
-        if self.precision_objective not in PRECISION_OBJECTIVES:
-            raise ValueError(f"precision_objective {self.precision_objective!r} is not one of "
-                             f"{sorted(PRECISION_OBJECTIVES)}")
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name not in ("load_point", "precision_objective") and v is not None and not (
-                    isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"constraint {f.name} must be a number ≥ 0 or unset, got {v!r}")
-
-    @classmethod
-    def from_mapping(cls, m: Mapping[str, Any]) -> "Constraints":
-        known = {f.name for f in fields(cls)}
-        unknown = set(m) - known
-        if unknown:
-            raise ValueError(f"unknown constraint(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**dict(m))
-
-    def limits(self) -> dict[str, float]:
-        return {k: v for k, v in asdict(self).items() if k in LIMITS and v is not None}
-
-
-@dataclass(frozen=True)
-class Check:
-    """One constraint checked on one column of a step's candidate rows."""
-
-    constraint: str
-    column: str
-    label: str
-    scale: float = 1.0  # the column × scale is in the constraint's unit
-    at_most: bool = True  # the value must be ≤ the limit (else ≥)
-
-
-# constraint -> its unit, for messages
-LIMITS = {"memory_gb": "GB", "latency_ms_per_token": "ms/token", "latency_s_per_request": "s/request",
-          "min_throughput_tokens_per_s": "tokens/s", "energy_j_per_token": "J/token",
-          "max_accuracy_drop": "of the baseline's accuracy"}
-SERVE = "serve."  # prefix of the serving figures joined onto a pretraining candidate
-
-
-def _serving_checks(prefix: str, at: str) -> list[Check]:
-    return [
-        Check("latency_ms_per_token", prefix + "tpot_s_mean", f"TPOT{at} (ms)", 1000.0),
-        Check("latency_s_per_request", prefix + "e2e_s_mean", f"E2E per request{at} (s)"),
-        Check("min_throughput_tokens_per_s", prefix + "it_tokens_per_s", f"IT{at} (tokens/s)", at_most=False),
-        Check("energy_j_per_token", prefix + "energy_j_per_token", f"energy per token{at} (J)"),
-        Check("max_accuracy_drop", prefix + "accuracy_drop", f"accuracy drop vs the baseline{at} (fraction)"),
-    ]
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    axis: str  # frame
-    candidate: str
-    question: str
-    objective: tuple[str, str, str]  # column, label, direction
-    checks: tuple[Check, ...]
-    uses: tuple[str, ...] = ()  # constraints it applies other than by a check
-
-
-def steps(objective: str) -> list[Step]:
-    at = " served"
-    return [
-        Step("architecture", "pretrain", "technique", "Which attention / MoE architecture?",
-             ("ppl", "validation perplexity (PPL)", LOWER),
-             # The accuracy drop is a precision's: here it only picks which precision's figures stand
-             # for the technique (join_serving), so an architecture never served is not excluded by it.
-             (Check("memory_gb", "peak_mem_gb", "peak memory while pretraining (GB)"),
-              *(ck for ck in _serving_checks(SERVE, at) if ck.constraint != "max_accuracy_drop")),
-             ("max_accuracy_drop",)),
-        Step("fine-tuning", "finetune", "method", "Which fine-tuning method?",
-             ("val_loss", "held-out loss", LOWER),
-             (Check("memory_gb", "peak_mem_gb", "peak memory while fine-tuning (GB)"),)),
-        Step("precision", "inference", "precision", "Which precision to serve at?", PRECISION_OBJECTIVES[objective],
-             (Check("memory_gb", "peak_mem_gb", "peak memory while serving (GB)"), *_serving_checks("", ""))),
-    ]
-
-
-# --- the paper's rules of thumb (stated, never used to choose) ---------------------------------
-
-def paper_rule(step: str, c: Constraints, params: float | None) -> dict[str, Any]:
-    if step == "architecture":
-        rule = "MQA when device memory is under 50 GB, MoE when it is over 100 GB"
-        m = c.memory_gb
-        says = None if m is None else "mqa" if m < 50 else "moe" if m > 100 else None
-    elif step == "fine-tuning":
-        rule = "LoRA-plus for models under 3B parameters, RSLoRA beyond 14B"
-        says = None if params is None else "loraplus" if params < 3e9 else "rslora" if params > 14e9 else None
-    else:
-        rule = "int4 when a 3-5 % accuracy drop is acceptable"
-        d = c.max_accuracy_drop
-        says = None if d is None else "int4" if d >= 0.03 else None
-    return {"rule": rule, "says": says}
+# the command's and the pipeline's entry points, with the types they pass in
+__all__ = ["PRECISION_OBJECTIVES", "Constraints", "recommend", "render_markdown", "to_json"]
 
 
 # --- candidate rows -------------------------------------------------------------------------------
@@ -208,14 +97,14 @@ def join_serving(pre: pd.DataFrame, inf: pd.DataFrame, baseline: str | None, loa
     ``inf`` holds one load point's rows, with ``accuracy_drop``."""
     pre = pre.copy()
     limits = c.limits()
-    checks = [ck for ck in _serving_checks("", "") if ck.constraint in limits]
+    checks = [ck for ck in serving_checks("", "") if ck.constraint in limits]
     served: dict[str, pd.Series] = {}
     if len(inf) and "pretrained" in inf:
         rows = [r for _, r in inf.iterrows() if r["status"] == "ok" and not is_missing(r["pretrained"])]
         rows.sort(key=lambda r: r["precision"] != baseline)  # the baseline first, then the record order
         for cell in dict.fromkeys(r["pretrained"] for r in rows):
             own = [r for r in rows if r["pretrained"] == cell]
-            meets = [r for r in own if all(_passes(_check(r, ck, limits[ck.constraint])) for ck in checks)]
+            meets = [r for r in own if all(passes(check_row(r, ck, limits[ck.constraint])) for ck in checks)]
             served[cell] = (meets or own)[0]
     figures = [col for col in inf.columns if "__" not in col and col != "pretrained"] if len(inf) else []
     new: dict[str, list[Any]] = {SERVE + col: [] for col in inf.columns if col != "pretrained"} if len(inf) else {}
@@ -234,24 +123,6 @@ def join_serving(pre: pd.DataFrame, inf: pd.DataFrame, baseline: str | None, loa
 
 
 # --- one step ---------------------------------------------------------------------------------------
-
-def _check(row: pd.Series, ck: Check, limit: float) -> dict[str, Any]:
-    v = value(row, ck.column)
-    out: dict[str, Any] = {"constraint": ck.constraint, "label": ck.label, "limit": limit,
-                           "at_most": ck.at_most, "column": ck.column}
-    if v is None:
-        return {**out, "status": "unverified", "value": None, "reason": missing_reason(row, ck.column)}
-    v *= ck.scale
-    ok = v <= limit if ck.at_most else v >= limit
-    iv = interval(row, ck.column)
-    straddles = iv is not None and iv.low * ck.scale <= limit <= iv.high * ck.scale
-    out.update(value=v, ci_low=iv.low * ck.scale if iv else None, ci_high=iv.high * ck.scale if iv else None)
-    return {**out, "status": ("pass" if ok else "fail") + (" (borderline: its 95 % interval spans the limit)"
-                                                              if straddles else "")}
-
-
-def _passes(chk: dict[str, Any]) -> bool:
-    return chk["status"].startswith("pass")
 
 
 def _figure(frames: Frames, step: Step, row: pd.Series) -> dict[str, Any]:
@@ -288,9 +159,9 @@ def _binding(cands: list[dict[str, Any]], limits: dict[str, float]) -> dict[str,
     scored = []
     for c in names:
         removes = [x["candidate"] for x in cands
-                   if any(ch["constraint"] == c and not _passes(ch) for ch in x["checks"])]
+                   if any(ch["constraint"] == c and not passes(ch) for ch in x["checks"])]
         admits = [x["candidate"] for x in cands if x["objective"]["value"] is not None
-                  and all(_passes(ch) for ch in x["checks"] if ch["constraint"] != c)]
+                  and all(passes(ch) for ch in x["checks"] if ch["constraint"] != c)]
         scored.append((len(admits), len(removes), c, removes, admits))
     n_admit, n_remove, c, removes, admits = max(scored, key=lambda s: (s[0], s[1]))
     measured = [(ch["value"], x["candidate"], ch) for x in cands for ch in x["checks"]
@@ -321,14 +192,14 @@ def decide(frames: Frames, step: Step, rows: pd.DataFrame, c: Constraints) -> di
         out["not_applicable"] = n_a
     cands = []
     for _, r in ok.iterrows():
-        checks = [_check(r, ck, limits[ck.constraint]) for ck in step.checks if ck.constraint in limits]
+        checks = [check_row(r, ck, limits[ck.constraint]) for ck in step.checks if ck.constraint in limits]
         fig = _figure(frames, step, r)
         fig["checks"] = checks
-        fig["meets"] = all(_passes(ch) for ch in checks)
+        fig["meets"] = all(passes(ch) for ch in checks)
         if fig["objective"]["value"] is None:
             fig["excluded"] = f"{label} not measured: {fig['objective']['missing']}"
         elif not fig["meets"]:
-            fig["excluded"] = "; ".join(f"{ch['label']} {_vs(ch)}" for ch in checks if not _passes(ch))
+            fig["excluded"] = "; ".join(f"{ch['label']} {_vs(ch)}" for ch in checks if not passes(ch))
         cands.append(fig)
     out["candidates"] = cands
     ranked = sorted(((r, f) for (_, r), f in zip(ok.iterrows(), cands) if "excluded" not in f),
@@ -470,9 +341,10 @@ def recommend(frames: Frames, c: Constraints) -> dict[str, Any]:
             "warnings": [], "objective": {"column": step.objective[0], "label": step.objective[1],
                                           "better": step.objective[2]}}
         params = _median_params(rows) if len(rows) else None
-        paper = paper_rule(step.name, c, params)
-        pick = res.get("choice", {}).get("candidate")
-        paper["agrees"] = None if paper["says"] is None or pick is None else pick == paper["says"]
+        far = size_warning(c, df, step.axis)
+        if far:
+            res["warnings"].insert(0, far)
+        paper = paper_rule(step.name, c, rows, params, frames.baseline, res.get("choice", {}).get("candidate"))
         others = [g for g in distinct(df[keys[0]])] if len(df) else []
         answer["steps"].append({"step": step.name, "question": step.question, "axis": step.axis, "group": group,
                                 "group_why": why, "groups_measured": others, "model_params": params,
@@ -482,74 +354,3 @@ def recommend(frames: Frames, c: Constraints) -> dict[str, Any]:
     return answer
 
 
-# --- markdown -------------------------------------------------------------------------------------
-
-def _fmt_limit(k: str, v: Any) -> str:
-    return f"{k} = {v:g} {LIMITS[k]}" if k in LIMITS else f"{k} = {v}"
-
-
-def render_markdown(a: dict[str, Any]) -> str:
-    c = a["constraints"]
-    set_ = [_fmt_limit(k, v) for k, v in c.items() if v is not None and k in LIMITS]
-    lines = ["# Recommendation from the measured records", "",
-             "Constraints: " + ("; ".join(set_) if set_ else "none") + ". "
-             + (f"Model size asked: {format_value(c['model_params'], 'params')}. " if c.get("model_params") else "")
-             + f"Serving load point: {a['load_point'] or 'n/a'}; baseline precision: {a['baseline'] or 'n/a'}; "
-             f"precision objective: {c['precision_objective']}. Records: `{a['results']}`. "
-             "Method, and what a tie means: docs/decision.md.", ""]
-    for s in a["steps"]:
-        lines += [f"## {s['step'].capitalize()}: {s['question']}", ""]
-        where = ", ".join(f"{k} = {v}" for k, v in s["group"].items()) or "–"
-        lines.append(f"**Answer: {s['verdict']}.**" if s["status"] == "chosen"
-                     else f"**{s['status'].capitalize()}:** {s['verdict']}.")
-        lines += ["", f"Compared: {where} ({s['group_why']}). Objective: {s['objective']['label']} "
-                      f"({'lower' if s['objective']['better'] == LOWER else 'higher'} is better)."]
-        if s["step"] == "architecture":
-            lines.append("Serving figures of a technique are its model's at the first precision (the baseline first) "
-                         "that meets the serving constraints and the accuracy drop, else the baseline's; `served:` "
-                         "names that record.")
-        if s.get("not_applicable"):
-            lines.append("Not checked at this step (they apply to another): " + ", ".join(s["not_applicable"]) + ".")
-        if s["candidates"]:
-            lines += ["", _evidence_table(s)]
-        for n in s.get("not_candidates", []):
-            lines.append(f"- not a candidate: {n}")
-        for w in s.get("warnings", []):
-            lines.append(f"- warning: {w}")
-        p = s["paper"]
-        if p["agrees"] is not None:
-            said = f"says {p['says']}; the measured answer {'agrees' if p['agrees'] else 'disagrees'}."
-        else:
-            said = ("does not apply to these constraints." if p["says"] is None
-                    else "cannot be compared (nothing chosen).")
-        lines += ["", f"The paper's rule ({p['rule']}) {said}", ""]
-    if a["left_out"]:
-        lines += ["Records left out: " + "; ".join(f"{x['cell']} — {x['reason']}" for x in a["left_out"]), ""]
-    return "\n".join(lines)
-
-
-def _evidence_table(s: dict[str, Any]) -> str:
-    limits = list(dict.fromkeys(ch["label"] for x in s["candidates"] for ch in x["checks"]))
-    head = ("| Candidate | Record | " + s["objective"]["label"] + " | " + " | ".join(limits)
-            + (" | " if limits else "") + "Verdict |")
-    rows = [head, "|---|---|---:|" + "---:|" * len(limits) + "---|"]
-    win = s.get("choice", {}).get("candidate")
-    for x in s["candidates"]:
-        by = {ch["label"]: ch for ch in x["checks"]}
-        cells = []
-        for lab in limits:
-            ch = by.get(lab)
-            cells.append("–" if ch is None else ("n/a" if ch["value"] is None else format_value(ch["value"], "sig3"))
-                         + ("" if ch is None else (" ✓" if _passes(ch) else " ✗")))
-        tied = x["candidate"] in s.get("tied_with", [])
-        verdict = ("**chosen**" if x["candidate"] == win else "tied within noise" if tied
-                   else x.get("excluded", "meets; worse objective"))
-        record = f"`{x['record']}`" + (f", served: `{x['serving_record']}`" if x.get("serving_record") else "")
-        rows.append(f"| {x['candidate']} | {record} | {x['shown']} | " + " | ".join(cells)
-                    + (" | " if cells else "") + f"{verdict} |")
-    src = sorted({x["objective"].get("source") or "" for x in s["candidates"]} - {""})
-    return "\n".join(rows) + ("\n\nSources of the objective: " + ", ".join(src) + "." if src else "")
-
-
-def to_json(a: dict[str, Any]) -> str:
-    return json.dumps(a, indent=2, default=lambda o: None if o is None else str(o)) + "\n"

@@ -21,7 +21,9 @@ from typing import Any
 from ..atomic import write_text
 from ..config.errors import ConfigError
 from ..provenance import REPO_ROOT
-from .recommend import PRECISION_OBJECTIVES, Constraints, recommend, render_markdown, to_json
+from .constraints import PRECISION_OBJECTIVES, Constraints
+from .recommend import recommend
+from .recommend_render import render_markdown, to_json
 
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 # flag -> (constraint, type, help)

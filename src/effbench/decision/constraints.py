@@ -1,0 +1,142 @@
+"""What ``recommend`` checks: a user's constraints, the checks each step of the paper's path makes
+on its candidate rows, and one check's outcome (pass, fail, borderline, unverified).
+
+A figure a constraint needs that was not measured makes that check "unverified": nothing is assumed
+to fit. A value whose 95 % interval straddles the limit passes on its value and is flagged
+"borderline".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import pandas as pd
+
+from ..aggregate.specs import HIGHER, LOWER
+from .axes import interval, missing_reason, value
+
+PRECISION_OBJECTIVES = {  # precision_objective -> (column, label, direction)
+    "memory": ("amu_gb", "AMU, average memory while serving (GB)", LOWER),
+    "latency": ("tpot_s_mean", "TPOT, time per output token (s)", LOWER),
+    "throughput": ("it_tokens_per_s", "IT, generated tokens/s", HIGHER),
+    "energy": ("energy_j_per_token", "energy per generated token (J)", LOWER),
+    "quality": ("accuracy", "benchmark accuracy", HIGHER),
+}
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """A user's limits (None: no limit). Units: GB, ms per output token, s per request, generated
+    tokens/s, J per generated token, a fraction of the baseline's accuracy, parameters."""
+
+    memory_gb: float | None = None
+    latency_ms_per_token: float | None = None
+    latency_s_per_request: float | None = None
+    min_throughput_tokens_per_s: float | None = None
+    energy_j_per_token: float | None = None
+    max_accuracy_drop: float | None = 0.05
+    model_params: float | None = None
+    load_point: str | None = None
+    precision_objective: str = "memory"
+
+    def __post_init__(self) -> None:
+        if self.precision_objective not in PRECISION_OBJECTIVES:
+            raise ValueError(f"precision_objective {self.precision_objective!r} is not one of "
+                             f"{sorted(PRECISION_OBJECTIVES)}")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name not in ("load_point", "precision_objective") and v is not None and not (
+                    isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"constraint {f.name} must be a number ≥ 0 or unset, got {v!r}")
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any]) -> "Constraints":
+        known = {f.name for f in fields(cls)}
+        unknown = set(m) - known
+        if unknown:
+            raise ValueError(f"unknown constraint(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**dict(m))
+
+    def limits(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if k in LIMITS and v is not None}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One constraint checked on one column of a step's candidate rows."""
+
+    constraint: str
+    column: str
+    label: str
+    scale: float = 1.0  # the column × scale is in the constraint's unit
+    at_most: bool = True  # the value must be ≤ the limit (else ≥)
+
+
+# constraint -> its unit, for messages
+LIMITS = {"memory_gb": "GB", "latency_ms_per_token": "ms/token", "latency_s_per_request": "s/request",
+          "min_throughput_tokens_per_s": "tokens/s", "energy_j_per_token": "J/token",
+          "max_accuracy_drop": "of the baseline's accuracy"}
+SERVE = "serve."  # prefix of the serving figures joined onto a pretraining candidate
+
+
+def serving_checks(prefix: str, at: str) -> list[Check]:
+    return [
+        Check("latency_ms_per_token", prefix + "tpot_s_mean", f"TPOT{at} (ms)", 1000.0),
+        Check("latency_s_per_request", prefix + "e2e_s_mean", f"E2E per request{at} (s)"),
+        Check("min_throughput_tokens_per_s", prefix + "it_tokens_per_s", f"IT{at} (tokens/s)", at_most=False),
+        Check("energy_j_per_token", prefix + "energy_j_per_token", f"energy per token{at} (J)"),
+        Check("max_accuracy_drop", prefix + "accuracy_drop", f"accuracy drop vs the baseline{at} (fraction)"),
+    ]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    axis: str  # frame
+    candidate: str
+    question: str
+    objective: tuple[str, str, str]  # column, label, direction
+    checks: tuple[Check, ...]
+    uses: tuple[str, ...] = ()  # constraints it applies other than by a check
+
+
+def steps(objective: str) -> list[Step]:
+    at = " served"
+    return [
+        Step("architecture", "pretrain", "technique", "Which attention / MoE architecture?",
+             ("ppl", "validation perplexity (PPL)", LOWER),
+             # The accuracy drop is a precision's: here it only picks which precision's figures stand
+             # for the technique (join_serving), so an architecture never served is not excluded by it.
+             (Check("memory_gb", "peak_mem_gb", "peak memory while pretraining (GB)"),
+              *(ck for ck in serving_checks(SERVE, at) if ck.constraint != "max_accuracy_drop")),
+             ("max_accuracy_drop",)),
+        Step("fine-tuning", "finetune", "method", "Which fine-tuning method?",
+             ("val_loss", "held-out loss", LOWER),
+             (Check("memory_gb", "peak_mem_gb", "peak memory while fine-tuning (GB)"),)),
+        Step("precision", "inference", "precision", "Which precision to serve at?", PRECISION_OBJECTIVES[objective],
+             (Check("memory_gb", "peak_mem_gb", "peak memory while serving (GB)"), *serving_checks("", ""))),
+    ]
+
+
+# --- one check --------------------------------------------------------------------------------------
+
+def check_row(row: pd.Series, ck: Check, limit: float) -> dict[str, Any]:
+    v = value(row, ck.column)
+    out: dict[str, Any] = {"constraint": ck.constraint, "label": ck.label, "limit": limit,
+                           "at_most": ck.at_most, "column": ck.column}
+    if v is None:
+        return {**out, "status": "unverified", "value": None, "reason": missing_reason(row, ck.column)}
+    v *= ck.scale
+    ok = v <= limit if ck.at_most else v >= limit
+    iv = interval(row, ck.column)
+    straddles = iv is not None and iv.low * ck.scale <= limit <= iv.high * ck.scale
+    out.update(value=v, ci_low=iv.low * ck.scale if iv else None, ci_high=iv.high * ck.scale if iv else None)
+    return {**out, "status": ("pass" if ok else "fail") + (" (borderline: its 95 % interval spans the limit)"
+                                                              if straddles else "")}
+
+
+def passes(chk: dict[str, Any]) -> bool:
+    return chk["status"].startswith("pass")
