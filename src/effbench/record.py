@@ -379,7 +379,7 @@ def markdown() -> str:
         "companions: `<name>__source` (where the value came from, e.g. `nvml_energy_counter`,",
         "`psutil_pss`, `wall_clock`) and `<name>__missing` (why it is null; null when measured), and",
         "its 95 % interval: `<name>__ci_low`, `<name>__ci_high` (double), `<name>__ci_n` (int64, the",
-        "independent replicates behind it) and `<name>__ci_method` (e.g. `t_repeats`, `batch_means_k=8`,",
+        "independent replicates behind it) and `<name>__ci_method` (e.g. `t_repeats`, `ratio_batch_means_k=8`,",
         "`delta_method`); all four are null when the figure's noise was not measured (docs/noise.md).",
         "*required* columns are non-null in every `ok` record of the stages listed.",
         "",

@@ -89,7 +89,12 @@ def _check(records: list[dict], engine: str, model_dir: Path, out: Path) -> None
         assert r["tokens"] == 2 * n * 8 and r["samples"] == 2 * n and r["repeats"] == 2  # fixed output length
         assert r["weight_bits"] == 4 and r["quant_method"] == "rtn"
         assert r["disk_bytes"] == (model_dir / "model.safetensors").stat().st_size
-        assert r["ttft_s_p50"] <= r["e2e_s_p50"]  # the first token comes before the last
+        assert r["ttft_s_mean"] <= r["e2e_s_mean"]  # the first token comes before the last
+        if 2 * n >= 10:  # a p50 needs 10 requests pooled over the repeats (docs/noise.md)
+            assert r["ttft_s_p50"] <= r["e2e_s_p50"]
+        else:
+            assert r["e2e_s_p50"] is None and r["e2e_s_p50__missing"].startswith("p50 needs 10 requests")
+        assert r["ttft_s_p90"] is None and r["ttft_s_p90__missing"].startswith("p90 needs 50 requests")
         assert r["mem_weights_gb"] <= r["amu_gb"] <= r["peak_mem_gb"]  # the process holds its weights
         assert r["amu_gb__source"].startswith(("psutil", "nvml"))
     assert off["concurrency"] == 6 and c2["concurrency"] == 2

@@ -1,5 +1,6 @@
 """An interrupted pretraining cell resumes from its checkpoint and ends where an
-uninterrupted run ends: same step count, same weights."""
+uninterrupted run ends: same step count, same weights, same training loss (the mean of the last
+10 steps' losses, some of them trained before the interruption)."""
 
 from __future__ import annotations
 
@@ -37,11 +38,34 @@ def settings() -> dict:
     return cfg.pretrain_settings(c, "xs", "gqa")
 
 
-def run(out: Path, data_dir: Path, s: dict, kill_at_checkpoint: bool = False) -> subprocess.CompletedProcess | None:
+# Runs the stage script with its resume checkpoint writer wrapped: the process SIGKILLs itself as
+# soon as the checkpoint after step KILL_AFTER is written (a kill at a known step, without racing
+# the training loop from outside).
+KILL_AFTER_SAVE = """
+import os, runpy, signal, sys
+import effbench.pretrain.train as train
+save = train.save_resume
+def save_then_die(job, step, *args, **kwargs):
+    save(job, step, *args, **kwargs)
+    if step >= int(os.environ["KILL_AFTER"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+train.save_resume = save_then_die
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run(out: Path, data_dir: Path, s: dict, kill_at_checkpoint: bool = False,
+        kill_after_step: int | None = None) -> subprocess.CompletedProcess | None:
     cmd = [sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--settings", settings_json(s), "--config-hash", "t",
            "--data-dir", str(data_dir), "--record", str(out / "record.parquet"), "--samples",
            str(out / "samples.parquet"), "--checkpoint", str(out / "model.pt"), "--resume-dir", str(out / "resume")]
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
+    if kill_after_step is not None:
+        p = subprocess.run([sys.executable, "-c", KILL_AFTER_SAVE, *cmd[1:]], capture_output=True, text=True,
+                           timeout=300, env={**env, "KILL_AFTER": str(kill_after_step)})
+        assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+        return None
     if not kill_at_checkpoint:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=True)
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -55,16 +79,34 @@ def run(out: Path, data_dir: Path, s: dict, kill_at_checkpoint: bool = False) ->
     return None
 
 
-def test_killed_cell_resumes_to_the_same_weights(tmp_path, data_dir):
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, data_dir):
+    """The uninterrupted run the interrupted ones are compared with."""
+    out = tmp_path_factory.mktemp("straight")
+    run(out, data_dir, settings())
+    return out
+
+
+# Killed from outside as soon as the first resume checkpoint exists (early: the resumed process
+# trains more than the 10 steps train_loss averages), and right after the checkpoint at step 36
+# (late: 4 steps left, so 6 of the 10 losses were trained before the kill; issue #19 item 12).
+@pytest.mark.parametrize("kill_after_step", [None, 36], ids=["first-checkpoint", "after-step-36"])
+def test_killed_cell_resumes_to_the_same_weights(tmp_path, data_dir, straight, kill_after_step):
     s = settings()
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    run(straight, data_dir, s)
-    run(interrupted, data_dir, s, kill_at_checkpoint=True)
+    interrupted = tmp_path / "interrupted"
+    run(interrupted, data_dir, s, kill_at_checkpoint=True, kill_after_step=kill_after_step)
     assert not (interrupted / "record.parquet").exists()  # no record that looks complete
     run(interrupted, data_dir, s)
     rec = read_records([interrupted / "record.parquet"]).to_pylist()[0]
     assert rec["resumed_from_step"] > 0 and rec["resumed_from_step"] % 4 == 0
+    if kill_after_step is not None:
+        assert rec["resumed_from_step"] == kill_after_step
     assert rec["steps"] == 40 - rec["resumed_from_step"]
+    # The training loss is the uninterrupted run's: the losses of the steps before the kill come
+    # back with the resume checkpoint.
+    ref = read_records([straight / "record.parquet"]).to_pylist()[0]
+    assert rec["train_loss"] == pytest.approx(ref["train_loss"], abs=1e-6)
+    assert rec["train_loss__source"] == ref["train_loss__source"] == "mean_last_10_steps"
     a = torch.load(straight / "model.pt", weights_only=False)["model"]
     b = torch.load(interrupted / "model.pt", weights_only=False)["model"]
     for k, v in a.items():
@@ -81,3 +123,20 @@ def test_a_checkpoint_for_other_settings_is_not_resumed(tmp_path, data_dir):
     run(tmp_path, data_dir, other)
     rec = read_records([tmp_path / "record.parquet"]).to_pylist()[0]
     assert rec["resumed_from_step"] == 0 and rec["steps"] == 40
+
+
+def test_without_the_losses_before_a_resume_train_loss_says_what_it_averaged():
+    from effbench.pretrain.resume import _losses_of
+    from effbench.pretrain.train import Trained
+
+    # A resume checkpoint from before the losses were kept, or whose losses do not reach its step.
+    assert _losses_of({"step": 36}, 36) == ([], 36)
+    assert _losses_of({"losses": [1.0, 2.0], "losses_from": 0}, 36) == ([], 36)
+    assert _losses_of({"losses": [1.0] * 32, "losses_from": 4}, 36) == ([1.0] * 32, 4)
+    resumed_blind = Trained(36, [0.1] * 4, [5.0, 5.2, 5.4, 5.6], window=None, losses_from=36)  # type: ignore[arg-type]
+    loss = resumed_blind.train_loss()
+    assert loss.value == pytest.approx(5.3) and loss.source == "mean_last_4_steps_from_step_36"
+    whole = Trained(36, [0.1] * 4, [float(i) for i in range(40)], window=None)  # type: ignore[arg-type]
+    assert whole.train_loss().value == pytest.approx(34.5) and whole.train_loss().source == "mean_last_10_steps"
+    short = Trained(0, [0.1] * 4, [1.0, 2.0, 3.0, 4.0], window=None)  # type: ignore[arg-type]
+    assert short.train_loss().source == "mean_last_4_steps"  # a 4-step run: all of them, said so

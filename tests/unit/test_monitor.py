@@ -213,7 +213,7 @@ def test_marks_give_sub_windows_with_batch_means_intervals():
     # 0.6 ± 3.182446 · sd / 2 = 0.6 ± 0.616 would reach below 0 GB: cut at 0, the upper side kept.
     assert amu.interval.high - amu.value == pytest.approx(3.182446 * sd / 2, rel=1e-2)
     assert amu.interval.low == 0.0
-    assert amu.interval.n == 4 and amu.interval.method == "batch_means_k=4"
+    assert amu.interval.n == 4 and amu.interval.method == "ratio_batch_means_k=4"
     assert figs["aec_w"].interval.half_width == pytest.approx(0.0, abs=0.5)  # a steady draw: no spread
     assert figs["energy_j"].interval.low <= figs["energy_j"].value <= figs["energy_j"].interval.high
     assert figs["peak_mem_gb"].interval is None

@@ -16,7 +16,8 @@ import record_consistency as rc
 from config_edits import DELETE, edited
 
 from effbench import config as cfg
-from effbench.aggregate.serving import aggregate_inference, aggregate_quantize, attach_quality, mcr_pair
+from effbench.aggregate.frame import read_stage_records
+from effbench.aggregate.serving import aggregate_inference, aggregate_quantize, attach_quality, load_scores, mcr_pair
 from effbench.aggregate.summary import write_summary
 from effbench.inference.latency import RequestTrace, latency_figures, per_request, throughput_figures
 from effbench.measure import formulas
@@ -40,7 +41,7 @@ def test_latency_statistics_match_a_hand_computed_trace():
     assert v["tpot"] == pytest.approx([0.2, 0.1])  # the one-token response has no TPOT
     assert sorted(v["itl"]) == pytest.approx([0.1, 0.1, 0.2, 0.3])
     assert v["e2e"] == pytest.approx([1.1, 0.8, 1.1])
-    f = {k: x.value for k, x in latency_figures([TRACE], "test").items()}
+    f = {k: x.value for k, x in latency_figures([TRACE], "test", tail=0).items()}
     expected = {
         # mean, then linear-interpolation percentiles: sorted xs, position (n-1)·q/100
         "ttft_s_mean": 2.3 / 3, "ttft_s_p50": 0.7, "ttft_s_p90": 0.7 + 0.8 * 0.4, "ttft_s_p99": 0.7 + 0.98 * 0.4,
@@ -222,6 +223,36 @@ def test_the_join_computes_accuracy_and_both_mcrs(tmp_path):
         rc.check_intervals(row)
 
 
+def test_the_baseline_mcr_is_exactly_one_without_an_interval(tmp_path):
+    # Issue #19 item 8: the baseline's MCR is its own size and accuracy over themselves, 1 by
+    # definition, not a ratio of two independent measurements: no delta-method interval (which
+    # would be 1.000 ± 0.21 here and widen the leaderboard's noise of MCR).
+    quant, inf, scores = _fixture(tmp_path)
+    out = tmp_path / "out"
+    aggregate_inference(inf, quant, scores, out, "bf16", "offline")
+    aggregate_quantize(quant, scores, out, "bf16")
+    for stage in ("inference", "quantize"):
+        table = pd.read_csv(out / "tables" / f"{stage}.csv")
+        bf16 = table[table["precision"] == "bf16"].iloc[0]
+        fp16 = table[table["precision"] == "fp16"].iloc[0]
+        for k in ("mcr_nominal", "mcr_disk"):
+            assert bf16[k] == 1.0, (stage, k)
+            assert pd.isna(bf16[k + "__ci_low"]) and pd.isna(bf16[k + "__ci_high"]), (stage, k)
+            # another precision is a measurement against the baseline: it keeps its interval
+            assert fp16[k + "__ci_low"] < fp16[k] < fp16[k + "__ci_high"], (stage, k)
+        md = (out / "tables" / f"{stage}.md").read_text()
+        row = next(line for line in md.splitlines() if line.startswith("| tiny | bf16 |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        header = next(line for line in md.splitlines() if line.startswith("| Model |"))
+        heads = [c.strip() for c in header.strip("|").split("|")]
+        assert cells[heads.index("MCR")] == "1.000" and cells[heads.index("MCR (disk)")] == "1.000", row
+    raw = read_stage_records(inf, "inference")
+    df = attach_quality(raw, read_stage_records(quant, "quantize"), load_scores(scores), "bf16")
+    bf = df[df["precision"] == "bf16"].iloc[0]
+    assert bf["mcr_nominal__ci_method"] is None and "baseline" in bf["mcr_nominal__source"]
+    assert bf["mcr_nominal__missing"] is None  # the value is there; only its interval is not
+
+
 def test_missing_scores_leave_accuracy_and_mcr_missing_with_a_reason(tmp_path):
     quant, inf, scores = _fixture(tmp_path)
     from effbench.aggregate.frame import read_stage_records
@@ -346,7 +377,7 @@ def test_serving_intervals_contain_their_values_and_stay_non_negative(tmp_path):
 
     v = scripted_point(tmp_path, [1.0, 2.0, 6.0])
     row = {"cell": "scripted/bf16/offline", **flatten(v)}
-    assert row["ttft_s_p99__ci_low"] is not None and row["e2e_s_mean__ci_low"] is not None
+    assert row["ttft_s_p50__ci_low"] is not None and row["e2e_s_mean__ci_low"] is not None
     rc.check_intervals(row)
 
 
@@ -359,7 +390,7 @@ def test_percentile_intervals_hold_the_order_statistic_interval_of_the_pooled_re
 
     def figures(shift):  # type: ignore[no-untyped-def]
         reps = [[RequestTrace(0.0, [0.001 * i + s, 0.001 * i + s + 0.01]) for i in range(1, 201)] for s in (0.0, shift)]
-        return latency_figures(reps, "test"), sorted(0.001 * i + s for i in range(1, 201) for s in (0.0, shift))
+        return latency_figures(reps, "test", tail=0), sorted(0.001 * i + s for i in range(1, 201) for s in (0.0, shift))
 
     f, pooled = figures(0.0)
     for st, q in (("p50", 50), ("p90", 90), ("p99", 99)):
@@ -386,7 +417,7 @@ def test_a_pooled_percentile_lies_inside_its_interval():
     from effbench.record import flatten
 
     rep = [RequestTrace(0.0, [ms / 1000, ms / 1000 + 0.01]) for ms in (1, 2, 3, 4, 100)]
-    f = latency_figures([rep, rep], "test")
+    f = latency_figures([rep, rep], "test", tail=0)
     assert f["ttft_s_p90"].value == pytest.approx(0.1)
     assert formulas.percentile([0.001, 0.002, 0.003, 0.004, 0.1], 90) == pytest.approx(0.0616)
     iv = f["ttft_s_p90"].interval

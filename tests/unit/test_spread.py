@@ -52,6 +52,27 @@ def test_batch_means_drop_the_earliest_remainder():
         spread.batch_means([1.0, 2.0], 3)
 
 
+def test_ratio_batch_means_is_batch_means_only_when_k_divides_the_steps():
+    # Issue #19 item 9: the training windows' label says what the interval is (docs/noise.md).
+    assert spread.ratio_batch_means_method(8) == "ratio_batch_means_k=8"
+    times = [0.30, 0.10, 0.12, 0.09, 0.20, 0.11, 0.10, 0.13, 0.10, 0.08, 0.12, 0.10, 0.11, 0.09, 0.10, 0.25]
+
+    def ratio(steps, k):  # AL over k groups cut at round(i·n/k): Σ time / Σ steps
+        cut = [round(i * len(steps) / k) for i in range(k + 1)]
+        return spread.ratio_interval([sum(steps[a:b]) for a, b in zip(cut, cut[1:])],
+                                     [float(b - a) for a, b in zip(cut, cut[1:])], spread.ratio_batch_means_method(k))
+
+    # 16 steps into 8 groups of 2: the same value and interval as 8 equal batch means
+    r, iv = ratio(times, 8)
+    m, bm = spread.batch_means_interval(times, 8)
+    assert r == pytest.approx(m) and (iv.low, iv.high) == pytest.approx((bm.low, bm.high))
+    # 18 steps: groups of 2 and 3 (none dropped) against 8 batches of 2 (the first 2 dropped): they differ
+    r, iv = ratio(times[:16] + [0.10, 0.11], 8)
+    m, bm = spread.batch_means_interval(times[:16] + [0.10, 0.11], 8)
+    assert r == pytest.approx(sum(times[:16] + [0.10, 0.11]) / 18) and iv.method == "ratio_batch_means_k=8"
+    assert abs(iv.half_width / bm.half_width - 1) > 0.05 and bm.method == "batch_means_k=8"
+
+
 def test_ratio_interval_is_the_pooled_rate_with_a_ratio_estimator_se():
     tokens, secs = [100.0, 120.0, 80.0, 100.0], [1.0, 1.0, 1.0, 1.0]
     r, iv = spread.ratio_interval(tokens, secs, "batch_means_k=4")

@@ -4,7 +4,8 @@ at every load point, Pareto plots and throughput-latency curves.
 Accuracy (lm-evaluation-harness scores) and sizes (quantize records) are joined onto the
 serving records here, so a re-scored model does not re-measure its serving latency.
 MCR follows the paper: (Size_orig / Size_comp) × (Perf_comp / Perf_orig) against the
-baseline precision, once with nominal bits and once with measured on-disk bytes.
+baseline precision, once with nominal bits and once with measured on-disk bytes. The baseline's
+own MCR is exactly 1 and carries no interval (one accuracy, not two independent ones).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from .stage import aggregate_stage, manifest_path
 from .tables import write_tables
 
 NO_SCORES = "no evaluation scores for this model and precision (eval stage not configured)"
+# The baseline precision's MCR: its size and accuracy over themselves, exactly 1, with no interval.
+BASELINE_MCR = "baseline precision: 1 by definition (exact, no interval)"
 
 
 def load_scores(paths: Iterable[Path | str]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -107,6 +110,14 @@ def attach_quality(df: pd.DataFrame, quant: pd.DataFrame, scores: dict[tuple[str
                 cols[k].append(None)
                 cols[k + "__source"].append("unavailable")
                 cols[k + "__missing"].append(why)
+                _ci_cols(cols, k, None)
+        elif r["precision"] == baseline:
+            # The baseline against itself: 1 by definition, exact. Its accuracy is one measurement,
+            # not two independent ones, so the delta method's interval does not apply (docs/noise.md).
+            for k in ("mcr_nominal", "mcr_disk"):
+                cols[k].append(1.0)
+                cols[k + "__source"].append(BASELINE_MCR)
+                cols[k + "__missing"].append(None)
                 _ci_cols(cols, k, None)
         else:
             nominal, disk = mcr_pair(size_b, size, sb["accuracy"], acc)

@@ -18,6 +18,12 @@ with the t half-width of the same statistic across the repeats, cut at 0 (latenc
 negative). A percentile's interval also holds the distribution-free order-statistic interval of
 the pooled values where there are enough of them (:func:`effbench.measure.spread.quantile_interval`;
 p99 needs 368): method ``order_statistic+t_repeats``.
+
+Counts: a percentile is reported only where the values it is taken over (requests, for TTFT, TPOT
+and E2E; token gaps, for ITL; pooled over the repeats) number at least
+:func:`effbench.measure.spread.requests_for_percentile` (5 beyond it: p50 10, p90 50, p99 500).
+Below that the figure is missing with a reason naming the count it had and the count it needs
+(docs/noise.md); the means are always reported.
 """
 
 from __future__ import annotations
@@ -97,18 +103,37 @@ def _over_repeats(pooled: float, per_repeat: Sequence[float], source: str,
     return Figure.of(pooled, source, iv)
 
 
-def latency_figures(repeats: Sequence[Sequence[RequestTrace]], source: str) -> dict[str, Figure]:
+def _too_few(st: str, unit: str, counts: Sequence[int], tail: int) -> str | None:
+    """Why the ``st`` percentile (e.g. "p90") of values pooled from repeats of ``counts`` values is
+    not reported, or None where there are enough (:func:`spread.requests_for_percentile`)."""
+    need, had = spread.requests_for_percentile(float(st[1:]), tail), sum(counts)
+    if had >= need:
+        return None
+    r = len(counts)
+    each = ("one repeat" if r == 1 else f"{counts[0]} a repeat × {r} repeats" if len(set(counts)) == 1
+            else f"over {r} repeats")
+    return f"{st} needs {need} {unit} ({tail} beyond it, docs/noise.md), had {had} ({each})"
+
+
+def latency_figures(repeats: Sequence[Sequence[RequestTrace]], source: str,
+                    tail: int = spread.PERCENTILE_TAIL) -> dict[str, Figure]:
     """``<metric>_s_<stat>`` figures for TTFT, TPOT, ITL and E2E over every request of every
-    repeat, plus AL (s/request), each with its interval across the repeats."""
+    repeat, plus AL (s/request), each with its interval across the repeats. A percentile from fewer
+    pooled values than leave ``tail`` of them beyond it is missing, with the counts as its reason
+    (``tail=0`` reports every percentile)."""
     pooled = per_request([t for rep in repeats for t in rep])
     each = [per_request(rep) for rep in repeats]
     out: dict[str, Figure] = {}
     for metric in METRICS:
         vs = pooled[metric]
+        unit = "token gaps" if metric == "itl" else "requests"
         for st in STATS:
             key = f"{metric}_s_{st}"
             if not vs:
                 out[key] = Figure.missing(f"every response was one token long: no {metric.upper()}")
+                continue
+            if st != "mean" and (why := _too_few(st, unit, [len(e[metric]) for e in each], tail)):
+                out[key] = Figure.missing(why)
                 continue
             out[key] = _over_repeats(stats(vs)[st], [stats(e[metric])[st] for e in each if e[metric]], source,
                                      vs, None if st == "mean" else float(st[1:]))

@@ -20,9 +20,10 @@ an open window; each mark syncs the device, takes a sample and reads the energy 
         mon.mark()                       # after each step (or every few steps)
     window = mon.end_window("train")
     figs = window.spread_figures(k=8)    # as figures(), with 95 % intervals over 8 sub-windows
-    subs = window.sub_windows(8)         # 8 sub-windows of equal numbers of marked steps
+    subs = window.sub_windows(8)         # 8 sub-windows of round(i·n/8) marked steps (n = steps)
     # e.g. J/token: spread.ratio_interval([w.energy().value for w in subs],
-    #                                     [tokens_per_step * w.steps for w in subs], "batch_means_k=8")
+    #                                     [tokens_per_step * w.steps for w in subs],
+    #                                     spread.ratio_batch_means_method(8))
 
 Without marks, ``sub_windows(k)`` splits the window into k equal spans of time; memory and
 utilisation still get intervals, energy does not (the counter was read only at the edges).
@@ -124,8 +125,9 @@ class Window:
         )
 
     def sub_windows(self, k: int) -> list["Window"]:
-        """k consecutive sub-windows: of equal numbers of marked steps when the window has
-        marks (needs at least k steps), else of equal time (then without energy)."""
+        """k consecutive sub-windows: of n marked steps cut at round(i·n/k), i = 0…k (⌊n/k⌋ or ⌈n/k⌉
+        steps each, none dropped) when the window has marks (needs n >= k), else of equal time
+        (then without energy)."""
         if k < 2:
             raise ValueError("need k >= 2 sub-windows")
         edges: list[Mark] = [(self.t0, self.energy_start_j), *self.marks, (self.t1, self.energy_end_j)]
@@ -143,13 +145,14 @@ class Window:
         """:meth:`figures` with 95 % intervals from k sub-windows (batch means).
 
         AMU, PCU and AEC are time averages, so the whole window's value is Σ ∫_i / Σ T_i over
-        the sub-windows; its interval is the ratio estimator's (:func:`spread.ratio_interval`).
-        Energy's interval is AEC's times the window length. The peak has none (a max, not a mean).
+        the sub-windows (of unequal length); its interval is the ratio estimator's
+        (:func:`spread.ratio_interval`), labelled ``ratio_batch_means_k=<k>``. Energy's interval
+        is AEC's times the window length. The peak has none (a max, not a mean).
         """
         out = self.figures()
         subs = self.sub_windows(k)
         secs = [w.seconds for w in subs]
-        method = f"batch_means_k={k}"
+        method = spread.ratio_batch_means_method(k)
         per_sub = [w.figures() for w in subs]
         for key in ("amu_gb", "amu_frac", "pcu_frac", "aec_w"):
             vals = [f[key].value for f in per_sub]

@@ -6,6 +6,8 @@ Pure functions over plain numbers (no scipy in the driver venv):
 - :func:`mean_interval` the t-based 95 % CI of a mean over n independent replicates
   (serving repeats, or the k sub-window means of a training window);
 - :func:`batch_means` k equal sub-windows of a per-step series (batch means);
+  :func:`ratio_batch_means_method` the label of a training window's intervals (k unequal
+  sub-windows through :func:`ratio_interval`);
 - :func:`ratio_interval` a rate Σx / Σy (tokens/s, J/token) over k sub-windows, with the
   ratio estimator's delta-method standard error;
 - :func:`mcr_interval` MCR = size ratio × Perf_q / Perf_base with the delta-method SE from
@@ -14,7 +16,8 @@ Pure functions over plain numbers (no scipy in the driver venv):
 - :func:`quantile_interval` the distribution-free (order-statistic) 95 % interval of a
   percentile of pooled values, and :func:`hull` the smallest interval holding two;
 - :func:`significant` / :func:`difference_label` |a − b| > 2·sqrt(se_a² + se_b²);
-- :func:`requests_for_percentile` how many requests a repeat needs for its p-th percentile.
+- :func:`requests_for_percentile` how many values (requests pooled over the repeats) a q-th
+  percentile needs before it is reported.
 
 Figures carry these through :class:`effbench.measure.figure.Figure` (``over_replicates``,
 ``batch_means``, ``rate``, ``with_interval``).
@@ -168,8 +171,20 @@ def batch_means(values: Sequence[float], k: int) -> list[float]:
 
 
 def batch_means_interval(values: Sequence[float], k: int) -> tuple[float, Interval]:
-    """Mean of a per-step series with a 95 % CI from k batch means (k − 1 df)."""
+    """Mean of a per-step series with a 95 % CI from k equal batch means (k − 1 df), labelled
+    ``batch_means_k=<k>``. The training stages use :func:`ratio_batch_means_method` instead."""
     return mean_interval(batch_means(values, k), f"batch_means_k={k}")
+
+
+def ratio_batch_means_method(k: int) -> str:
+    """The label of an interval over k consecutive sub-windows of *unequal* size, each a
+    (numerator, denominator) sum, by :func:`ratio_interval`: ``ratio_batch_means_k=<k>``.
+
+    This is what a training window gets (AL, throughput, AMU, PCU, AEC, energy): its n steps are
+    cut at round(i·n/k), i = 0…k (groups of ⌊n/k⌋ or ⌈n/k⌉ steps, none dropped), and the value is
+    the whole window's ratio Σx / Σy; it equals the equal-batch :func:`batch_means_interval` only
+    when k divides n (docs/noise.md)."""
+    return f"ratio_batch_means_k={k}"
 
 
 def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], method: str,
@@ -266,12 +281,18 @@ def hull(a: Interval, b: Interval, n: int, method: str) -> Interval:
     return Interval(min(a.low, b.low), max(a.high, b.high), n, method)
 
 
-def requests_for_percentile(q: float, tail: int = 5) -> int:
-    """Requests one repeat needs so that at least ``tail`` of them lie above its q-th percentile
-    (p99 with 5 in the tail: 500), below which the percentile is set by one or two requests."""
+PERCENTILE_TAIL = 5  # values a reported percentile needs beyond it (docs/noise.md)
+
+
+def requests_for_percentile(q: float, tail: int = PERCENTILE_TAIL) -> int:
+    """Values a q-th percentile needs so that at least ``tail`` of them lie beyond it (above it for
+    q >= 50, below it under 50): p50 10, p90 50, p99 500 with 5 in the tail. With fewer, the
+    percentile is set by the one or two most extreme values. The serving latencies count the values
+    pooled over every repeat of the load point, as the percentile is taken over them
+    (:func:`effbench.inference.latency.latency_figures`)."""
     if not 0 < q < 100:
         raise ValueError("q must be in (0, 100)")
-    return math.ceil(tail / (1 - q / 100) - 1e-9)
+    return math.ceil(tail / (min(q, 100 - q) / 100) - 1e-9)
 
 
 def significant(a: float, se_a: float, b: float, se_b: float) -> bool:

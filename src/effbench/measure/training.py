@@ -1,10 +1,13 @@
-"""The timed figures of a training window, each with its batch-means interval.
+"""The timed figures of a training window, each with its ratio batch-means interval.
 
-Pretraining and fine-tuning share this: the measured window is split into ``k`` sub-windows
-of (nearly) equal numbers of optimizer steps, the loop marks the monitor at the k − 1 inner
-boundaries (:func:`boundary_steps`, so only k − 1 extra device syncs and counter reads), and
-each figure is a ratio of sums over the sub-windows with the ratio estimator's 95 % interval
-(:func:`effbench.measure.spread.ratio_interval`):
+Pretraining and fine-tuning share this: the measured window of n steps is split into ``k``
+consecutive sub-windows at steps round(i·n/k), i = 0…k (:func:`step_groups`: ⌊n/k⌋ or ⌈n/k⌉
+steps each, none dropped), the loop marks the monitor at the k − 1 inner boundaries
+(:func:`boundary_steps`, so only k − 1 extra device syncs and counter reads), and each figure
+is a ratio of sums over the sub-windows with the ratio estimator's 95 % interval
+(:func:`effbench.measure.spread.ratio_interval`, labelled ``ratio_batch_means_k=<k>``): with
+x_i and y_i the sub-window sums, R = Σx / Σy and SE = sqrt(Σ (x_i − R·y_i)² / (k (k − 1))) / (Σy / k),
+t on k − 1 df. It is the equal-batch-means interval only when k divides n:
 
 - AL = Σ step time / Σ steps; throughput = Σ units / Σ step time (units: tokens or samples,
   and per parameter for TT / ST);
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 
 from .figure import Figure
 from .monitor import ENERGY_FLAGS, Window
+from .spread import ratio_batch_means_method
 
 __all__ = ["ENERGY_FLAGS", "SUB_WINDOWS", "boundary_steps", "step_groups", "sub_window_count", "training_figures"]
 
@@ -57,7 +61,7 @@ def training_figures(
     groups = step_groups(n, k) if k else [range(n)]
     busy = [sum(step_times[i] for i in g) for g in groups]
     units = [sum(units_per_step[i] for i in g) for g in groups]
-    method = f"batch_means_k={k}"
+    method = ratio_batch_means_method(k)
     src = "wall_clock_per_step"
     fig["al_s_per_iter"] = Figure.rate(busy, [float(len(g)) for g in groups], src, method)
     fig[per_param_key] = Figure.rate([u / params for u in units], busy, f"wall_clock_{unit}s/params_total", method)

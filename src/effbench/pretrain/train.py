@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_path
 from ..data.tokens import BatchSampler
 from ..measure import formulas
 from ..measure.figure import Figure
@@ -39,6 +38,8 @@ from .experts import full_state_dict as full_model_state
 from .mixed_precision import MasterWeightAdamW
 from .model import analytic_parameter_counts, build_gpt_model, count_parameters, flops_per_token
 from .parallel import NodeSum, init_single_process, is_node_leader, sum_over_nodes
+# _save and _same_on_every_rank are imported from here by the tests of the disk-full and agreement faults
+from .resume import Resumed, _save, _same_on_every_rank, clear_resume, resume, save_resume  # noqa: F401
 
 log = logging.getLogger("effbench.pretrain")
 
@@ -75,15 +76,6 @@ def _forward_loss(model: torch.nn.Module, ids: torch.Tensor, labels: torch.Tenso
     # With labels, GPTModel returns the per-token loss [b, s]; MoE adds its aux loss to the graph.
     per_token = model(input_ids=ids, position_ids=pos, attention_mask=None, labels=labels)
     return per_token.float().mean()
-
-
-def _save(path: Path, payload: dict[str, Any]) -> None:
-    """Write a checkpoint beside ``path``, then rename it over ``path``: a full disk raises
-    NoSpaceError ('no space left on <folder>') and leaves the previous checkpoint as it was.
-    torch.save writes through our file object, so ENOSPC reaches us instead of torch's
-    'unexpected pos' / 'iostream error'."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(payload, fh)
 
 
 @dataclass
@@ -141,8 +133,17 @@ class Job:
 class Trained:
     start: int  # the step training resumed from (0: from scratch)
     step_times: list[float]  # the measured steps' wall times, s
-    losses: list[float]
+    losses: list[float]  # the loss of every step from losses_from on, before a resume included
     window: Window
+    losses_from: int = 0  # the step of losses[0]: 0, unless a resume checkpoint held no losses
+
+    def train_loss(self, last: int = 10) -> Figure:
+        """The mean loss of the last ``last`` steps, the same whether or not the run was resumed;
+        the source says how many steps it averages, and from which step when the losses before a
+        resume are not known."""
+        tail = self.losses[-last:]
+        since = f"_from_step_{self.losses_from}" if len(tail) < last and self.losses_from > 0 else ""
+        return Figure.of(sum(tail) / len(tail), f"mean_last_{len(tail)}_steps{since}")
 
 
 def train_cell(
@@ -151,8 +152,7 @@ def train_cell(
     """Train, evaluate and save one cell; return its figures and counts for the record."""
     apply_host_memory_cap(settings["training"].get("host_memory_limit_gb"))  # per process (rank)
     job = set_up(settings, data_dir, resume_dir)
-    start = resume(job)
-    trained = train(job, start, mon)
+    trained = train(job, resume(job), mon)
     # Collectives: every rank calls them. Every node's measuring rank adds its node's energy.
     nodes = sum_over_nodes(trained.window.figures()["energy_j"], measures_node=is_node_leader())
     state_bytes = sharding.gathered_state_bytes(job.opt)
@@ -228,84 +228,14 @@ def _data_parallel(model: torch.nn.Module, device: str, moe: bool) -> torch.nn.M
     )
 
 
-def resume(job: Job) -> int:
-    """The step to start from: a resume checkpoint's, only if written for these exact settings
-    (an edited cell starts afresh) and readable by every rank; 0 otherwise."""
-    state = None
-    if job.resume_file.exists():
-        state = torch.load(job.resume_file, map_location=job.device, weights_only=False)
-        if state.get("settings") != job.shash:
-            log.info("ignoring %s: it was written for other settings", job.resume_file)
-            state = None
-    if job.megatron and state is not None and state.get("params_file") \
-            and not (job.resume_dir / state["params_file"]).exists():
-        log.info("ignoring %s: its optimizer file %s is missing", job.resume_file, state["params_file"])
-        state = None
-    # Every rank must resume from the same step (megatron's stack: one file per rank, written
-    # one after another; a kill between them leaves ranks at different steps).
-    if not _same_on_every_rank(int(state["step"]) if state is not None else -1, job.device):
-        if state is not None:
-            log.info("ignoring %s: the ranks' resume checkpoints are at different steps", job.resume_file)
-        return 0
-    assert state is not None
-    job.model.load_state_dict(state["model"])
-    if job.megatron:
-        params = job.resume_dir / state.get("params_file", "optimizer_params.unsharded")  # read only if sharded
-        megatron_stack.load_optimizer(job.opt, state["optimizer"], params, job.sharded)
-    else:
-        job.opt.load_state_dict(state["optimizer"])
-    start = int(state["step"])
-    log.info("resumed from %s at step %d", job.resume_file, start)
-    return start
-
-
-def _same_on_every_rank(step: int, device: str) -> bool:
-    """Whether every rank holds a resume checkpoint (``step`` ≥ 0) at the same step (a
-    collective under data parallelism)."""
-    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
-        return step >= 0
-    dev = device if torch.distributed.get_backend() == "nccl" else "cpu"
-    lo, hi = torch.tensor([step], device=dev), torch.tensor([step], device=dev)
-    torch.distributed.all_reduce(lo, op=torch.distributed.ReduceOp.MIN)
-    torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MAX)
-    return int(lo.item()) >= 0 and int(lo.item()) == int(hi.item())
-
-
-def save_resume(job: Job, step: int) -> None:
-    """The resume checkpoint after ``step`` steps (every rank calls it: ZeRO gathers its shards to
-    rank 0, megatron's stack writes one file per rank)."""
-    extra: dict[str, Any] = {}
-    if job.megatron:
-        params = job.resume_params_file(step)
-        opt_state = megatron_stack.save_optimizer(job.opt, params, job.sharded)
-        if job.sharded:
-            extra["params_file"] = params.name
-    else:
-        opt_state = sharding.full_state_dict(job.opt)
-        if job.rank != 0:
-            return
-    _save(job.resume_file, {"settings": job.shash, "step": step, "model": job.model.state_dict(),
-                            "optimizer": opt_state, **extra})
-    if job.megatron:  # the previous pair's optimizer file is no longer named by any resume file
-        for old in job.resume_dir.glob(f"optimizer_params.rank{job.rank}.step*.pt"):
-            if old.name != extra.get("params_file"):
-                old.unlink(missing_ok=True)
-
-
-def clear_resume(job: Job) -> None:
-    """The trained cell needs no resume checkpoint (each rank removes its own files)."""
-    if job.megatron or job.rank == 0:
-        for f in (job.resume_file, *job.resume_dir.glob(f"optimizer_params.rank{job.rank}.step*.pt")):
-            f.unlink(missing_ok=True)
-
-
-def train(job: Job, start: int, mon: Monitor) -> Trained:
-    """Steps ``start`` … train_steps - 1; the window "train" opens after the warm-up steps."""
-    t, total_steps = job.t, job.t["train_steps"]
+def train(job: Job, resumed: Resumed, mon: Monitor) -> Trained:
+    """Steps ``resumed.step`` … train_steps - 1; the window "train" opens after the warm-up steps.
+    The losses go on from the resumed ones, and every resume checkpoint carries them."""
+    t, total_steps, start = job.t, job.t["train_steps"], resumed.step
     warm = min(t.get("warmup_measure_steps", 0), max(total_steps - start - 1, 0))
     sync = cuda_sync_or_none(job.settings)
     step_times: list[float] = []
-    losses: list[float] = []
+    losses: list[float] = list(resumed.losses)
     progress = Progress(total_steps, "step", log, start=start)
     job.model.train()
     window_open = False
@@ -335,10 +265,10 @@ def train(job: Job, start: int, mon: Monitor) -> Trained:
         if job.rank == 0:
             progress.update(step + 1, items=(step + 1 - start) * job.tokens_per_step, extra=f"loss {loss:.4f}")
         if (step + 1) % t["checkpoint_interval"] == 0 and step + 1 < total_steps:
-            save_resume(job, step + 1)
+            save_resume(job, step + 1, losses, resumed.losses_from)
     if not window_open:
         raise RuntimeError("no training steps left to measure (the resume checkpoint is already at train_steps)")
-    return Trained(start, step_times, losses, mon.end_window("train"))
+    return Trained(start, step_times, losses, mon.end_window("train"), resumed.losses_from)
 
 
 def train_step(job: Job, step: int) -> torch.Tensor:
@@ -430,7 +360,7 @@ def figures(job: Job, trained: Trained, nodes: NodeSum, val_loss: float, checkpo
                             source=f"analytic_flops/{peak_src_all}") if peak else Figure.missing(peak_src),
         "val_loss": wall(val_loss, "validation_mean_nll"),
         "ppl": wall(formulas.perplexity(val_loss), "exp(val_loss)"),
-        "train_loss": wall(sum(trained.losses[-10:]) / len(trained.losses[-10:]), "mean_last_10_steps"),
+        "train_loss": trained.train_loss(),
         "steps": len(step_times),
         "resumed_from_step": trained.start,
         "tokens": measured_tokens,
