@@ -15,7 +15,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from record_consistency import check_int4_size, check_record_file, check_trainable, model_params, safetensors_payload_bytes
+from record_consistency import (
+    check_int4_size,
+    check_intervals,
+    check_record_file,
+    check_trainable,
+    model_params,
+    safetensors_payload_bytes,
+)
 from workflow_helpers import ROOT, minimal_config, needs_stage_envs, planned_jobs, snakemake
 
 from effbench.record import read_records
@@ -283,3 +290,24 @@ def test_no_two_timed_runs_overlapped(pipeline):
         assert e0 <= s1, f"{a} ({s0}–{e0}) overlapped {b} ({s1}–{e1})"
     assert all(r["alone"] and r["concurrent_jobs"] == 0 for r in records), \
         [(r["cell"], r["concurrent_jobs_json"]) for r in records if not r["alone"]]
+
+
+def test_every_interval_of_the_run_holds_its_figure(pipeline):
+    """Across every record and every table the minimal pipeline wrote: each figure lies inside its
+    own 95 % interval, and no interval of a figure that cannot be negative reaches below 0
+    (tests/record_consistency.py::check_intervals, the same check every stage test applies)."""
+    work, config, _ = pipeline
+    res = Path(config["results"])
+    records = read_records(sorted(res.rglob("record.parquet"))).to_pylist()
+    assert len(records) >= 10
+    tables = sorted((res / "tables").glob("*.csv")) + sorted((res / "leaderboard").glob("*.csv"))
+    with_intervals = 0
+    for path in tables:
+        frame = pd.read_csv(path)
+        rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        for i, row in enumerate(rows):
+            check_intervals({"cell": f"{path.name} row {i}", **row})
+        with_intervals += any(c.endswith("__ci_low") for c in frame.columns)
+    assert with_intervals >= 3, [p.name for p in tables]  # pretraining, fine-tuning and serving tables at least
+    for r in records:
+        check_intervals(r)
