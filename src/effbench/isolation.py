@@ -14,6 +14,15 @@ edges is recorded too, as a coarse signal of foreign load the registry cannot se
 
 The registry lives in ``$EFFBENCH_JOB_REGISTRY`` or ``<tmp>/effbench-jobs``: ``/tmp`` is per
 node on a cluster, which is the scope that matters.
+
+Foreign CPU. The registry sees only effbench jobs: a package install, a user's build or a
+second pipeline of another tool is invisible to it, and a run it slowed used to say
+``alone=True``. So the monitor also takes a :class:`CpuSnapshot` at its measured window's
+edges: the host's busy CPU time from ``/proc/stat`` and the CPU time of the job's own process
+tree from ``/proc/<pid>/stat``. Their difference over the window is the CPU time everything
+else on the host used (``foreign_cpu_s``, :meth:`effbench.measure.monitor.Window.foreign_cpu`);
+above :data:`FOREIGN_CPU_MAX_CORES` of a core on average the record says ``foreign_load``
+and the tables mark the cell ``[S]`` (docs/faults.md, "Measured jobs overlapping").
 """
 
 from __future__ import annotations
@@ -58,6 +67,82 @@ def _alive(pid: int, start_ticks: int | None) -> bool:
     except PermissionError:  # another user's live process
         pass
     return start_ticks is None or _start_ticks(pid) == start_ticks
+
+
+# Foreign CPU above this many cores, averaged over the measured window, flags the run
+# (``foreign_load``; ``measure.foreign_cpu_max_cores`` overrides it). An idle Linux host's own
+# daemons, kernel threads and interrupts use well under 5 % of a core (this 2-core VM: ~1 %,
+# docs/faults.md), and the pipeline's Snakemake waiting on its job far less than that; a
+# package install or a compile uses one core or more. A quarter of a core is far above the
+# first and far below the second.
+FOREIGN_CPU_MAX_CORES = 0.25
+# ... and only when it is at least this many CPU-seconds: the kernel counts CPU time in ticks
+# (USER_HZ, 10 ms), so a window of a fraction of a second could cross the rate on a few ticks.
+FOREIGN_CPU_MIN_S = 0.1
+_TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """The host's busy CPU time and one process tree's CPU time at one moment, in CPU-seconds
+    since boot (the difference of two snapshots is what was used between them)."""
+
+    t: float  # time.monotonic() when taken
+    host_busy_s: float  # every CPU's busy time: user, nice, system, irq, softirq, steal
+    tree_s: float  # the tree's utime + stime, with what its ended (reaped) members used
+    cpus: int  # the CPUs /proc/stat counts
+
+
+def host_busy(stat_text: str) -> tuple[float, int]:
+    """(busy CPU-seconds since boot over all CPUs, number of CPUs) from /proc/stat's text. Busy is
+    user + nice + system + irq + softirq + steal (guest time is already inside user and nice;
+    idle and iowait are not busy): a hypervisor's steal is counted, as it too takes the job's
+    cores."""
+    lines = stat_text.splitlines()
+    f = [int(x) for x in lines[0].split()[1:]]  # "cpu  user nice system idle iowait irq softirq steal ..."
+    f += [0] * (8 - len(f))
+    busy = f[0] + f[1] + f[2] + f[5] + f[6] + f[7]
+    cpus = sum(1 for ln in lines if ln.startswith("cpu") and ln[3:4].isdigit())
+    return busy * _TICK_S, max(cpus, 1)
+
+
+def tree_cpu_s(root: int, proc: str = "/proc") -> float:
+    """CPU-seconds process ``root`` and all its descendants have used so far: each live member's
+    utime + stime, plus its cutime + cstime (what its children that ended and were waited for
+    used, so a child that ends inside a window still counts as the job's). One pass over every
+    process's ``stat`` (~5 ms for 100 processes on a loaded 2-core VM): at window edges only."""
+    own: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{entry.name}/stat") as fh:
+                rest = fh.read().rsplit(")", 1)[1].split()  # the fields after the command name
+        except (OSError, IndexError):  # ended while we looked
+            continue
+        pid = int(entry.name)
+        own[pid] = sum(int(x) for x in rest[11:15])  # fields 14-17: utime stime cutime cstime
+        children.setdefault(int(rest[1]), []).append(pid)  # field 4: ppid
+    total, todo, seen = 0, [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += own.get(pid, 0)
+        todo += children.get(pid, [])
+    return total * _TICK_S
+
+
+def cpu_snapshot(root: int, proc: str = "/proc") -> CpuSnapshot | None:
+    """The host's and ``root``'s tree's CPU time now; None where there is no /proc (not Linux)."""
+    try:
+        busy, cpus = host_busy(Path(f"{proc}/stat").read_text())
+        tree = tree_cpu_s(root, proc)
+    except OSError:
+        return None
+    return CpuSnapshot(time.monotonic(), busy, tree, cpus)
 
 
 def _load_1m() -> float | None:

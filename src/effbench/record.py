@@ -195,6 +195,14 @@ COLUMNS: tuple[Column, ...] = (
     _c("host_load_1m_start", F, "Host 1-minute load average when the run started (foreign load the registry cannot see).", lo=0),
     _c("host_load_1m_end", F, "Host 1-minute load average when the run ended.", lo=0),
     _c("host_cpus", I, "Logical CPUs of the host (to read the load averages against).", lo=0),
+    _c("foreign_cpu_s", F, "CPU-seconds the host's CPUs were busy outside this job's process tree during the "
+       "measured window (other processes, interrupts, hypervisor steal): /proc/stat's busy time less the tree's "
+       "utime+stime at the window's edges (effbench.isolation).", figure=True, lo=0),
+    _c("foreign_cpu_frac", F, "foreign_cpu_s over the window's core-seconds (window seconds × the host's CPUs), 0-1.",
+       figure=True, lo=0, hi=1),
+    _c("foreign_load", B, "True when foreign_cpu_s averaged more than measure.foreign_cpu_max_cores cores (default "
+       "0.25) over the measured window: work the job registry cannot see shared the host (tables mark it [S]; "
+       "alone still means no other effbench job)."),
 )
 
 SAMPLE_COLUMNS: tuple[Column, ...] = (

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cell_lock, provenance
-from .isolation import JobRegistration
+from .isolation import FOREIGN_CPU_MAX_CORES, JobRegistration
 from .lifetime import die_with_parent
 from .measure.backends import Backend, NullBackend, open_backend
 from .measure.monitor import Monitor
@@ -195,8 +195,10 @@ def run_cell(
     sjson = settings_json(cell.settings)
     run_id = f"{cell.stage}/{cell.name}/{started.strftime('%Y%m%dT%H%M%S.%fZ')}"
     values: dict[str, Any]
+    # The job's process tree, whose CPU time is not foreign load: under torchrun the launcher's.
+    tree_pid = os.getppid() if local_world > 1 else os.getpid()
     with JobRegistration(f"{cell.stage}/{cell.name}") as job, \
-            Monitor(device=device, interval_s=interval_s, sync=sync, backend=backend) as mon:
+            Monitor(device=device, interval_s=interval_s, sync=sync, backend=backend, tree_pid=tree_pid) as mon:
         mon.nvml_unavailable_reason = nvml_why_not
         if nvml_why_not:
             log.info("measuring the host: %s", nvml_why_not)
@@ -215,6 +217,7 @@ def run_cell(
             values = {"seconds": time.monotonic() - t0}
         device_info = mon.describe()
         samples = mon.samples_rows()
+        foreign = mon.foreign_cpu(cell.settings["measure"].get("foreign_cpu_max_cores", FOREIGN_CPU_MAX_CORES))
     ended = dt.datetime.now(dt.timezone.utc)
     row: dict[str, Any] = {
         "stage": cell.stage,
@@ -236,9 +239,13 @@ def run_cell(
         "ended_at": ended,
         **provenance.slurm(),
         **job.columns(),
+        **foreign,
     }
     if not job.columns()["alone"]:
         log.warning("cell %s shared the host with %s while it was measured", cell.name, job.columns()["concurrent_jobs_json"])
+    if foreign["foreign_load"]:
+        log.warning("cell %s shared the host with other processes while it was measured: they used %.1f CPU-s "
+                    "(%s)", cell.name, foreign["foreign_cpu_s"].value, "docs/faults.md, Measured jobs overlapping")
     write_samples(cell.samples_path, run_id, samples)
     write_record(cell.record_path, row)
     log.info("wrote %s (status %s)", cell.record_path, status)

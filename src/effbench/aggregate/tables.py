@@ -27,7 +27,7 @@ from .specs import ENERGY_COLUMNS, ColumnSpec, StageSpec
 
 NOT_RECORDED = "not recorded in the run's record"
 SHORT_MARK = "E"  # the note mark of an energy figure from a short window
-SHARED_MARK = "S"  # the note mark of a cell measured while other effbench jobs ran on its host
+SHARED_MARK = "S"  # the note mark of a cell measured while other effbench jobs, or other processes, ran on its host
 FALLBACK_MARK = "F"  # the note mark of a serving cell another engine than the configured one served
 SHORT_ENERGY_WINDOW = (f"[{SHORT_MARK}] energy measured over a window of fewer than 20 energy-counter updates "
                        "(under ~1.7 s on NVML): coarse")
@@ -109,11 +109,10 @@ def build_table(df: pd.DataFrame, spec: StageSpec) -> Table:
             text, mark = _cell(r, c, status, df, reasons)
             cells.append(text)
             mk.append(mark)
-        alone = r.get("alone")
-        if cells and not is_missing(alone) and not bool(alone):
+        shared = shared_reasons(r)
+        if cells and shared:
             mk[0] = SHARED_MARK
-            other.append(f"[{SHARED_MARK}] {r['cell']}: not measured alone; overlapping jobs: "
-                         f"{r.get('concurrent_jobs_json')} (its timed figures are not comparable)")
+            other.append(f"[{SHARED_MARK}] {r['cell']}: " + "; ".join(shared) + " (its timed figures are not comparable)")
         fallback = r.get("engine_fallback")
         if cells and not is_missing(fallback):
             mk[0] = FALLBACK_MARK
@@ -140,6 +139,28 @@ def build_table(df: pd.DataFrame, spec: StageSpec) -> Table:
         status_notes=status_notes,
         other_notes=other,
     )
+
+
+def shared_reasons(r: Any) -> list[str]:
+    """Why a record row is marked [S] (none: it is not): another effbench job overlapped its run
+    (``alone`` false), or processes the job registry cannot see used more than
+    ``measure.foreign_cpu_max_cores`` of its host's CPU during its measured window
+    (``foreign_load``, effbench.isolation)."""
+    out = []
+    alone = r.get("alone")
+    if not is_missing(alone) and not bool(alone):
+        out.append(f"not measured alone; overlapping jobs: {r.get('concurrent_jobs_json')}")
+    foreign = r.get("foreign_load")
+    if not is_missing(foreign) and bool(foreign):
+        s, frac, cpus = r.get("foreign_cpu_s"), r.get("foreign_cpu_frac"), r.get("host_cpus")
+        text = "foreign load: other processes on its host"
+        if not is_missing(s):
+            text += f" used {s:.3g} CPU-s during its measured window"
+        if not is_missing(frac):
+            text += f" ({frac:.0%} of its CPUs" + (f", {frac * cpus:.2f} of {int(cpus)} cores on average)"
+                                                    if not is_missing(cpus) else ")")
+        out.append(text)
+    return out
 
 
 def _cell(

@@ -29,6 +29,7 @@ import pandas as pd
 from ..aggregate.frame import is_missing
 from ..aggregate.pareto import front_steps
 from ..aggregate.specs import HIGHER, LOWER
+from ..aggregate.tables import shared_reasons
 from . import plots
 from .axes import Axis, Objective, interval, missing_reason, shown, value
 
@@ -181,14 +182,14 @@ def render_front(f: Front) -> list[str]:
 
 
 def _caveats(r: pd.Series) -> list[tuple[str, str]]:
-    """The tables' marks: [F] served by another engine than configured, [S] not measured alone."""
+    """The tables' marks: [F] served by another engine than configured, [S] not measured alone
+    (another effbench job, or foreign load: :func:`..aggregate.tables.shared_reasons`)."""
     out = []
     fallback = r.get("engine_fallback")
     if not is_missing(fallback):
         out.append(("F", f"[F] served by {r.get('engine')}, not the configured engine ({fallback}): its latency "
                          "and memory are not comparable with other engines' cells"))
-    alone = r.get("alone")
-    if not is_missing(alone) and not bool(alone):
+    if shared_reasons(r):  # another effbench job, or foreign load on its host
         out.append(("S", "[S] measured while other jobs ran: its timed figures are not comparable"))
     return out
 

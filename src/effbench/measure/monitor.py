@@ -38,18 +38,26 @@ computed from a silently truncated series. The monitor records the first failure
 (:class:`SourceFailure`: when, what), stops using that source, and every window that ends after
 it reports the affected figures missing with that reason: ``read()`` failing takes memory,
 utilisation and polled power; ``energy_j()`` failing takes energy and AEC.
+
+Foreign load. At each window's edges the monitor also reads the host's busy CPU time and its
+job's process tree's (:func:`effbench.isolation.cpu_snapshot`; the tree is ``tree_pid`` and its
+descendants, by default this process): :meth:`Window.foreign_cpu` gives the CPU time the rest of
+the host used during the window, and whether it was enough to call the window shared.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from .. import isolation
 from . import formulas, spread
 from .backends import Backend, Row, open_backend
 from .figure import Figure
@@ -64,6 +72,8 @@ Mark = tuple[float, float | None]  # (monotonic time, energy counter in J or Non
 
 
 ENERGY_FLAGS = ("energy_counter_updates", "energy_window_short")  # the record columns of Window.energy_flags()
+FOREIGN_COLUMNS = ("foreign_cpu_s", "foreign_cpu_frac", "foreign_load")  # the record columns of Window.foreign_cpu()
+FOREIGN_SOURCE = "proc_stat_busy-job_tree_cpu"
 
 
 @dataclass(frozen=True)
@@ -97,10 +107,31 @@ class Window:
     steps: int | None = None  # marked steps in this window (a sub-window's share of them)
     read_failure: SourceFailure | None = None  # memory/utilisation/power stopped (see SourceFailure)
     energy_failure: SourceFailure | None = None  # the energy counter stopped
+    cpu_start: isolation.CpuSnapshot | None = None  # host and job CPU time just before t0 ...
+    cpu_end: isolation.CpuSnapshot | None = None  # ... and just after t1 (None: no /proc)
 
     @property
     def seconds(self) -> float:
         return self.t1 - self.t0
+
+    def foreign_cpu(self, max_cores: float = isolation.FOREIGN_CPU_MAX_CORES) -> dict[str, Any]:
+        """The record's foreign-load columns: ``foreign_cpu_s``, the CPU-seconds the host's CPUs
+        were busy outside the job's process tree during the window (other processes, interrupts,
+        hypervisor steal); ``foreign_cpu_frac``, that over the window's core-seconds (seconds ×
+        the host's CPUs); ``foreign_load``, true when it averaged more than ``max_cores`` cores
+        (and at least ``isolation.FOREIGN_CPU_MIN_S``)."""
+        a, b = self.cpu_start, self.cpu_end
+        if a is None or b is None:
+            why = "no /proc on this host: the CPU time of other processes was not measured"
+            return {"foreign_cpu_s": Figure.missing(why), "foreign_cpu_frac": Figure.missing(why), "foreign_load": None}
+        secs = max(b.t - a.t, 1e-9)
+        # The two counters are kept differently (ticks per CPU vs per process): never below 0.
+        foreign = round(max(0.0, (b.host_busy_s - a.host_busy_s) - (b.tree_s - a.tree_s)), 6)
+        return {
+            "foreign_cpu_s": Figure.of(foreign, FOREIGN_SOURCE),
+            "foreign_cpu_frac": Figure.of(min(1.0, foreign / (secs * b.cpus)), FOREIGN_SOURCE + "/(window_s*cpus)"),
+            "foreign_load": foreign > max(max_cores * secs, isolation.FOREIGN_CPU_MIN_S),
+        }
 
     def energy_flags(self) -> dict[str, object]:
         """``energy_counter_updates`` (counter updates expected in the window, None when the
@@ -240,7 +271,10 @@ class Monitor:
         sync: Callable[[], None] | None = None,
         backend: Backend | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tree_pid: int | None = None,
     ) -> None:
+        """tree_pid: the root of the job's process tree, whose CPU time is not foreign (default:
+        this process; under torchrun the launcher, so every local rank is the job's)."""
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         if backend is None:
@@ -262,6 +296,9 @@ class Monitor:
         self.read_failure: SourceFailure | None = None
         self.energy_failure: SourceFailure | None = None
         self._described: dict[str, object] | None = None
+        self.tree_pid = tree_pid or os.getpid()
+        self._cpu_open: dict[str, isolation.CpuSnapshot | None] = {}
+        self.last_window: Window | None = None  # the window ended last (each stage ends one)
 
     def _fail(self, what: str, t: float, exc: Exception) -> SourceFailure:
         """Record the first failure of a source; it is not read again."""
@@ -340,22 +377,32 @@ class Monitor:
             raise RuntimeError("mark() needs an open window")
         self._marks.append(self._edge())
 
+    def _cpu_now(self) -> isolation.CpuSnapshot | None:
+        try:
+            return isolation.cpu_snapshot(self.tree_pid)
+        except Exception as exc:  # noqa: BLE001 - an odd /proc must not fail the run
+            log.error("could not read the host's CPU time: %s: %s", type(exc).__name__, exc)
+            return None
+
     def begin_window(self, name: str) -> None:
         if name in self._open:
             raise RuntimeError(f"window {name!r} is already open")
+        cpu = self._cpu_now()  # before the edge, so its cost is not in the window
         self._open[name] = self._edge()
+        self._cpu_open[name] = cpu
 
     def end_window(self, name: str) -> Window:
         if name not in self._open:
             raise RuntimeError(f"window {name!r} was never begun")
         t0, e0 = self._open.pop(name)
         t1, e1 = self._edge()
+        cpu0, cpu1 = self._cpu_open.pop(name, None), self._cpu_now()
         series: dict[str, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
         with self._lock:
             for t, d, k, v in self._rows:
                 if t0 <= t <= t1:
                     series[k][d].append((t, v))
-        return Window(
+        window = Window(
             name=name,
             t0=t0,
             t1=t1,
@@ -369,7 +416,18 @@ class Monitor:
             marks=[m for m in self._marks if t0 < m[0] < t1],
             energy_update_hz=getattr(self.backend, "energy_update_hz", None),
             read_failure=self.read_failure, energy_failure=self.energy_failure,
+            cpu_start=cpu0, cpu_end=cpu1,
         )
+        self.last_window = window
+        return window
+
+    def foreign_cpu(self, max_cores: float = isolation.FOREIGN_CPU_MAX_CORES) -> dict[str, Any]:
+        """:meth:`Window.foreign_cpu` of the window ended last: the record's foreign-load columns
+        (missing where the run ended none, e.g. it ran out of memory first)."""
+        if self.last_window is None:
+            why = "no measured window ended"
+            return {"foreign_cpu_s": Figure.missing(why), "foreign_cpu_frac": Figure.missing(why), "foreign_load": None}
+        return self.last_window.foreign_cpu(max_cores)
 
     def samples_rows(self) -> list[dict[str, object]]:
         """All raw samples as long rows: t_s since the monitor began, device, key, value."""
