@@ -64,6 +64,10 @@ def test_llamafactory_methods_run_and_are_measured(tmp_path, tiny_model, task_di
               if "loss" in json.loads(ln)]
     assert r["train_loss"] == pytest.approx(sum(logged[-10:]) / len(logged[-10:]))
     assert "exact match on 8 held-out items" in p.stderr and 0 <= r["accuracy"] <= 1
+    # the held-out loss: LlamaFactory's eval_loss, with the t interval over its evaluation batches
+    # (16 held-out samples in batches of 8: 2 batches, t on 1 df), as the batches reproduce it
+    assert r["val_loss__source"] == "llamafactory_eval_loss" and r["val_loss__ci_method"] == "t_eval_batches"
+    assert r["val_loss__ci_n"] == 2 and r["val_loss__ci_low"] < r["val_loss"] < r["val_loss__ci_high"]
     assert "step 3 of 3" in p.stderr  # progress in the log
 
 

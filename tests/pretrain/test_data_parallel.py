@@ -4,6 +4,7 @@ from rank 0, whose parallel layout says world size 2, and whose MFU counts both 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -38,6 +39,22 @@ def test_two_processes_train_the_same_model_as_one(tmp_path, data_dir, two_ranks
     (r1,) = read_records([one / "record.parquet"]).to_pylist()
     assert json.loads(r1["parallel_json"])["world_size"] == 1
     assert abs(r1["val_loss"] - r["val_loss"]) < 1e-4
+
+
+def test_val_loss_and_ppl_carry_an_interval_over_the_eval_batches(tmp_path, data_dir):
+    """Rank 0 evaluates every batch itself (none split over the ranks): 3 eval batches are 3
+    replicates of the validation loss, t on 2 df; PPL's interval is exp of the loss interval's ends."""
+    s = settings("gqa", 2)
+    s["training"]["eval_batches"] = 3
+    run(tmp_path, data_dir, s)
+    (r,) = read_records([tmp_path / "record.parquet"]).to_pylist()
+    check_record(r, tmp_path / "samples.parquet")  # every interval holds its value, none below 0
+    assert r["val_loss__ci_low"] < r["val_loss"] < r["val_loss__ci_high"]
+    assert r["val_loss__ci_n"] == 3 and r["val_loss__ci_method"] == "t_eval_batches"
+    assert r["ppl"] == pytest.approx(math.exp(r["val_loss"]), rel=1e-12)
+    assert r["ppl__ci_low"] == pytest.approx(math.exp(r["val_loss__ci_low"]), rel=1e-12)
+    assert r["ppl__ci_high"] == pytest.approx(math.exp(r["val_loss__ci_high"]), rel=1e-12)
+    assert r["ppl__ci_n"] == 3 and r["ppl__ci_method"] == "exp(t_eval_batches)"
 
 
 def test_mfu_counts_every_device(data_dir, two_ranks):

@@ -4,7 +4,9 @@ Hugging Face's Trainer (which LlamaFactory drives) calls it at each optimizer st
 measured window opens at the start of step ``warmup_measure_steps`` and closes at the end
 of training, each step's wall time is taken from one step end to the next (after a device
 sync), and the logged training loss and the final held-out evaluation are kept. After the
-window closes, it scores exact-match accuracy by greedy generation on held-out items.
+window closes, it scores exact-match accuracy by greedy generation on held-out items, then
+watches the held-out evaluation: each batch's loss, as the model returns it to the Trainer, and
+its samples (every rank's, gathered), for the held-out loss's interval (:mod:`.heldout`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from transformers import TrainerCallback
 from ..measure.monitor import Monitor, Window
 from ..measure.training import boundary_steps
 from ..progress import Progress
+from .heldout import EvalBatch
 
 log = logging.getLogger("effbench.finetune")
 
@@ -40,6 +43,9 @@ class MeasureCallback(TrainerCallback):
         self.step_times: list[float] = []
         self.losses: list[float] = []
         self.eval_metrics: dict[str, float] = {}
+        self.eval_batches: list[list[EvalBatch]] = [[]]  # each rank's evaluation batches (this rank's until gathered)
+        self._eval_hook: Any = None
+        self._tokens_across_ranks = False  # the Trainer divides a batch's loss by every rank's tokens
         self.window: Window | None = None
         self.tokens_at_begin: int | None = None
         self.tokens_at_end: int | None = None
@@ -103,7 +109,48 @@ class MeasureCallback(TrainerCallback):
         if self.after_train is not None:
             tokenizer = processing_class if processing_class is not None else kw.get("tokenizer")
             self.after_train(model, tokenizer)
+        if model is not None:  # after exact match: its generation is no evaluation batch
+            # Trainer._get_num_items_in_batch: with average_tokens_across_devices (the default) and more
+            # than one process, num_items_in_batch counts every rank's label tokens of the step.
+            self._tokens_across_ranks = (bool(getattr(args, "average_tokens_across_devices", False))
+                                         and int(args.world_size) > 1)
+            self._eval_hook = model.register_forward_hook(self._keep_eval_batch, with_kwargs=True)
+
+    def _keep_eval_batch(self, module, args, kwargs, output):  # noqa: ANN001 - torch's hook signature
+        """A forward pass in eval mode with labels: an evaluation batch, whose ``loss`` is the tensor
+        the Trainer's prediction step averages into eval_loss. Kept as the batch's own mean token
+        loss, its samples (the labels' rows) and tokens (heldout.batch_weights); heldout.py checks
+        that the batches reproduce eval_loss before it gives an interval."""
+        labels = kwargs.get("labels")
+        loss = output.get("loss") if isinstance(output, dict) else None
+        if module.training or labels is None or loss is None:
+            return
+        loss = float(loss.detach().float().mean())
+        tokens = int(labels.ne(-100).sum())
+        items = kwargs.get("num_items_in_batch")  # the model divided its summed loss by this
+        if items is not None and self._tokens_across_ranks:
+            items = int(items)
+            batch = EvalBatch(loss * items / tokens if tokens else 0.0, int(labels.shape[0]), tokens, items)
+        else:  # divided by its own tokens: the loss is its mean
+            batch = EvalBatch(loss, int(labels.shape[0]), tokens, None)
+        self.eval_batches[0].append(batch)
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):  # noqa: ANN001
         if metrics:
             self.eval_metrics.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        if self._eval_hook is not None:  # every rank gets here: gather every rank's batches
+            self._eval_hook.remove()
+            self._eval_hook = None
+            self.eval_batches = _every_rank(self.eval_batches)
+
+
+def _every_rank(batches: list[list[EvalBatch]]) -> list[list[EvalBatch]]:
+    """Every rank's evaluation batches, one list per rank in rank order (``batches`` holds this
+    rank's alone); the same outside torch.distributed."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return batches
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, [tuple(b) for b in batches[0]])
+    return [[EvalBatch(*b) for b in part] for part in out]

@@ -32,6 +32,7 @@ from ..runner import launch_ranks  # noqa: E402
 from ..torch_device import apply_host_memory_cap, pick_device  # noqa: E402
 from .args import llamafactory_args  # noqa: E402
 from .callback import MeasureCallback  # noqa: E402
+from .heldout import held_out_loss  # noqa: E402
 from .resume import find_resumable, mark_checkpoints_callback, remove_checkpoints  # noqa: E402
 from .tasks import TASK_META  # noqa: E402
 
@@ -177,8 +178,7 @@ def finetune_cell(settings: dict[str, Any], *, model_path: str, data_dir: Path, 
         else Figure.missing("the trainer counted no input tokens"),
         "train_loss": wall(sum(last) / len(last), f"mean_last_{len(last)}_logged_steps") if last
         else Figure.missing("the trainer logged no training loss"),
-        "val_loss": wall(eval_loss, "llamafactory_eval_loss") if eval_loss is not None
-        else Figure.missing("the task has no held-out split (tasks.<name>.val_size or an eval file)"),
+        "val_loss": held_out_loss(eval_loss, cb.eval_batches),  # interval over the evaluation batches
         "accuracy": wall(found["accuracy"], f"exact_match_greedy_{len(em_items)}_heldout")
         if "accuracy" in found else Figure.missing(em_missing),
         "steps": steps,

@@ -34,6 +34,7 @@ from ..progress import Progress
 from ..record import WINDOW_FIGURES, settings_json
 from ..torch_device import apply_host_memory_cap, cuda_sync_or_none, pick_device
 from . import megatron_stack, sharding
+from .evaluate import Validation, evaluate
 from .experts import full_state_dict as full_model_state
 from .mixed_precision import MasterWeightAdamW
 from .model import analytic_parameter_counts, build_gpt_model, count_parameters, flops_per_token
@@ -161,13 +162,13 @@ def train_cell(
     if job.rank != 0 and job.expert_parallel == 1:
         clear_resume(job)
         return {}
-    val_loss = evaluate(job.model, job.sampler, job.t, job.seq, job.device)
+    validation = evaluate(job.model, job.sampler, job.t, job.seq, job.device)
     weights = trained_weights(job)
     clear_resume(job)
     if job.rank != 0:
         return {}
     save_trained(job, checkpoint_path, weights)
-    return figures(job, trained, nodes, val_loss, checkpoint_path, mon, state_bytes)
+    return figures(job, trained, nodes, validation, checkpoint_path, mon, state_bytes)
 
 
 def set_up(settings: dict[str, Any], data_dir: Path, resume_dir: Path) -> Job:
@@ -333,7 +334,7 @@ def peak_per_device(settings: dict[str, Any], device: str, device_name: str | No
     return peak_flops(device_name, dtype)
 
 
-def figures(job: Job, trained: Trained, nodes: NodeSum, val_loss: float, checkpoint_path: Path,
+def figures(job: Job, trained: Trained, nodes: NodeSum, validation: Validation, checkpoint_path: Path,
             mon: Monitor, state_bytes: list[int]) -> dict[str, Any]:
     """The record's values: figures over the measured window, counts and the layout."""
     t, m, world, params = job.t, job.m, job.world, job.params
@@ -345,7 +346,6 @@ def figures(job: Job, trained: Trained, nodes: NodeSum, val_loss: float, checkpo
         fig["energy_j"] = nodes.total
         fig["aec_w"] = nodes.total.derive(lambda e: formulas.average_power_w(e, window.seconds), "/window")
         fig["energy_j_per_token"] = nodes.total.derive(lambda e: e / measured_tokens, "/tokens")
-    wall = Figure.of
     fpt = flops_per_token(m, job.seq, vocab_size=job.vocab)  # the output projection is a real per-token matmul
     # MFU: the FLOPs of every rank's tokens over the peak of every device that did them; its
     # interval is the token rate's (FLOPs per token and the peak are constants).
@@ -358,8 +358,7 @@ def figures(job: Job, trained: Trained, nodes: NodeSum, val_loss: float, checkpo
                                "tokens_per_s", "energy_j_per_token")},
         "mfu_frac": replace(rate.derive(lambda r: formulas.mfu(fpt, r, 1.0, peak * world)),
                             source=f"analytic_flops/{peak_src_all}") if peak else Figure.missing(peak_src),
-        "val_loss": wall(val_loss, "validation_mean_nll"),
-        "ppl": wall(formulas.perplexity(val_loss), "exp(val_loss)"),
+        **validation.figures(),  # val_loss, ppl: intervals over the evaluation batches
         "train_loss": trained.train_loss(),
         "steps": len(step_times),
         "resumed_from_step": trained.start,
@@ -389,22 +388,6 @@ def figures(job: Job, trained: Trained, nodes: NodeSum, val_loss: float, checkpo
             f"energy: all {nodes.count} nodes; memory, utilisation: node of rank 0",
         }, sort_keys=True),
     }
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, sampler: BatchSampler, t: dict[str, Any], seq: int, device: str) -> float:
-    """Mean token NLL over the first ``eval_batches`` contiguous windows of the validation split."""
-    model.eval()
-    total, n = 0.0, 0
-    for x, y in sampler.eval_batches(t["micro_batch_size"], seq, t["eval_batches"]):
-        ids, labels = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-        loss = _forward_loss(model, ids, labels)
-        total += float(loss) * ids.numel()
-        n += ids.numel()
-    model.train()
-    if n == 0:
-        raise RuntimeError("the validation split is shorter than one batch")
-    return total / n
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

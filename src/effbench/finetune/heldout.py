@@ -1,0 +1,74 @@
+"""The fine-tuning record's held-out loss (``val_loss``) with its 95 % interval. Pure: no torch.
+
+The value is LlamaFactory's ``eval_loss``: the Trainer's final evaluation over the held-out split.
+The callback (:class:`~effbench.finetune.callback.MeasureCallback`) keeps, for every evaluation
+batch of every rank, the loss the model returned to the Trainer in that evaluation (a forward hook,
+no second pass) as an :class:`EvalBatch`. Each batch is a replicate: the interval is the t
+interval over the batches (``t_eval_batches``, :func:`effbench.measure.spread.eval_batches_interval`,
+t on k − 1 df) of their mean token losses, weighted as eval_loss weights them
+(:func:`batch_weights`), centred on ``eval_loss``.
+
+No interval when fewer than two batches were seen, or when the batches seen do not reproduce
+``eval_loss`` (e.g. a data-parallel evaluation whose last batches were padded with repeated
+samples, which the Trainer drops and the hook cannot tell): the interval would not be that
+figure's, so none is given and the log says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from ..measure import spread
+from ..measure.figure import Figure
+from ..measure.spread import Interval
+
+log = logging.getLogger("effbench.finetune")
+SOURCE = "llamafactory_eval_loss"
+AGREE_REL = 1e-4  # the Trainer averages in float32: the batches reproduce eval_loss far better than this
+
+
+class EvalBatch(NamedTuple):
+    """One rank's evaluation batch."""
+
+    loss: float  # its mean loss over its own label tokens (Σ NLL / tokens)
+    samples: int
+    tokens: int  # its label tokens, counted as the Trainer counts them (labels != -100)
+    step_tokens: int | None  # every rank's label tokens in this step, when the Trainer divided by them
+
+
+def batch_weights(per_rank: Sequence[Sequence[EvalBatch]]) -> list[tuple[float, float]]:
+    """(mean loss, weight) of every batch, weighted so that Σ w·loss / Σ w is the Trainer's eval_loss.
+
+    The Trainer averages one loss per rank and batch over the samples (each repeated for the
+    batch's samples). Within one process, or without ``average_tokens_across_devices``, that loss
+    is the batch's own mean token loss: weight = its samples. With it, the loss of rank r in step s
+    is Σ NLL_rs × world / (every rank's tokens G_s), so step s counts as the token mean of all its
+    ranks, weighted by its samples N_s: weight of rank r's batch = N_s × tokens_rs / G_s."""
+    steps = max((len(b) for b in per_rank), default=0)
+    samples_in_step = [sum(b[s].samples for b in per_rank if s < len(b)) for s in range(steps)]
+    out = []
+    for batches in per_rank:
+        for s, b in enumerate(batches):
+            if b.step_tokens is None:
+                out.append((b.loss, float(b.samples)))
+            elif b.tokens > 0:  # a batch without label tokens adds nothing to either sum
+                out.append((b.loss, samples_in_step[s] * b.tokens / b.step_tokens))
+    return out
+
+
+def held_out_loss(eval_loss: float | None, per_rank: Sequence[Sequence[EvalBatch]]) -> Figure:
+    """``val_loss``: LlamaFactory's eval_loss and its interval over every rank's evaluation batches."""
+    if eval_loss is None:
+        return Figure.missing("the task has no held-out split (tasks.<name>.val_size or an eval file)")
+    weighted = batch_weights(per_rank)
+    if len(weighted) < 2:
+        return Figure.of(eval_loss, SOURCE)
+    mean, iv = spread.eval_batches_interval([x for x, _ in weighted], [w for _, w in weighted])
+    if abs(mean - eval_loss) > AGREE_REL * max(1.0, abs(eval_loss)):
+        log.warning("held-out loss: the %d evaluation batches seen average %.6g, not eval_loss %.6g; no interval",
+                    len(weighted), mean, eval_loss)
+        return Figure.of(eval_loss, SOURCE)
+    half = iv.high - mean  # the uncut half-width (the low end may be cut at 0)
+    return Figure.of(eval_loss, SOURCE, Interval(max(eval_loss - half, 0.0), eval_loss + half, iv.n, iv.method))
