@@ -1,4 +1,5 @@
-"""Score one model × precision with lm-evaluation-harness; write scores.json (per task and mean).
+"""Score one model × precision with lm-evaluation-harness; write scores.json (per task, the mean, and
+each task's per-item results under ``items`` for the paired comparison of precisions).
 
 Called by workflow/rules/inference.smk in the inference environment.
 """

@@ -230,6 +230,9 @@ def _lm_eval(backend: str, model_dir: Path, precision: str, tmp_path: Path) -> d
         assert v["control"] == {"value": 0.25, "stderr": 0.0, "n": 12, "ties": 12}
         assert v["measurable"] is False and v["equal_length_share"] == 1.0
     assert out["accuracy"] == pytest.approx(sum(v["value"] for v in out["tasks"].values()) / 2)
+    # Each item's tie-aware score, keyed by lm-eval's doc_id, for the paired comparison of precisions
+    # (the controls' are not kept): every item a 4-way tie, 1/4 each.
+    assert out["items"] == {t: {str(i): 0.25 for i in range(12)} for t in out["tasks"]}
     return out
 
 

@@ -103,12 +103,23 @@ def test_serving_axis_end_to_end(pipeline):
             assert r["engine"] == "vllm" and r["engine_fallback"] is None
     table = pd.read_csv(res / "tables" / "inference.csv")
     assert list(table["precision"]) == ["bf16", "int4"] and set(table["load_point"]) == {"offline"}
-    assert table["accuracy"].notna().all() and table.iloc[0]["mcr_nominal"] == pytest.approx(1.0)
-    assert table.iloc[1]["mcr_nominal"] == pytest.approx(4 * table.iloc[1]["accuracy"] / table.iloc[0]["accuracy"])
     tasks = pd.read_csv(res / "tables" / "inference_tasks.csv")
     assert set(tasks["task"]) == {"effbench_mc_fact", "effbench_mc_arithmetic"} and tasks["stderr"].notna().all()
     summary = (res / "summary.md").read_text()
-    for name in ("inference_throughput_vs_latency.png", "inference_accuracy_vs_it_tokens_per_s.png"):
+    plots = ["inference_throughput_vs_latency.png"]
+    # Perf averages only the tasks measurable at the baseline (docs/quality.md): 6 pretraining steps
+    # and 16 items a task leave the minimal run's model at chance, so Perf, MCR and the drop are
+    # "not measurable" unless a task cleared its chance and control.
+    measurable = tasks[(tasks["precision"] == "bf16") & tasks["in_perf"].astype(bool)]
+    if measurable.empty:
+        assert table["accuracy"].isna().all() and table["mcr_nominal"].isna().all()
+        assert "not measurable" in (res / "tables" / "inference.md").read_text()
+    else:
+        plots.append("inference_accuracy_vs_it_tokens_per_s.png")
+        assert table["accuracy"].notna().all() and table.iloc[0]["mcr_nominal"] == pytest.approx(1.0)
+        assert table.iloc[1]["mcr_nominal"] == pytest.approx(4 * table.iloc[1]["accuracy"] / table.iloc[0]["accuracy"])
+        assert set(table.iloc[0]["perf_tasks"].split(", ")) == set(measurable["task"])
+    for name in plots:
         assert (res / "plots" / name).read_bytes()[:8] == PNG and f"plots/{name}" in summary
     assert "Table 9" in summary and "Accuracy per task" in summary and "quantize" in summary
 

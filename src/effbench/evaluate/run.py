@@ -7,7 +7,8 @@ too) or ``vllm`` (the paper's setup, on the cluster). The mean over tasks is the
 
 The pipeline's own tasks (:mod:`effbench.evaluate.tasks`) are rescored per item from the
 logged log-likelihoods with ties counted 1/k (:mod:`effbench.evaluate.scoring`) and carry
-their question-blind control, scored in the same lm-eval run.
+their question-blind control, scored in the same lm-eval run. Every task's per-item results
+are kept (``items``), so precisions are compared on the same items (paired).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import LOCAL_TASKS
-from .scoring import item_scores, task_summary, verdict
+from .scoring import item_scores, sample_values, task_summary, verdict
 from .tasks import CHANCE, control_task
 
 log = logging.getLogger("effbench.evaluate")
@@ -43,13 +44,21 @@ def pick_metric(task_results: dict[str, Any], wanted: str | None) -> str:
 
 
 def summarize(results: dict[str, Any], tasks: list[str], metrics: dict[str, str]) -> dict[str, Any]:
-    """{task: {metric, value, stderr, n}} and their unweighted mean (pure; unit-tested).
+    """{task: {metric, value, stderr, n}}, their unweighted mean, and each task's per-item results
+    (pure; unit-tested).
 
     A local task (:data:`LOCAL_TASKS`) whose samples were logged is rescored with ties
     counted 1/k (metric ``acc_tie``; lm-eval's own ``acc`` kept as ``lm_eval_acc``) and gets
     ``ties``, ``chance``, ``z_chance``, ``control`` ({value, stderr, n, ties} of its
-    question-blind twin), ``z_control`` and ``measurable``."""
+    question-blind twin), ``z_control`` and ``measurable``.
+
+    ``items``: {task: {doc_id (a string, as JSON keys are): the item's score}}: the tie-aware
+    score of a local task's item, the logged sample's own metric for any other task (a group:
+    its subtasks' items, keyed ``<subtask>/<doc_id>``); a task whose samples do not give one
+    number per item has none. The aggregation compares two precisions on these items (paired,
+    :mod:`effbench.aggregate.quality`)."""
     out: dict[str, Any] = {}
+    items: dict[str, dict[str, float]] = {}
     samples = results.get("samples") or {}
     for task in tasks:
         r = results["results"].get(task)
@@ -64,8 +73,31 @@ def summarize(results: dict[str, Any], tasks: list[str], metrics: dict[str, str]
                      "stderr": float(stderr) if isinstance(stderr, (int, float)) else None, "n": n}
         if task in LOCAL_TASKS and task in samples:
             out[task] = _rescore(out[task], samples[task], samples.get(control_task(task)))
+            items[task] = {str(i): v for i, (v, _) in sorted(item_scores(samples[task]).items())}
+        else:
+            per_item = _sample_items(results, task, metric, filt)
+            if per_item:
+                items[task] = per_item
     mean = sum(v["value"] for v in out.values()) / len(out)
-    return {"tasks": out, "accuracy": mean}
+    return {"tasks": out, "accuracy": mean, "items": items}
+
+
+def _sample_items(results: dict[str, Any], task: str, metric: str, filt: str) -> dict[str, float] | None:
+    """A task's per-item ``metric`` from its logged samples, or a group's from its subtasks'."""
+    samples = results.get("samples") or {}
+    if task in samples:
+        got = sample_values(samples[task], metric, filt)
+        return {str(i): v for i, v in sorted(got.items())} if got else None
+    subtasks = (results.get("group_subtasks") or {}).get(task)
+    if not subtasks:
+        return None
+    out: dict[str, float] = {}
+    for sub in subtasks:
+        got = _sample_items(results, sub, metric, filt)
+        if not got:
+            return None
+        out.update({f"{sub}/{k}": v for k, v in got.items()})
+    return out
 
 
 def _rescore(lm_eval_entry: dict[str, Any], task_samples: list[dict], control_samples: list[dict] | None

@@ -8,6 +8,10 @@ toward position 0. Here an item whose best log-likelihood is shared by ``k`` cho
 scores ``1/k`` if gold is one of them, else 0: the expected accuracy of breaking the tie
 uniformly at random, independent of where gold sits.
 
+Per-item results are kept (``scores.json``'s ``items``): the tie-aware score of each item of the
+pipeline's own tasks, the sample's own metric for lm-eval's tasks (:func:`sample_values`), so two
+precisions can be compared on the same items (:mod:`effbench.measure.paired`).
+
 A task is *measurable* on a model when its score is above chance by more than
 ``Z`` standard errors and above its question-blind control by more than ``Z`` standard
 errors of the paired per-item difference (the control scores the same items).
@@ -53,6 +57,25 @@ def item_scores(samples: Iterable[dict[str, Any]]) -> dict[int, tuple[float, int
         lls = [_loglik(r) for r in s["filtered_resps"]]
         out[int(s["doc_id"])] = item_score(lls, int(s["target"]))
     return out
+
+
+def sample_values(samples: Iterable[dict[str, Any]], metric: str, filt: str | None = None
+                  ) -> dict[int, float] | None:
+    """{doc_id: the sample's own ``metric``} from lm-eval's logged samples of any task (its per-item
+    ``acc``, ``exact_match``, ...) under filter ``filt`` (a sample without a ``filter`` key passes);
+    None when a sample lacks the metric or its value is not one number (e.g. IFEval's per-instruction
+    lists)."""
+    out = {}
+    for s in samples:
+        if filt is not None and s.get("filter", filt) != filt:
+            continue
+        v = s.get(metric)
+        if isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, (int, float)):
+            return None
+        out[int(s["doc_id"])] = float(v)
+    return out or None
 
 
 def task_summary(items: dict[int, tuple[float, int]]) -> dict[str, Any]:

@@ -10,6 +10,8 @@ Pure functions over plain numbers (no scipy in the driver venv):
   sub-windows through :func:`ratio_interval`);
 - :func:`ratio_interval` a rate Σx / Σy (tokens/s, J/token) over k sub-windows, with the
   ratio estimator's delta-method standard error;
+- :func:`eval_batches_interval` a mean loss over evaluation batches (each batch a replicate),
+  and :func:`exp_interval` its exp (perplexity);
 - :func:`mcr_interval` MCR = size ratio × Perf_q / Perf_base with the delta-method SE from
   the two accuracies' standard errors;
 - :func:`around` an interval centred on a pooled value, sized by its replicates' t spread;
@@ -210,6 +212,28 @@ def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], m
     h = t95(k - 1) * se
     cut = _nonnegative(numerators, denominators) if nonnegative is None else nonnegative
     return r, Interval(_cut(r - h, cut), r + h, k, method)
+
+
+EVAL_BATCHES = "t_eval_batches"  # the label of a validation / held-out loss's interval
+
+
+def eval_batches_interval(losses: Sequence[float], weights: Sequence[float],
+                          method: str = EVAL_BATCHES) -> tuple[float, Interval]:
+    """The mean loss over k >= 2 evaluation batches, Σ w_b·l_b / Σ w_b (l_b: batch b's mean loss,
+    w_b: its weight in the figure, e.g. its tokens), with a 95 % interval that takes each batch as an
+    independent replicate: :func:`ratio_interval`'s SE, t on k − 1 df, cut at 0 (a loss is not
+    negative). With equal weights this is exactly the t interval of the k batch means
+    (:func:`mean_interval`); a short last batch counts for what it holds."""
+    if len(losses) != len(weights):
+        raise ValueError("losses and weights differ in length")
+    return ratio_interval([x * w for x, w in zip(losses, weights)], weights, method, nonnegative=True)
+
+
+def exp_interval(iv: Interval) -> Interval:
+    """exp of both ends (a perplexity from a mean NLL's interval): exp is increasing, so
+    exp(low) <= exp(mean) <= exp(high) exactly when low <= mean <= high, the same coverage.
+    Labelled ``exp(<method>)``; not symmetric around exp(mean)."""
+    return Interval(math.exp(iv.low), math.exp(iv.high), iv.n, f"exp({iv.method})")
 
 
 def ratio_se(a: float, se_a: float, b: float, se_b: float) -> float:
