@@ -5,8 +5,10 @@ checkpoint scores the same held-out windows (the pretraining corpus' validation 
 the engine the inference stage serves it with; each extraction runs in its own process (one vLLM
 engine per process, and its memory is returned before the next loads), the baseline's once.
 Writes ``<out-dir>/<precision>/fidelity.json`` per precision: perplexity of both, KL(baseline ‖
-precision) mean and p99 over positions, top-1 agreement. For the baseline precision itself only
-its perplexity is measured (KL and agreement are null with the reason).
+precision) mean and p99 over positions, top-1 agreement, and the verdict against the thresholds
+(``pass`` | ``fail``, with ``verdict_reason`` and the ``thresholds`` used; the settings'
+``thresholds``, else effbench.fidelity.measures.THRESHOLDS). For the baseline precision itself only
+its perplexity is measured (KL and agreement are null with the reason) and its verdict is ``baseline``.
 
     fidelity.py --settings JSON --model-dirs bf16=DIR int4=DIR --data-dir D --out-dir OUT
 """
@@ -68,7 +70,7 @@ def parse_dirs(pairs: list[str]) -> dict[str, Path]:
 def measure(args: argparse.Namespace) -> None:
     from effbench.atomic import write_text
     from effbench.fidelity.extract import held_out_windows
-    from effbench.fidelity.measures import fidelity, perplexity
+    from effbench.fidelity.measures import THRESHOLDS, fidelity, perplexity, verdict
     from effbench.runner import setup_logging
 
     setup_logging()
@@ -77,6 +79,7 @@ def measure(args: argparse.Namespace) -> None:
     if set(dirs) != set(engines) or base_p not in engines:
         raise SystemExit(f"--model-dirs names {sorted(dirs)}, the settings {sorted(engines)} "
                          f"(baseline {base_p!r})")
+    thresholds = job.get("thresholds") or THRESHOLDS
     length = window_length(dirs[base_p], list(engines.values()), job.get("window_len"))
     windows = held_out_windows(args.data_dir, job["windows"], length)
     targets = windows[:, 1:].reshape(-1)
@@ -105,6 +108,7 @@ def measure(args: argparse.Namespace) -> None:
                 "extract_seconds": {"baseline": seconds[base_p],
                                     "compare": None if precision == base_p else seconds[precision]},
                 **figures,
+                **verdict(figures, thresholds, baseline=precision == base_p),
             }
             write_text(args.out_dir / precision / "fidelity.json", json.dumps(result, indent=2) + "\n")
             print(json.dumps(result))

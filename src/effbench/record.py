@@ -35,6 +35,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int4")  # training precisions, and the se
 ENGINES, DEVICE_KINDS = ("vllm", "transformers"), ("cuda", "cpu")
 QUANT_METHODS = ("cast", "rtn", "gptq", "awq")
 QUALITY_LABELS = ("significant", "not significant", "baseline")  # spread.difference_label, or the baseline
+FIDELITY_VERDICTS = ("pass", "fail", "baseline")  # effbench.fidelity.measures.VERDICTS
 ALL = frozenset(STAGES)
 # The files a cell writes (the workflow's rules name them as outputs).
 RECORD_FILE = "record.parquet"
@@ -153,6 +154,7 @@ COLUMNS: tuple[Column, ...] = (
     _c("fid_kl_mean", F, "Mean KL(baseline || this precision) of next-token distributions on held-out text, nats; joined at aggregation.", QT + IT, figure=True, lo=0),
     _c("fid_kl_p99", F, "99th percentile over positions of that KL, nats; joined at aggregation.", QT + IT, figure=True, lo=0),
     _c("fid_top1_agreement", F, "Share of held-out positions where this precision's top-1 token is the baseline's; joined at aggregation.", QT + IT, figure=True, lo=0, hi=1),
+    _c("fid_verdict", S, "Fidelity to the baseline precision against its thresholds (effbench.fidelity.measures.THRESHOLDS): pass | fail | baseline; joined at aggregation.", QT + IT, enum=FIDELITY_VERDICTS),
     _c("quality_vs_baseline", S, "Accuracy against the baseline precision: significant | not significant (inside 2 combined standard errors) | baseline; joined at aggregation.", QT + IT, enum=QUALITY_LABELS),
     _c("accuracy_tasks_json", S, "Per-task scores {task: {metric, value, stderr, n}} from lm-evaluation-harness (JSON).", FT + QT + IT),
     # raw counts

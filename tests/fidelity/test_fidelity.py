@@ -3,7 +3,8 @@ made by the pipeline's quantize script in the quantization environment, scored a
 bf16 checkpoint on held-out text by scripts/fidelity.py, through vLLM's prompt logprobs and
 through the transformers engine. The real int4 passes the thresholds; a deliberately corrupted
 copy (weight scales zeroed, or permuted across output channels, in the compressed-tensors
-safetensors) fails them."""
+safetensors) fails them. Each fidelity.json says so itself: its verdict (pass | fail | baseline)
+with the thresholds used."""
 
 from __future__ import annotations
 
@@ -145,11 +146,13 @@ def _check_faithful(both: dict[str, dict], engine: str) -> None:
     length = CONTEXT - 1 if engine == "vllm" else CONTEXT  # vLLM must still schedule one generated token
     assert f["engine"] == engine and f["window_len"] == length and f["positions"] == 8 * (length - 1)
     assert passes(f), (f, THRESHOLDS)
+    assert f["verdict"] == "pass" and f["thresholds"] == THRESHOLDS and f["verdict__missing"] is None, f
     assert f["ppl"] == pytest.approx(f["ppl_baseline"], rel=0.05)
     assert 0 < f["kl_mean"] <= f["kl_p99"]  # int4 is not bit-identical to bf16, and the tail is above the mean
     # The baseline's row, from the same job: its perplexity, and why KL and agreement are missing.
     assert base["ppl"] == base["ppl_baseline"] == f["ppl_baseline"] > 1
     assert base["kl_mean"] is None and base["kl_mean__missing"] == "the baseline itself"
+    assert base["verdict"] == "baseline" and base["thresholds"] == THRESHOLDS
 
 
 def test_real_int4_is_faithful(rows):
@@ -168,3 +171,6 @@ def test_corrupted_int4_fails(rows, how):
     f = rows[how]
     assert f["baseline"] == "bf16" and f["ppl_baseline"] == rows["int4"]["ppl_baseline"]  # one baseline
     assert not passes(f), f
+    # the file itself says so, with the threshold missed and the values used
+    assert f["verdict"] == "fail" and f["thresholds"] == THRESHOLDS, f
+    assert "KL mean" in f["verdict_reason"] and " > 0.05" in f["verdict_reason"], f["verdict_reason"]

@@ -5,13 +5,15 @@ Accuracy (lm-evaluation-harness scores) and sizes (quantize records) are joined 
 serving records here, so a re-scored model does not re-measure its serving latency.
 MCR follows the paper: (Size_orig / Size_comp) × (Perf_comp / Perf_orig) against the
 baseline precision, once with nominal bits and once with measured on-disk bytes. The baseline's
-own MCR is exactly 1 and carries no interval (one accuracy, not two independent ones).
+own MCR is exactly 1 and carries no interval (one accuracy, not two independent ones). Perf
+averages the tasks measurable at the model's baseline precision, and each precision is compared
+with the baseline on the same items (paired: McNemar, the paired delta method); both in
+:mod:`.quality`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,16 +23,15 @@ import pandas as pd
 from ..atomic import atomic_path, write_text
 from ..fidelity.table import NO_RUN as FIDELITY_NO_RUN
 from ..fidelity.table import TITLE as FIDELITY_TITLE
-from ..fidelity.table import load_fidelity, write_fidelity_table
-from ..measure import formulas, spread
+from ..fidelity.table import attach_verdict, load_fidelity, write_fidelity_table
+from ..measure import formulas
 from .frame import is_missing, order_rows
+from .quality import BASELINE_MCR, perf_tasks, quality_row  # noqa: F401  (BASELINE_MCR: re-exported)
 from .specs import INFERENCE, INFERENCE_LATENCY, QUANTIZE, StageSpec
 from .stage import aggregate_stage, manifest_path
 from .tables import write_tables
 
 NO_SCORES = "no evaluation scores for this model and precision (eval stage not configured)"
-# The baseline precision's MCR: its size and accuracy over themselves, exactly 1, with no interval.
-BASELINE_MCR = "baseline precision: 1 by definition (exact, no interval)"
 
 
 def load_scores(paths: Iterable[Path | str]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -53,119 +54,109 @@ def mcr_pair(base: dict[str, Any], comp: dict[str, Any], acc_base: float, acc_co
             formulas.mcr(base["disk_bytes"], comp["disk_bytes"], acc_comp, acc_base))
 
 
-def accuracy_se(s: dict[str, Any]) -> tuple[float | None, int]:
-    """Standard error of the mean over tasks (independent tasks: sqrt(Σ se²) / k) and the items
-    behind it; None when a task has no standard error."""
-    tasks = list(s["tasks"].values())
-    if not tasks or any(t.get("stderr") is None for t in tasks):
-        return None, 0
-    return math.sqrt(sum(float(t["stderr"]) ** 2 for t in tasks)) / len(tasks), sum(int(t.get("n") or 0) for t in tasks)
-
-
-def _ci_cols(cols: dict[str, list[Any]], name: str, iv: spread.Interval | None) -> None:
-    cols[name + "__ci_low"].append(iv.low if iv else None)
-    cols[name + "__ci_high"].append(iv.high if iv else None)
-    cols[name + "__ci_n"].append(iv.n if iv else None)
-    cols[name + "__ci_method"].append(iv.method if iv else None)
+# Columns the quality join adds (effbench.aggregate.quality.quality_row), and those of them that are numbers.
+QUALITY_COLUMNS = (
+    "accuracy", "accuracy__source", "accuracy__missing", "accuracy_tasks_json", "perf_tasks", "perf_tasks__missing",
+    "quality_vs_baseline", "quality_vs_baseline__missing", "quality_p", "quality_p__missing", "quality_test",
+    "quality_test__missing", "accuracy_drop", "accuracy_drop__source", "accuracy_drop__missing",
+    "mcr_nominal", "mcr_nominal__source", "mcr_nominal__missing", "mcr_disk", "mcr_disk__source", "mcr_disk__missing",
+    *(f"{m}__ci_{x}" for m in ("accuracy", "accuracy_drop", "mcr_nominal", "mcr_disk")
+      for x in ("low", "high", "n", "method")))
+NUMERIC = ("accuracy", "quality_p", "accuracy_drop", "mcr_nominal", "mcr_disk", "disk_bytes", "weight_bits",
+           *(f"{m}__ci_{x}" for m in ("accuracy", "accuracy_drop", "mcr_nominal", "mcr_disk")
+             for x in ("low", "high", "n")))
 
 
 def attach_quality(df: pd.DataFrame, quant: pd.DataFrame, scores: dict[tuple[str, str], dict[str, Any]],
                    baseline: str) -> pd.DataFrame:
-    """Accuracy, per-task scores, sizes and both MCRs for each (model, precision) row."""
+    """Perf (the tasks measurable at the baseline), its tasks, sizes, the paired comparison with the
+    baseline and both MCRs for each (model, precision) row (effbench.aggregate.quality)."""
     df = df.copy()
     sizes = _sizes(quant)
-    cols: dict[str, list[Any]] = {k: [] for k in (
-        "accuracy", "accuracy__source", "accuracy__missing", "accuracy_tasks_json", "disk_bytes", "weight_bits",
-        "quant_method", "mcr_nominal", "mcr_nominal__source", "mcr_nominal__missing", "mcr_disk",
-        "mcr_disk__source", "mcr_disk__missing", "quality_vs_baseline",
-        *(f"{m}__ci_{x}" for m in ("accuracy", "mcr_nominal", "mcr_disk") for x in ("low", "high", "n", "method")))}
+    cols: dict[str, list[Any]] = {k: [] for k in (*QUALITY_COLUMNS, "disk_bytes", "weight_bits", "quant_method")}
     for _, r in df.iterrows():
         key, base_key = (r["model"], r["precision"]), (r["model"], baseline)
-        s, sb = scores.get(key), scores.get(base_key)
-        size, size_b = sizes.get(key, {}), sizes.get(base_key)
-        acc = s["accuracy"] if s else None
-        cols["accuracy"].append(acc)
-        cols["accuracy__source"].append(f"lm_eval:{s['backend']}:mean_of_{len(s['tasks'])}_tasks" if s else "unavailable")
-        cols["accuracy__missing"].append(None if s else NO_SCORES)
-        cols["accuracy_tasks_json"].append(json.dumps(s["tasks"], sort_keys=True) if s else None)
-        se, n_items = accuracy_se(s) if s else (None, 0)
-        se_b = accuracy_se(sb)[0] if sb else None
-        _ci_cols(cols, "accuracy", spread.normal_interval(acc, se, n_items, lower=0.0) if se is not None else None)
-        # A quality difference inside 2 combined standard errors is not significant (docs/noise.md).
-        cols["quality_vs_baseline"].append(
-            "baseline" if r["precision"] == baseline else
-            spread.difference_label(acc, se, sb["accuracy"], se_b) if se is not None and se_b is not None else None)
+        size = sizes.get(key, {})
+        q = quality_row(r["model"], r["precision"], baseline, scores.get(key), scores.get(base_key), size,
+                        sizes.get(base_key), NO_SCORES)
+        for k in QUALITY_COLUMNS:
+            cols[k].append(q.get(k))
         for k in ("disk_bytes", "weight_bits", "quant_method"):
             v = size.get(k, r.get(k))
             cols[k].append(None if is_missing(v) else v)
-        why = None
-        if not s or not sb:
-            why = f"needs the accuracy of {r['model']} at {r['precision']} and at the baseline {baseline}"
-        elif not size or not size_b:
-            why = f"needs the quantize records of {r['model']} at {r['precision']} and {baseline}"
-        elif sb["accuracy"] <= 0:
-            why = f"the baseline {baseline} scored 0"
-        if why:
-            for k in ("mcr_nominal", "mcr_disk"):
-                cols[k].append(None)
-                cols[k + "__source"].append("unavailable")
-                cols[k + "__missing"].append(why)
-                _ci_cols(cols, k, None)
-        elif r["precision"] == baseline:
-            # The baseline against itself: 1 by definition, exact. Its accuracy is one measurement,
-            # not two independent ones, so the delta method's interval does not apply (docs/noise.md).
-            for k in ("mcr_nominal", "mcr_disk"):
-                cols[k].append(1.0)
-                cols[k + "__source"].append(BASELINE_MCR)
-                cols[k + "__missing"].append(None)
-                _ci_cols(cols, k, None)
-        else:
-            nominal, disk = mcr_pair(size_b, size, sb["accuracy"], acc)
-            # MCR carries its Perf ratio's uncertainty (the sizes are exact): delta method.
-            for k, ratio in (("mcr_nominal", size_b["weight_bits"] / size["weight_bits"]),
-                             ("mcr_disk", size_b["disk_bytes"] / size["disk_bytes"])):
-                ok = se is not None and se_b is not None
-                _ci_cols(cols, k, spread.mcr_interval(ratio, acc, se, sb["accuracy"], se_b, n_items)[1] if ok else None)
-            cols["mcr_nominal"] += [nominal]
-            cols["mcr_nominal__source"] += [f"bits {size_b['weight_bits']}/{size['weight_bits']} × accuracy ratio"]
-            cols["mcr_nominal__missing"] += [None]
-            cols["mcr_disk"] += [disk]
-            cols["mcr_disk__source"] += ["safetensors bytes ratio × accuracy ratio"]
-            cols["mcr_disk__missing"] += [None]
     for k, v in cols.items():
         df[k] = pd.Series(v, index=df.index, dtype=object)
-    for k in ("accuracy", "mcr_nominal", "mcr_disk", "disk_bytes", "weight_bits",
-              *(f"{m}__ci_{x}" for m in ("accuracy", "mcr_nominal", "mcr_disk") for x in ("low", "high", "n"))):
+    for k in NUMERIC:
         df[k] = pd.to_numeric(df[k])
     return df
 
 
-def task_table(scores: dict[tuple[str, str], dict[str, Any]], spec: StageSpec, out: Path) -> dict[str, str]:
-    """Per-task accuracy (value ± stderr), rows model × precision: tables/inference_tasks.{csv,md}."""
-    long = [{"model": m, "precision": p, "task": t, "metric": v["metric"], "value": v["value"],
-             "stderr": v["stderr"], "n": v["n"], "backend": s["backend"]}
-            for (m, p), s in scores.items() for t, v in s["tasks"].items()]
+TASK_COLUMNS = ["model", "precision", "task", "metric", "value", "stderr", "n", "chance", "control",
+                "control_stderr", "z_chance", "z_control", "measurable", "in_perf", "backend"]
+
+
+def _task_rows(scores: dict[tuple[str, str], dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
+    rows = []
+    for (m, p), s in scores.items():
+        used = perf_tasks(s, scores.get((m, baseline)), baseline, p).tasks
+        for t, v in s["tasks"].items():
+            c = v.get("control") or {}
+            rows.append({"model": m, "precision": p, "task": t, "metric": v["metric"], "value": v["value"],
+                         "stderr": v["stderr"], "n": v["n"], "chance": v.get("chance"), "control": c.get("value"),
+                         "control_stderr": c.get("stderr"), "z_chance": v.get("z_chance"),
+                         "z_control": v.get("z_control"), "measurable": v.get("measurable"), "in_perf": t in used,
+                         "backend": s["backend"]})
+    return rows
+
+
+def _pm(v: Any, se: Any, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
+
+
+def _z(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
+
+
+def task_table(scores: dict[tuple[str, str], dict[str, Any]], spec: StageSpec, out: Path,
+               baseline: str | None = None) -> dict[str, str]:
+    """Per-task accuracy with chance, the question-blind control, the z-scores against both, whether the
+    task is measurable and whether it is one of the model's Perf tasks; rows model × precision × task:
+    tables/inference_tasks.{csv,md}."""
+    baseline = baseline or ""
+    long = _task_rows(scores, baseline)
     rel = {"csv": "tables/inference_tasks.csv", "md": "tables/inference_tasks.md"}
-    frame = pd.DataFrame(long, columns=["model", "precision", "task", "metric", "value", "stderr", "n", "backend"])
+    frame = pd.DataFrame(long, columns=TASK_COLUMNS)
     with atomic_path(out / rel["csv"]) as tmp:
         frame.to_csv(tmp, index=False)
-    tasks = list(dict.fromkeys(frame["task"]))
-    lines = ["**Accuracy per task** (lm-evaluation-harness; value ± standard error; mean = the table's Perf)", ""]
+    lines = ["**Accuracy per task** (lm-evaluation-harness; score ± standard error, against chance and the "
+             "task's question-blind control; Perf = the mean over the tasks marked *in Perf*)", ""]
     if not len(frame):
         write_text(out / rel["md"], "\n".join(lines + ["No scores.", ""]))
         return rel
-    lines.append("| Model | Precision | " + " | ".join(tasks) + " | Mean |")
-    lines.append("|---|---|" + "---:|" * (len(tasks) + 1))
-    rows = pd.DataFrame([{"model": m, "precision": p, "params_total": 0, "cell": f"{m}/{p}"} for (m, p) in scores])
-    for _, r in order_rows(rows, spec).iterrows():
-        s = scores[(r["model"], r["precision"])]
-        cells = []
-        for t in tasks:
-            v = s["tasks"].get(t)
-            cells.append("n/a" if v is None else f"{v['value']:.4f}" + (f" ± {v['stderr']:.4f}" if v["stderr"] is not None else ""))
-        lines.append(f"| {r['model']} | {r['precision']} | " + " | ".join(cells) + f" | {s['accuracy']:.4f} |")
+    lines.append("| Model | Precision | Task | Score ± SE | n | Chance | Control ± SE | z chance | z control "
+                 "| Measurable | In Perf |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---|---|")
+    keys = pd.DataFrame([{"model": m, "precision": p, "params_total": 0, "cell": f"{m}/{p}"} for (m, p) in scores])
+    by_key = {(r["model"], r["precision"]): [] for r in long}
+    for r in long:
+        by_key[(r["model"], r["precision"])].append(r)
+    for _, k in order_rows(keys, spec).iterrows():
+        for r in by_key.get((k["model"], k["precision"]), []):
+            measurable = {True: "yes", False: "no"}.get(r["measurable"], "n/a (no control)")
+            lines.append(f"| {r['model']} | {r['precision']} | {r['task']} | {_pm(r['value'], r['stderr'], 4)} "
+                         f"| {r['n']} | {_pm(r['chance'], None)} | {_pm(r['control'], r['control_stderr'])} "
+                         f"| {_z(r['z_chance'])} | {_z(r['z_control'])} | {measurable} "
+                         f"| {'yes' if r['in_perf'] else 'no'} |")
     metrics = sorted({f"{t}: {v['metric']} (n = {v['n']})" for s in scores.values() for t, v in s["tasks"].items()})
-    lines += ["", "Metrics: " + "; ".join(metrics) + "."]
+    lines += ["", "Notes:", "",
+              "- Measurable: z chance > 3 (against chance, the null hypothesis' standard error) and z control > 3 "
+              "(the paired per-item difference from the question-blind control), docs/quality.md.",
+              f"- In Perf: the tasks measurable at the baseline precision ({baseline or 'none given'}), the same for "
+              "every precision of a model, so a comparison holds the same tasks on both sides; a task without a "
+              "control (no verdict) is kept unchecked.",
+              "- Metrics: " + "; ".join(metrics) + "."]
     write_text(out / rel["md"], "\n".join(lines) + "\n")
     return rel
 
@@ -272,7 +263,7 @@ def attach_fidelity(df: pd.DataFrame, fidelity: Mapping[tuple[str, str], dict[st
         df[k] = pd.Series(v, index=df.index, dtype=object)
     for col in FIDELITY_COLUMNS.values():
         df[col] = pd.to_numeric(df[col])
-    return df
+    return attach_verdict(df, fidelity)
 
 
 def aggregate_quantize(quant_records: list[Path], score_files: list[Path], out: Path, baseline: str,
@@ -305,7 +296,7 @@ def aggregate_inference(records: list[Path], quant_records: list[Path], score_fi
     manifest = aggregate_stage("inference", records, out, INFERENCE, enrich=table_rows)
     all_points = stage_rows(read_stage_records(records, "inference"), INFERENCE_LATENCY)
     latency = write_tables(all_points, INFERENCE_LATENCY, out)
-    tasks = task_table(scores, INFERENCE, out)
+    tasks = task_table(scores, INFERENCE, out, baseline)
     manifest["extra_tables"] = [
         {"title": "Accuracy per task", **tasks},
         {"title": INFERENCE_LATENCY.title, **latency},

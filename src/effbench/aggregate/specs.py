@@ -4,7 +4,8 @@ Adding a stage's tables means adding a :class:`StageSpec` here, not code elsewhe
 says which record columns make up a row's identity (``row_keys``), which record columns
 are printed and how (``columns``), which column is the quality figure, how leaderboard
 groups are formed and which metrics are scored, and which (x, y) pairs get Pareto plots.
-Every name refers to a column of :mod:`effbench.record`; :func:`check_spec` verifies that.
+Every name refers to a column of :mod:`effbench.record` or one the serving aggregation joins
+(:data:`JOINED`); :func:`check_spec` verifies that.
 
 Number formats (``ColumnSpec.fmt``): ``f<N>`` fixed with N decimals, ``sig<N>`` N
 significant digits, ``sci<N>`` scientific with N significant digits, ``int``, ``params``
@@ -94,11 +95,20 @@ class StageSpec:
 
 
 DERIVED = ("size_band",)
+# Columns the serving aggregation joins onto its rows that no record holds (effbench.aggregate.quality):
+# a spec may print them beside the record's own columns.
+JOINED = {
+    "perf_tasks": "The tasks Perf averages: those measurable at the model's baseline precision.",
+    "accuracy_drop": "1 - Perf / the baseline's Perf on the same tasks, with the paired delta-method interval.",
+    "quality_p": "Two-sided p-value of the paired exact test (McNemar) of Perf against the baseline.",
+    "quality_test": "The test behind 'Perf vs baseline': McNemar exact on the paired items, or the labelled "
+                    "unpaired fallback.",
+}
 
 
 def check_spec(spec: StageSpec) -> None:
     """Raise ValueError naming every inconsistency between a spec and the record schema."""
-    names = set(RECORD_SCHEMA.names)
+    names = set(RECORD_SCHEMA.names) | set(JOINED)
     problems: list[str] = []
     if spec.stage not in STAGES:
         problems.append(f"stage {spec.stage!r} not in {STAGES}")
@@ -198,11 +208,26 @@ FINETUNE = StageSpec(
 _MCR_NOTE = ("MCR = (size_orig / size_comp) × (Perf_comp / Perf_orig) against the baseline precision; "
              "the MCR column uses the nominal bit ratio (16/4 for int4, as the paper), MCR (disk) the measured "
              "on-disk bytes of the weights (*.safetensors). Perf ± is its 95 % interval (the tasks' standard "
-             "errors), MCR ± the delta method's on the Perf ratio; 'Perf vs baseline' is 'not significant' when "
-             "the difference is inside 2 combined standard errors (docs/noise.md).")
+             "errors); MCR ± and Drop ± the delta method's on the Perf ratio with the covariance of the two "
+             "precisions' per-item results (paired: both score the same items).")
+_PERF_NOTE = ("Perf = the mean over the tasks measurable at the model's baseline precision (z > 3 above chance and "
+              "above the question-blind control), the same tasks for every precision of the model (Perf tasks); "
+              "no measurable task: Perf and all compared on it are n/a. Each task's chance, control and z: "
+              "tables/inference_tasks.md (docs/quality.md).")
+_TEST_NOTE = ("Perf vs baseline: McNemar's exact test on the items scored at both precisions (the sign-flip test "
+              "when a tie counted 1/k makes a difference fractional), significant at p < 0.05; p is its two-sided "
+              "p-value. 'unpaired' (no per-item results, an older scores.json): the fallback, significant when the "
+              "difference exceeds 2 combined standard errors (docs/noise.md).")
 _FIDELITY_NOTE = ("Fidelity to the baseline precision, independent of task accuracy (held-out perplexity, KL of the "
                   "next-token distributions, top-1 agreement): tables/fidelity.md.")
-_PERF = ColumnSpec("accuracy", "Perf", "sig4", HIGHER, label="Benchmark accuracy (0-1, mean over tasks)")
+_PERF = ColumnSpec("accuracy", "Perf", "sig4", HIGHER, label="Benchmark accuracy (0-1, mean over measurable tasks)")
+_PERF_TASKS = ColumnSpec("perf_tasks", "Perf tasks", "str", metric=False)
+_COMPARE = (
+    ColumnSpec("quality_vs_baseline", "Perf vs baseline", "str", metric=False),
+    ColumnSpec("accuracy_drop", "Drop vs baseline", "sig3", metric=False, label="1 - Perf / baseline Perf"),
+    ColumnSpec("quality_p", "p (paired)", "sig2", metric=False),
+    ColumnSpec("quality_test", "Test", "str", metric=False),
+)
 _MCR = ColumnSpec("mcr_nominal", "MCR", "sig4", HIGHER, label="MCR, nominal bits")
 _MCR_DISK = ColumnSpec("mcr_disk", "MCR (disk)", "sig4", HIGHER, label="MCR, on-disk bytes")
 _IT = ColumnSpec("it_tokens_per_s", "IT (tok/s)", "sig4", HIGHER, label="IT, generated tokens/s")
@@ -212,6 +237,7 @@ _FIDELITY = (
     ColumnSpec("fid_kl_mean", "KL mean", "sci2", LOWER, label="KL(baseline || precision), mean over positions (nats)"),
     ColumnSpec("fid_kl_p99", "KL p99", "sci2", LOWER, label="KL(baseline || precision), p99 over positions (nats)"),
     ColumnSpec("fid_top1_agreement", "Top-1 agree", "sig4", HIGHER, label="Top-1 agreement with the baseline"),
+    ColumnSpec("fid_verdict", "Fidelity", "str", metric=False),
 )
 _AL_REQ = ColumnSpec("al_s_per_request", "AL (s/req)", "sig4", LOWER, label="AL, average latency (s/request)")
 
@@ -228,7 +254,8 @@ INFERENCE = StageSpec(
         _AEC,
         _MCR,
         _MCR_DISK,
-        ColumnSpec("quality_vs_baseline", "Perf vs baseline", "str", metric=False),
+        *_COMPARE,
+        _PERF_TASKS,
         *_FIDELITY,
         ColumnSpec("energy_j_per_token", "Energy (J/token)", "sig4", LOWER),
         ColumnSpec("load_point", "Load", "str", metric=False),
@@ -238,7 +265,7 @@ INFERENCE = StageSpec(
     leaderboard=("accuracy", "amu_gb", "al_s_per_request", "it_tokens_per_s", "aec_w", "mcr_nominal"),
     pareto=(("it_tokens_per_s", "accuracy"), ("amu_gb", "accuracy"), ("aec_w", "accuracy")),
     key_order=(("precision", ("bf16", "fp16", "int8", "int4")),),
-    notes=(_MCR_NOTE, _FIDELITY_NOTE),
+    notes=(_PERF_NOTE, _MCR_NOTE, _TEST_NOTE, _FIDELITY_NOTE),
 )
 
 # Every load point: the serving latencies (vLLM / MLPerf style) behind the throughput-latency curves.
@@ -286,6 +313,7 @@ QUANTIZE = StageSpec(
         ColumnSpec("quant_method", "Method", "str", metric=False),
         ColumnSpec("disk_bytes", "Size (GB)", "bytes_gb", LOWER),
         _PERF,
+        _PERF_TASKS,
         _MCR,
         _MCR_DISK,
         *_FIDELITY,
@@ -298,7 +326,7 @@ QUANTIZE = StageSpec(
     leaderboard=("accuracy", "disk_bytes", "mcr_nominal"),
     pareto=(("disk_bytes", "accuracy"),),
     key_order=(("precision", ("bf16", "fp16", "int8", "int4")),),
-    notes=(_MCR_NOTE, "AMU, AEC and time are those of the quantization job (casting or int4 calibration), "
+    notes=(_PERF_NOTE, _MCR_NOTE, "AMU, AEC and time are those of the quantization job (casting or int4 calibration), "
                       "not of serving.", _FIDELITY_NOTE),
 )
 

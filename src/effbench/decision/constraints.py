@@ -30,7 +30,9 @@ PRECISION_OBJECTIVES = {  # precision_objective -> (column, label, direction)
 @dataclass(frozen=True)
 class Constraints:
     """A user's limits (None: no limit). Units: GB, ms per output token, s per request, generated
-    tokens/s, J per generated token, a fraction of the baseline's accuracy, parameters."""
+    tokens/s, J per generated token, a fraction of the baseline's accuracy, parameters.
+    ``allow_fidelity_fail``: keep a precision that failed its fidelity check (docs/fidelity.md)
+    among the candidates; by default it is left out, and the answer says so."""
 
     memory_gb: float | None = None
     latency_ms_per_token: float | None = None
@@ -41,14 +43,17 @@ class Constraints:
     model_params: float | None = None
     load_point: str | None = None
     precision_objective: str = "memory"
+    allow_fidelity_fail: bool = False
 
     def __post_init__(self) -> None:
         if self.precision_objective not in PRECISION_OBJECTIVES:
             raise ValueError(f"precision_objective {self.precision_objective!r} is not one of "
                              f"{sorted(PRECISION_OBJECTIVES)}")
+        if not isinstance(self.allow_fidelity_fail, bool):
+            raise ValueError(f"allow_fidelity_fail must be true or false, got {self.allow_fidelity_fail!r}")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name not in ("load_point", "precision_objective") and v is not None and not (
+            if f.name not in ("load_point", "precision_objective", "allow_fidelity_fail") and v is not None and not (
                     isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"constraint {f.name} must be a number ≥ 0 or unset, got {v!r}")
 

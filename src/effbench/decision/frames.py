@@ -2,7 +2,8 @@
 
 Each stage's rows come from :mod:`effbench.aggregate` exactly as its tables do (repeats collapsed,
 intervals kept); serving rows get accuracy and MCR joined from the evaluation scores and quantize
-records (:func:`effbench.aggregate.serving.attach_quality`), at every load point. Two joins make
+records (:func:`effbench.aggregate.serving.attach_quality`), at every load point, and the fidelity
+figures and verdict (``fid_verdict``: pass | fail | baseline) from the fidelity.json files. Two joins make
 the cross-axis views possible, both read from the records' resolved settings:
 
 - a fine-tuning row's ``pretrained`` is the pretraining cell its model came from (``model_source``);
@@ -27,7 +28,7 @@ import pandas as pd
 from ..aggregate.frame import LeftOut, is_missing, load_frame, path_cell, read_stage_records, skipping_bad_records
 from ..aggregate.frame import stage_rows
 from ..aggregate.serving import attach_fidelity, attach_quality, load_scores
-from ..fidelity.table import load_fidelity
+from ..fidelity.table import attach_verdict, load_fidelity
 from ..aggregate.specs import FINETUNE, INFERENCE_LATENCY, PRETRAIN
 from ..record import RECORD_FILE
 
@@ -96,7 +97,9 @@ def load_frames(pretrain: Sequence[Path], finetune: Sequence[Path], quantize: Se
         quant = read_stage_records(quantize, "quantize")
         raw = read_stage_records(inference, "inference")
         if len(raw) and baseline:
-            raw = attach_fidelity(attach_quality(raw, quant, load_scores(scores), baseline), load_fidelity(fidelity))
+            fid = load_fidelity(fidelity)
+            # the verdict too (pass | fail | baseline): recommend leaves a failing precision out
+            raw = attach_verdict(attach_fidelity(attach_quality(raw, quant, load_scores(scores), baseline), fid), fid)
         inf = join_pretraining(stage_rows(raw, INFERENCE_LATENCY), _serving_sources(quant))
         return Frames(pre, ft, inf, results, baseline, table_load_point, list(left_out))
 

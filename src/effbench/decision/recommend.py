@@ -23,6 +23,11 @@ limit. The paper's rules of thumb are never used to choose; each step states its
 its own premise and whether the measured answer agrees (:mod:`.paper_rules`), and warns when the
 size asked (``model_params``) is far outside the sizes it measured.
 
+A precision that failed its fidelity check (``fid_verdict`` = fail: KL or top-1 agreement against
+the baseline beyond docs/fidelity.md's thresholds) is left out of every step that reads serving
+rows, and the answer says so with the figures ("left out: xs-gqa int4 failed fidelity (KL mean
+0.099 > 0.05; …)"); ``allow_fidelity_fail`` (``--allow-fidelity-fail``) keeps it, with a warning.
+
 The constraints and checks are in :mod:`.constraints`, the Markdown and JSON in :mod:`.recommend_render`.
 """
 
@@ -37,6 +42,7 @@ import pandas as pd
 from ..aggregate.frame import is_missing
 from ..aggregate.specs import LOWER
 from ..aggregate.tables import format_value
+from ..fidelity.table import VERDICT
 from ..measure import spread
 from .axes import figure_json, interval, missing_reason, shown, standard_error, value
 from .constraints import (LIMITS, PRECISION_OBJECTIVES, SERVE, Constraints, Step, check_row, passes,
@@ -120,6 +126,35 @@ def join_serving(pre: pd.DataFrame, inf: pd.DataFrame, baseline: str | None, loa
             else:
                 new[col].append(None)
     return pd.concat([pre, pd.DataFrame(new, index=pre.index)], axis=1) if new else pre
+
+
+def fidelity_gate(inf: pd.DataFrame, allow: bool) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The serving rows ``recommend`` may choose from: without the precisions that failed their
+    fidelity check unless ``allow``; and one entry per failing model × precision (``model``,
+    ``precision``, ``cells``, ``reason``, ``left_out``, ``line``). A row with no verdict (fidelity not
+    run) is kept: only a measured failure leaves a precision out."""
+    if not len(inf) or VERDICT not in inf.columns:
+        return inf, []
+    failed = inf[inf[VERDICT] == "fail"]
+    out = []
+    for (model, precision), g in failed.groupby(["model", "precision"], sort=False):
+        why = g.iloc[0].get(VERDICT + "__reason")
+        why = None if is_missing(why) else str(why)
+        out.append({"model": str(model), "precision": str(precision), "cells": [str(x) for x in g["cell"]],
+                    "reason": why, "left_out": not allow,
+                    "line": f"{model} {precision} failed fidelity" + (f" ({why})" if why else "")})
+    return (inf if allow else inf[inf[VERDICT] != "fail"]), out
+
+
+def _fidelity_notes(res: dict[str, Any], failed: list[dict[str, Any]]) -> None:
+    """The precision step's lines for every failing precision (each names its model): left out,
+    or kept on request."""
+    for f in failed:
+        if f["left_out"]:
+            res.setdefault("not_candidates", []).append(
+                f"left out: {f['line']} [{', '.join(f['cells'])}]; --allow-fidelity-fail keeps it")
+        else:
+            res.setdefault("warnings", []).append(f"kept although {f['line']} (allow_fidelity_fail)")
 
 
 # --- one step ---------------------------------------------------------------------------------------
@@ -325,12 +360,16 @@ def recommend(frames: Frames, c: Constraints) -> dict[str, Any]:
     inf = with_accuracy_drop(frames.inference, frames.baseline) if len(frames.inference) else frames.inference
     if len(inf):
         inf = inf[inf["load_point"] == lp]
+    every = inf  # every precision at the load point, a failing one too
+    inf, failed = fidelity_gate(inf, c.allow_fidelity_fail)
     pre = join_serving(frames.pretrain, inf, frames.baseline, lp, c)
     tables = {"pretrain": (pre, ["size"]), "finetune": (frames.finetune, ["model", "task"]),
               "inference": (inf, ["model"])}
     answer: dict[str, Any] = {"constraints": {k: v for k, v in asdict(c).items()}, "load_point": lp,
                               "baseline": frames.baseline, "results": str(frames.results),
-                              "left_out": [asdict(x) for x in frames.left_out], "steps": []}
+                              "left_out": [asdict(x) for x in frames.left_out],
+                              "fidelity": {"allow_fidelity_fail": c.allow_fidelity_fail, "failed": failed},
+                              "steps": []}
     ranked: list[str] = []  # the architecture step's qualifying cells, best first
     for step in steps(c.precision_objective):
         df, keys = tables[step.axis]
@@ -344,7 +383,12 @@ def recommend(frames: Frames, c: Constraints) -> dict[str, Any]:
         far = size_warning(c, df, step.axis)
         if far:
             res["warnings"].insert(0, far)
-        paper = paper_rule(step.name, c, rows, params, frames.baseline, res.get("choice", {}).get("candidate"))
+        paper_rows = rows
+        if step.axis == "inference":
+            _fidelity_notes(res, failed)
+            # the paper's int4 rule is judged on the measured drop, a failing int4's too
+            paper_rows = every[every["model"].astype(str) == group["model"]] if group.get("model") else rows
+        paper = paper_rule(step.name, c, paper_rows, params, frames.baseline, res.get("choice", {}).get("candidate"))
         others = [g for g in distinct(df[keys[0]])] if len(df) else []
         answer["steps"].append({"step": step.name, "question": step.question, "axis": step.axis, "group": group,
                                 "group_why": why, "groups_measured": others, "model_params": params,

@@ -1,10 +1,12 @@
 """`effbench recommend`: answer a user's constraints from a finished run's records.
 
     effbench recommend [--configfile F ...] [--results DIR] [--memory-gb 2] [--latency-ms-per-token 50] ...
+                       [--allow-fidelity-fail]
 
 The constraints come from the config's `recommend:` section (defaults in the schema), each
-overridden by its flag. The records are the ones the run's stage manifests list
-(`<results>/<stage>.manifest.json`), read as the aggregation reads them. Prints Markdown (or
+overridden by its flag. A precision that failed its fidelity check (docs/fidelity.md) is left out
+and the answer says so; --allow-fidelity-fail keeps it. The records are the ones the run's stage
+manifests list (`<results>/<stage>.manifest.json`), read as the aggregation reads them. Prints Markdown (or
 JSON with --json); --out-md / --out-json also write files. Exit 0 with an answer (also when
 nothing meets the constraints: that is an answer), 1 when there are no aggregated results or the
 config is bad, 2 on a usage error.
@@ -66,6 +68,9 @@ def parser() -> argparse.ArgumentParser:
         ap.add_argument(flag, dest=name, type=typ, help=text)
     ap.add_argument("--precision-objective", choices=sorted(PRECISION_OBJECTIVES),
                     help="what the precision step optimises among the precisions that qualify")
+    ap.add_argument("--allow-fidelity-fail", action="store_true", default=None,
+                    help="keep precisions that failed their fidelity check as candidates (left out by default; "
+                         "recommend.allow_fidelity_fail)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     ap.add_argument("--out-md", type=Path, help="also write the Markdown answer here")
     ap.add_argument("--out-json", type=Path, help="also write the JSON answer here")
@@ -80,6 +85,8 @@ def constraints_from(config: dict[str, Any], args: argparse.Namespace) -> Constr
             values[name] = v
     if args.precision_objective:
         values["precision_objective"] = args.precision_objective
+    if args.allow_fidelity_fail:
+        values["allow_fidelity_fail"] = True
     return Constraints.from_mapping(values)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..inference.engines import ENGINE_KEYS
+from .measures import THRESHOLDS
 
 WINDOWS = 32  # held-out windows per checkpoint, each the model's context (vLLM: max_model_len - 1)
 
@@ -19,9 +20,11 @@ def engine_settings(serve: Any, model: str, precision: str) -> dict[str, Any]:
 
 
 def fidelity_job(serve: Any, model: str, threads: int) -> dict[str, Any]:
-    """``precisions``: {precision: engine settings}, the baseline first. The job is not timed: it
+    """``precisions``: {precision: engine settings}, the baseline first; ``thresholds``: what each
+    precision's verdict is judged against (docs/fidelity.md). The job is not timed: it
     scores on ``threads`` CPU threads (the eval jobs' share, so that it can run beside one) in place
     of the serving cell's; the engine, dtype and kernels are the serving cell's."""
     order = [serve.baseline] + [p for p in serve.served_precisions if p != serve.baseline]
     return {"model": model, "baseline_precision": serve.baseline, "windows": WINDOWS, "window_len": None,
+            "thresholds": dict(THRESHOLDS),
             "precisions": {p: {**engine_settings(serve, model, p), "threads": threads} for p in order}}

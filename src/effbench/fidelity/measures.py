@@ -83,12 +83,65 @@ def fidelity(base: np.ndarray, comp: np.ndarray, targets: np.ndarray) -> dict[st
     }
 
 
-#: What "faithful to the baseline" means in the tests and the GPU check (docs/fidelity.md has the
-#: measurements they were chosen from).
-THRESHOLDS = {"top1_agreement_min": 0.9, "kl_mean_max": 0.05}
+#: What "faithful to the baseline" means: the project's thresholds (docs/fidelity.md has the
+#: measurements they were chosen from). Every fidelity.json carries the verdict against them and
+#: the values used (:func:`verdict`); ``recommend`` leaves a failing precision out by default.
+THRESHOLDS = {"kl_mean_max": 0.05, "top1_agreement_min": 0.9}
+#: The verdict of a precision's fidelity to its baseline; None (with a reason) when a figure is missing.
+VERDICTS = ("pass", "fail", "baseline")
+#: The figure each threshold bounds, its label, and whether the figure must be at most (else at least) the value.
+_BOUNDS = {"kl_mean_max": ("kl_mean", "KL mean", True),
+           "top1_agreement_min": ("top1_agreement", "top-1 agreement", False)}
 
 
 def passes(figures: dict[str, float], thresholds: dict[str, float] = THRESHOLDS) -> bool:
     """Whether a precision is faithful: top-1 agreement and mean KL within the thresholds."""
     return (figures["top1_agreement"] >= thresholds["top1_agreement_min"]
             and figures["kl_mean"] <= thresholds["kl_mean_max"])
+
+
+def _g(x: float, sig: int = 2) -> str:
+    return f"{x:.{sig}g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.{sig - 1}e}"
+
+
+def _shown(v: float, limit: float) -> str:
+    """``v`` to 2 significant digits, more where 2 would print it equal to a limit it differs from."""
+    sig = 2
+    while sig < 8 and v != limit and _g(v, sig) == _g(limit, sig):
+        sig += 1
+    return _g(v, sig)
+
+
+def verdict(figures: dict[str, object], thresholds: dict[str, float] | None = None, *,
+            baseline: bool = False) -> dict[str, object]:
+    """The verdict of one precision's figures against ``thresholds`` (default :data:`THRESHOLDS`):
+
+    - ``verdict``: ``pass`` | ``fail`` | ``baseline`` (the baseline precision itself), or None when
+      a figure a threshold needs is missing, with ``verdict__missing`` saying which and why;
+    - ``verdict_reason``: each threshold against its figure, e.g. "KL mean 0.099 > 0.05; top-1
+      agreement 0.84 < 0.9" (a fail names only the thresholds missed);
+    - ``thresholds``: the values used.
+    """
+    th = dict(THRESHOLDS if thresholds is None else thresholds)
+    unknown = set(th) - set(_BOUNDS)
+    if unknown:
+        raise ValueError(f"unknown fidelity threshold(s) {sorted(unknown)}; known: {sorted(_BOUNDS)}")
+    out: dict[str, object] = {"verdict": None, "verdict__missing": None, "verdict_reason": None, "thresholds": th}
+    if baseline:
+        return {**out, "verdict": "baseline", "verdict_reason": "the baseline itself"}
+    missed, met, absent = [], [], []
+    for key in (k for k in _BOUNDS if k in th):  # KL first: the sharper measure
+        (fig, label, at_most), limit = _BOUNDS[key], th[key]
+        v = figures.get(fig)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            why = figures.get(fig + "__missing")
+            absent.append(f"{label} not measured" + (f" ({why})" if why else ""))
+            continue
+        ok = v <= limit if at_most else v >= limit
+        op = ("≤" if ok else ">") if at_most else ("≥" if ok else "<")
+        (met if ok else missed).append(f"{label} {_shown(float(v), limit)} {op} {limit:g}")
+    if missed:  # a threshold missed fails the precision even when another figure is absent
+        return {**out, "verdict": "fail", "verdict_reason": "; ".join(missed + absent)}
+    if absent:
+        return {**out, "verdict__missing": "; ".join(absent)}
+    return {**out, "verdict": "pass", "verdict_reason": "; ".join(met)}

@@ -13,6 +13,8 @@ import pandas as pd
 from ..aggregate.frame import is_missing
 from ..aggregate.specs import ColumnSpec, StageSpec
 from ..aggregate.tables import FALLBACK_MARK, SHARED_MARK, SHORT_MARK
+from ..fidelity.table import FIDELITY_MARK
+from ..fidelity.table import TITLE as FIDELITY_TITLE
 from ..record import COLUMNS, RECORD_FILE
 from .inputs import StageInput
 
@@ -31,6 +33,8 @@ JOINED = {
     "fid_kl_mean": ("`fidelity/<model>/<precision>/fidelity.json`", "none recorded"),
     "fid_kl_p99": ("`fidelity/<model>/<precision>/fidelity.json`", "none recorded"),
     "fid_top1_agreement": ("`fidelity/<model>/<precision>/fidelity.json`", "none recorded"),
+    "fid_verdict": ("the verdict of `fidelity/<model>/<precision>/fidelity.json` against its thresholds "
+                    "(docs/fidelity.md)", "none (a verdict)"),
 }
 SERVING = ("quantize", "inference")
 MARKS = (f"**[{SHARED_MARK}]** on a row: the cell was not measured alone on its host (its timed figures are not "
@@ -166,7 +170,10 @@ EXTRA = {
                  "engine: perplexity, KL(baseline ‖ precision) of the next-token distributions (mean and p99 over "
                  "positions), top-1 agreement on the baseline's path. **Source.** "
                  "`fidelity/<model>/<precision>/fidelity.json` (docs/fidelity.md). **Noise.** No interval is "
-                 "recorded; the positions scored are in the last column."),
+                 "recorded; the positions scored are in the Positions column. **Verdict.** Fidelity: pass when every "
+                 "threshold stated above the table holds, fail (with the figures that missed) otherwise, baseline for "
+                 f"the baseline precision; a failing precision is flagged **[{FIDELITY_MARK}]** in *Failed, skipped "
+                 "and flagged* and left out of `recommend` unless `--allow-fidelity-fail`."),
 }
 
 

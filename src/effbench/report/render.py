@@ -241,6 +241,25 @@ def run_section(page: Page, inputs: ReportInputs) -> str:
     return "\n".join(out)
 
 
+def fidelity_failures(stage: StageInput) -> dict[tuple[str, str], str]:
+    """(model, precision) -> why, for each precision the stage's fidelity table (an extra table,
+    tables/fidelity.csv) says failed its fidelity check; empty without one or without verdicts."""
+    entry = next((x for x in stage.manifest.get("extra_tables", []) if x.get("title") == captions.FIDELITY_TITLE), None)
+    csv = stage.path(entry["csv"]) if entry and entry.get("csv") else None
+    if csv is None or not csv.is_file():
+        return {}
+    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    if "verdict" not in df.columns:
+        return {}
+    th = [c for c in df.columns if c.startswith("threshold_")]
+    out = {}
+    for _, x in df[df["verdict"] == "fail"].iterrows():
+        limits = ", ".join(f"{c.removeprefix('threshold_')}={x[c]}" for c in th if x[c])
+        out[(x["model"], x["precision"])] = (x.get("verdict_reason") or "a threshold missed") + (
+            f" (thresholds: {limits})" if limits else "")
+    return out
+
+
 def failures_section(page: Page, inputs: ReportInputs) -> str:
     """Every run that did not finish ok, every record left out, every plot or point not drawn,
     and every row flagged as not comparable, each with why."""
@@ -259,6 +278,7 @@ def failures_section(page: Page, inputs: ReportInputs) -> str:
         not_drawn += [{"stage": st.stage, "what": f"{p['title']}: point {pt.split(' (', 1)[0]}",
                        "why": pt.split(" (", 1)[-1].rstrip(")")} for p in m.get("plots", []) for pt in p.get("left_out", [])]
         na += [{"stage": st.stage, "table": m["tables"]["md"], "why": why} for why in m.get("missing_reasons", [])]
+        unfaithful = fidelity_failures(st)
         for _, x in r.iterrows():
             if "alone" in r.columns and not is_missing(x["alone"]) and not bool(x["alone"]):
                 flagged.append({"stage": st.stage, "cell": x["cell"], "flag": f"[{captions.SHARED_MARK}] not alone",
@@ -270,6 +290,10 @@ def failures_section(page: Page, inputs: ReportInputs) -> str:
                     and bool(x["energy_window_short"]):
                 flagged.append({"stage": st.stage, "cell": x["cell"], "flag": f"[{captions.SHORT_MARK}] short window",
                                 "why": "fewer than 20 energy-counter updates in the measured window"})
+            why = unfaithful.get((str(x.get("model")), str(x.get("precision"))))
+            if why:
+                flagged.append({"stage": st.stage, "cell": x["cell"],
+                                "flag": f"[{captions.FIDELITY_MARK}] fidelity: fail", "why": why})
     out = [f'<section><h2 id="{page.anchor("failures")}">Failed, skipped and flagged</h2>']
     parts = (("Runs that did not finish ok (status oom or failed)", failed, ["stage", "cell", "status", "why"]),
              ("Records left out (aggregate.skip_bad_records) or unreadable", left_out, ["stage", "cell", "file", "why"]),
