@@ -28,7 +28,7 @@ import pandas as pd
 from ..aggregate.frame import LeftOut, is_missing, load_frame, path_cell, read_stage_records, skipping_bad_records
 from ..aggregate.frame import stage_rows
 from ..aggregate.serving import attach_fidelity, attach_quality, load_scores
-from ..fidelity.table import attach_verdict, load_fidelity
+from ..fidelity.table import load_fidelity
 from ..aggregate.specs import FINETUNE, INFERENCE_LATENCY, PRETRAIN
 from ..record import RECORD_FILE
 
@@ -99,7 +99,7 @@ def load_frames(pretrain: Sequence[Path], finetune: Sequence[Path], quantize: Se
         if len(raw) and baseline:
             fid = load_fidelity(fidelity)
             # the verdict too (pass | fail | baseline): recommend leaves a failing precision out
-            raw = attach_verdict(attach_fidelity(attach_quality(raw, quant, load_scores(scores), baseline), fid), fid)
+            raw = attach_fidelity(attach_quality(raw, quant, load_scores(scores), baseline), fid)  # with the verdict
         inf = join_pretraining(stage_rows(raw, INFERENCE_LATENCY), _serving_sources(quant))
         return Frames(pre, ft, inf, results, baseline, table_load_point, list(left_out))
 

@@ -41,7 +41,7 @@ import pandas as pd
 
 from ..aggregate.frame import is_missing
 from ..aggregate.specs import LOWER
-from ..aggregate.tables import format_value
+from ..aggregate.tables import format_value, shared_reasons
 from ..fidelity.table import VERDICT
 from ..measure import spread
 from .axes import figure_json, interval, missing_reason, shown, standard_error, value
@@ -59,7 +59,12 @@ __all__ = ["PRECISION_OBJECTIVES", "Constraints", "recommend", "render_markdown"
 
 def with_accuracy_drop(inf: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     """Each serving row's relative accuracy drop against the same model's baseline precision at
-    the same load point, 1 − acc/acc_base, with a delta-method interval where both have SEs."""
+    the same load point, 1 − acc/acc_base, with a delta-method interval where both have SEs.
+    Rows that the aggregation already joined a drop to (``effbench.aggregate.quality``: the same
+    definition, paired over the items both precisions scored) keep it: the unpaired interval here
+    is only for records aggregated without per-item results."""
+    if "accuracy_drop" in inf.columns and inf["accuracy_drop__source"].notna().any():
+        return inf
     inf = inf.copy()
     cols: dict[str, list[Any]] = {k: [] for k in ("accuracy_drop", "accuracy_drop__missing", "accuracy_drop__source",
                                                   "accuracy_drop__ci_low", "accuracy_drop__ci_high",
@@ -265,7 +270,7 @@ def decide(frames: Frames, step: Step, rows: pd.DataFrame, c: Constraints) -> di
     if len(engines) > 1:
         out["warnings"].append("candidates were served by different engines (" + ", ".join(sorted(engines)) + "): "
                                "their latency and memory are not comparable")
-    shared = [str(r["cell"]) for _, r in ok.iterrows() if not is_missing(r.get("alone")) and not bool(r["alone"])]
+    shared = [str(r["cell"]) for _, r in ok.iterrows() if shared_reasons(r)]  # another job, or foreign load
     if shared:
         out["warnings"].append("measured while other jobs ran (timed figures not comparable): " + ", ".join(shared))
     return out

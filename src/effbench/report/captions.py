@@ -22,12 +22,20 @@ DOCS = {c.name: c.doc for c in COLUMNS}
 # Figures of the serving stages joined at aggregation (effbench.aggregate.serving), not measured
 # by the serving run: where they come from, and what their interval is.
 JOINED = {
-    "accuracy": ("the mean over the evaluated tasks of lm-evaluation-harness scores "
-                 "(`eval/<model>/<precision>/scores.json`)",
-                 "± 1.96 × the standard error of the mean over tasks (`normal_se`, from the harness's stderr)"),
-    "mcr_nominal": ("(baseline bits / bits) × (accuracy / baseline accuracy)", "delta method on the accuracy ratio"),
+    "accuracy": ("the mean of lm-evaluation-harness scores (`eval/<model>/<precision>/scores.json`) over the tasks "
+                 "measurable at the model's baseline precision (`perf_tasks`; docs/quality.md)",
+                 "± 1.96 × the standard error of the mean over those tasks (`normal_se`, from the harness's stderr)"),
+    "perf_tasks": ("the tasks measurable at the model's baseline precision (above chance and the control)",
+                   "none (a list)"),
+    "accuracy_drop": ("1 − Perf / the baseline's Perf on the same tasks", "delta method with the covariance of the "
+                      "items both precisions scored (paired); unpaired where per-item results are missing, labelled"),
+    "quality_p": ("McNemar's exact test (the sign-flip test where ties score fractions) on the paired items",
+                  "none (a p-value)"),
+    "quality_test": ("the test behind 'Perf vs baseline'", "none (a label)"),
+    "mcr_nominal": ("(baseline bits / bits) × (accuracy / baseline accuracy)",
+                    "delta method on the accuracy ratio, paired over the items (the baseline's own MCR is exactly 1)"),
     "mcr_disk": ("(baseline weight bytes on disk / weight bytes) × (accuracy / baseline accuracy)",
-                 "delta method on the accuracy ratio"),
+                 "delta method on the accuracy ratio, paired over the items (the baseline's own MCR is exactly 1)"),
     "disk_bytes": ("the quantize record of the model and precision", "none (a size)"),
     "fid_ppl": ("`fidelity/<model>/<precision>/fidelity.json` (docs/fidelity.md)", "none recorded"),
     "fid_kl_mean": ("`fidelity/<model>/<precision>/fidelity.json`", "none recorded"),

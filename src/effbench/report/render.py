@@ -18,6 +18,7 @@ import yaml
 
 from ..aggregate.frame import is_missing
 from ..aggregate.summary import merge_provenance
+from ..aggregate.tables import shared_reasons
 from ..atomic import write_text
 from . import captions
 from .embed import IMAGE_SUFFIXES, figure, file_link, relative_link
@@ -280,9 +281,10 @@ def failures_section(page: Page, inputs: ReportInputs) -> str:
         na += [{"stage": st.stage, "table": m["tables"]["md"], "why": why} for why in m.get("missing_reasons", [])]
         unfaithful = fidelity_failures(st)
         for _, x in r.iterrows():
-            if "alone" in r.columns and not is_missing(x["alone"]) and not bool(x["alone"]):
+            shared = shared_reasons(x)  # another effbench job, or foreign load on the host
+            if shared:
                 flagged.append({"stage": st.stage, "cell": x["cell"], "flag": f"[{captions.SHARED_MARK}] not alone",
-                                "why": f"overlapping jobs: {x.get('concurrent_jobs_json')}"})
+                                "why": "; ".join(shared)})
             if "engine_fallback" in r.columns and not is_missing(x["engine_fallback"]):
                 flagged.append({"stage": st.stage, "cell": x["cell"], "flag": f"[{captions.FALLBACK_MARK}] fallback",
                                 "why": f"{x['engine_fallback']} (engine: {x.get('engine')})"})
