@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from effbench.cell_lock import EXIT_CELL_BUSY, LOCK_FILE, CellBusy, hold, read_holder
+from waiting import poll, process_alive
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-WAIT_S = 30.0
 CELL = "pretrain/xs/gqa"
 SETTINGS = json.dumps({"size": "xs", "technique": "gqa", "device": "cpu", "measure": {"interval_s": 0.1}})
 
@@ -51,21 +51,6 @@ STAGE = textwrap.dedent("""
 """)
 
 
-def _poll(condition, within_s: float = WAIT_S) -> bool:
-    end = time.monotonic() + within_s
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 class Cell:
@@ -92,7 +77,7 @@ class Cell:
         return {int(p.name.rsplit("-", 1)[1]) for p in self.resume.glob("written-by-*")}
 
     def wait_written_by(self, pid: int) -> None:
-        assert _poll(lambda: pid in self.writers()), f"pid {pid} never started its work"
+        assert poll(lambda: pid in self.writers()), f"pid {pid} never started its work"
 
 
 def _stop(*procs: subprocess.Popen) -> None:
@@ -110,7 +95,7 @@ def test_a_second_copy_of_a_running_cell_refuses_naming_its_holder(tmp_path):
         cell.wait_written_by(first.pid)
         second = cell.start("second.log")
         # It ends at once, refused (without the lock it started its work beside the first).
-        assert _poll(lambda: second.poll() is not None or len(cell.writers()) > 1, within_s=300)
+        assert poll(lambda: second.poll() is not None or len(cell.writers()) > 1, within_s=300)
         _stop(second)
         said = (tmp_path / "second.log").read_text()
         assert second.returncode == EXIT_CELL_BUSY, said
@@ -161,7 +146,7 @@ def test_torchrun_ranks_wait_for_their_rank_0_and_a_second_runs_ranks_write_noth
         procs.append(b1)
         b0 = cell.start("b0.log", **rank(0, "run-b"))
         procs.append(b0)
-        assert _poll(lambda: b0.poll() is not None or len(cell.writers()) > 2, within_s=300)
+        assert poll(lambda: b0.poll() is not None or len(cell.writers()) > 2, within_s=300)
         assert b0.returncode == EXIT_CELL_BUSY
         assert f"already being run by pid {a0.pid}" in (tmp_path / "b0.log").read_text()
         time.sleep(0.5)
@@ -190,12 +175,12 @@ def test_a_second_torchrun_copy_of_a_cell_fails_and_its_ranks_write_nothing(tmp_
         with open(tmp_path / "first.log", "w") as out:
             first = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         procs.append(first)
-        assert _poll(lambda: len(cell.writers()) == 2, within_s=300), "the first run's ranks never started"
+        assert poll(lambda: len(cell.writers()) == 2, within_s=300), "the first run's ranks never started"
         ranks = cell.writers()
         with open(tmp_path / "second.log", "w") as out:
             second = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         procs.append(second)
-        assert _poll(lambda: second.poll() is not None or len(cell.writers()) > 2, within_s=300)
+        assert poll(lambda: second.poll() is not None or len(cell.writers()) > 2, within_s=300)
         said = (tmp_path / "second.log").read_text()
         assert second.returncode not in (None, 0) and "exitcode  : 75" in said, said[-3000:]
         assert f"cell {CELL} is already being run by pid {read_holder(cell.dir / LOCK_FILE)['pid']}" in said
@@ -276,11 +261,11 @@ def test_a_job_dies_with_a_killed_snakemake_and_the_rerun_runs_alone(tmp_path):
     cell = _workflow(tmp_path)
     first = _snakemake(tmp_path, popen=True)
     try:
-        assert _poll(lambda: cell.writers(), within_s=300), "the job never started"
+        assert poll(lambda: cell.writers(), within_s=300), "the job never started"
         (old,) = cell.writers()
         first.send_signal(signal.SIGKILL)  # Snakemake only: its job's shell and stage stay
         first.wait()
-        assert _poll(lambda: not _alive(old)), "the job outlived the Snakemake that started it"
+        assert poll(lambda: not process_alive(old)), "the job outlived the Snakemake that started it"
         assert _snakemake(tmp_path, "--unlock").returncode == 0
         cell.release.write_text("go")
         rerun = _snakemake(tmp_path, "--rerun-incomplete")
@@ -307,7 +292,7 @@ def test_snakemake_fails_the_job_of_a_cell_another_copy_runs(tmp_path):
         cell.wait_written_by(holder.pid)
         run = _snakemake(tmp_path, popen=True)
         procs.append(run)
-        assert _poll(lambda: run.poll() is not None or len(cell.writers()) > 1, within_s=300)
+        assert poll(lambda: run.poll() is not None or len(cell.writers()) > 1, within_s=300)
         assert run.returncode not in (None, 0)
         log = (tmp_path / "logs" / "pretrain" / "xs" / "gqa.log").read_text()
         assert f"cell {CELL} is already being run by pid {holder.pid} on host {socket.gethostname()}" in log, log

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import poll, process_alive
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-WAIT_S = 30.0
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="PR_SET_PDEATHSIG and /proc are Linux-only")
@@ -54,25 +54,10 @@ sys.exit(subprocess.Popen(job, shell=True, executable="/bin/bash").wait())
 """
 
 
-def _poll(condition, within_s: float = WAIT_S) -> bool:
-    end = time.monotonic() + within_s
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # an unreaped zombie has ended
 
 
 def _gone(pid: int) -> bool:
-    return _poll(lambda: not _alive(pid))
+    return poll(lambda: not process_alive(pid))
 
 
 class Stage:
@@ -84,7 +69,7 @@ class Stage:
                                  record=str(self.record), arm=arm)
 
     def pid(self) -> int:
-        assert _poll(lambda: self.pidfile.exists()), "the stand-in stage never started"
+        assert poll(lambda: self.pidfile.exists()), "the stand-in stage never started"
         return int(self.pidfile.read_text())
 
     def finish(self) -> None:
@@ -115,9 +100,9 @@ def test_without_it_the_orphan_writes_its_record(tmp_path):
     # The fault as found: this is what the fix prevents (keeps the test above honest).
     child, stage = _run_and_kill_wrapper(tmp_path, arm="")
     try:
-        assert _alive(child)
+        assert process_alive(child)
         stage.finish()
-        assert _poll(lambda: stage.record.exists()), "the orphan should have written its record"
+        assert poll(lambda: stage.record.exists()), "the orphan should have written its record"
     finally:
         stage.finish()
 
@@ -164,9 +149,9 @@ def test_without_the_watch_the_job_outlives_snakemake(tmp_path):
         fake.send_signal(signal.SIGKILL)
         fake.wait()
         time.sleep(1.0)  # the fixed stage would be gone by now on an idle machine; here it stays
-        assert _alive(child)
+        assert process_alive(child)
         stage.finish()
-        assert _poll(lambda: stage.record.exists()), "the orphan should have written its record"
+        assert poll(lambda: stage.record.exists()), "the orphan should have written its record"
     finally:
         stage.finish()
 
@@ -183,8 +168,8 @@ def test_a_shell_started_by_anything_but_snakemake_is_not_watched(tmp_path):
     child = stage.pid()
     try:
         time.sleep(1.0)
-        assert _alive(child), "a job whose shell's starter exited was killed"
+        assert process_alive(child), "a job whose shell's starter exited was killed"
         stage.finish()
-        assert _poll(lambda: stage.record.exists())
+        assert poll(lambda: stage.record.exists())
     finally:
         stage.finish()
