@@ -2,7 +2,9 @@
 
 Called by workflow/rules/fidelity.smk in the inference environment, once per model. Every
 checkpoint scores the same held-out windows (the pretraining corpus' validation split) through
-the engine the inference stage serves it with; each extraction runs in its own process (one vLLM
+the engine the inference stage serves it with (one engine per model: where vLLM cannot serve one
+precision here, transformers scores them all; fidelity.json's ``engine`` is the one that scored it);
+each extraction runs in its own process (one vLLM
 engine per process, and its memory is returned before the next loads), the baseline's once.
 Writes ``<out-dir>/<precision>/fidelity.json`` per precision: perplexity of both, KL(baseline ‖
 precision) mean and p99 over positions, top-1 agreement, and the verdict against the thresholds
@@ -30,21 +32,42 @@ from effbench.lifetime import exit_without_teardown
 BASELINE_ITSELF = "the baseline itself"
 
 
+def used_engine_path(out: Path) -> Path:
+    """Where a child writes which engine gave its distributions, beside its .npy."""
+    return out.with_name(out.stem + ".engine.json")
+
+
 def extract(args: argparse.Namespace) -> None:
-    """Child process: one checkpoint's log-distributions to an .npy file."""
-    from effbench.fidelity.extract import logprobs
+    """Child process: one checkpoint's log-distributions to an .npy file, and the engine that
+    gave them ({"engine", "engine_fallback"}) to :func:`used_engine_path`."""
+    from effbench.fidelity.extract import logprobs_and_engine
     from effbench.torch_device import pick_device
 
     s = json.loads(args.settings)
     windows = np.load(args.windows)
-    np.save(args.out, logprobs(args.model_dir, windows, s, pick_device(s["device"])))
+    logp, engine, why = logprobs_and_engine(args.model_dir, windows, s, pick_device(s["device"]))
+    np.save(args.out, logp)
+    used_engine_path(args.out).write_text(json.dumps({"engine": engine, "engine_fallback": why}))
 
 
-def _extract_in_child(model_dir: Path, settings: dict, windows: Path, out: Path) -> float:
+def _extract_in_child(model_dir: Path, settings: dict, windows: Path, out: Path) -> tuple[float, dict]:
+    """(seconds, the engine the child used)."""
     t0 = time.monotonic()
     subprocess.run([sys.executable, __file__, "extract", "--model-dir", str(model_dir), "--settings",
                     json.dumps(settings), "--windows", str(windows), "--out", str(out)], check=True)
-    return time.monotonic() - t0
+    return time.monotonic() - t0, json.loads(used_engine_path(out).read_text())
+
+
+def model_engine_of(engines: dict[str, dict], dirs: dict[str, Path]) -> tuple[str, str | None]:
+    """The engine that serves every precision of this model (one engine per model,
+    effbench.inference.engines.model_engine), and why it is not the configured one or None."""
+    s = next(iter(engines.values()))
+    if s["engine"] != "vllm":
+        return s["engine"], None
+    from effbench.inference.engines import model_engine
+    from effbench.torch_device import pick_device
+
+    return model_engine(s, dirs, pick_device(s["device"]))
 
 
 def window_length(model_dir: Path, settings: list[dict], cap: int | None) -> int:
@@ -70,6 +93,7 @@ def parse_dirs(pairs: list[str]) -> dict[str, Path]:
 def measure(args: argparse.Namespace) -> None:
     from effbench.atomic import write_text
     from effbench.fidelity.extract import held_out_windows
+    from effbench.fidelity.job import fidelity_record
     from effbench.fidelity.measures import THRESHOLDS, fidelity, perplexity, verdict
     from effbench.runner import setup_logging
 
@@ -80,13 +104,18 @@ def measure(args: argparse.Namespace) -> None:
         raise SystemExit(f"--model-dirs names {sorted(dirs)}, the settings {sorted(engines)} "
                          f"(baseline {base_p!r})")
     thresholds = job.get("thresholds") or THRESHOLDS
-    length = window_length(dirs[base_p], list(engines.values()), job.get("window_len"))
+    # One engine per model, as the inference stage serves it: where vLLM cannot serve one precision
+    # here, transformers scores them all (and each fidelity.json says so).
+    engine, why = model_engine_of(engines, dirs)
+    served = {p: {**s, "engine": engine} for p, s in engines.items()}
+    length = window_length(dirs[base_p], list(served.values()), job.get("window_len"))
     windows = held_out_windows(args.data_dir, job["windows"], length)
     targets = windows[:, 1:].reshape(-1)
     with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
         w = Path(tmp) / "windows.npy"
         np.save(w, windows)
-        seconds = {base_p: _extract_in_child(dirs[base_p], engines[base_p], w, Path(tmp) / f"{base_p}.npy")}
+        t, base_used = _extract_in_child(dirs[base_p], served[base_p], w, Path(tmp) / f"{base_p}.npy")
+        seconds, used = {base_p: t}, {base_p: base_used}
         base = np.load(Path(tmp) / f"{base_p}.npy")
         base = base.reshape(-1, base.shape[-1])
         for precision, settings in engines.items():  # the baseline first (job order)
@@ -96,20 +125,16 @@ def measure(args: argparse.Namespace) -> None:
                 figures.update({f"{k}__missing": BASELINE_ITSELF for k in ("kl_mean", "kl_p99", "top1_agreement")})
             else:
                 out = Path(tmp) / f"{precision}.npy"
-                seconds[precision] = _extract_in_child(dirs[precision], settings, w, out)
+                seconds[precision], used[precision] = _extract_in_child(dirs[precision], served[precision], w, out)
                 comp = np.load(out)
                 figures = fidelity(base, comp.reshape(-1, comp.shape[-1]), targets)
                 out.unlink()
-            result = {
-                "model": job["model"], "precision": precision, "baseline": base_p,
-                "engine": settings["engine"], "dtype": settings["dtype"], "baseline_dtype": engines[base_p]["dtype"],
-                "device": settings["device"], "windows": int(windows.shape[0]), "window_len": int(length),
-                "held_out": str(args.data_dir / "val.bin"),
-                "extract_seconds": {"baseline": seconds[base_p],
-                                    "compare": None if precision == base_p else seconds[precision]},
-                **figures,
-                **verdict(figures, thresholds, baseline=precision == base_p),
-            }
+            scored = {"engine": used[precision]["engine"],
+                      "engine_fallback": why or used[precision].get("engine_fallback")}
+            result = fidelity_record(job, precision, settings, scored, figures,
+                                     verdict(figures, thresholds, baseline=precision == base_p),
+                                     windows=windows.shape[0], window_len=length,
+                                     held_out=str(args.data_dir / "val.bin"), seconds=seconds)
             write_text(args.out_dir / precision / "fidelity.json", json.dumps(result, indent=2) + "\n")
             print(json.dumps(result))
 

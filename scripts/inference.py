@@ -26,6 +26,9 @@ def main() -> None:
     p.add_argument("--settings", required=True, help="{load point: the cell's resolved settings} (JSON)")
     p.add_argument("--config-hash", required=True)
     p.add_argument("--model-dir", type=Path, required=True, help="made by the quantize stage")
+    p.add_argument("--model-precisions", nargs="*", default=[], metavar="PRECISION",
+                   help="every precision the model is served at: one engine serves them all "
+                        "(effbench.inference.engines.model_engine)")
     p.add_argument("--out-dir", type=Path, required=True, help="records go to <out-dir>/<load point>/")
     a = p.parse_args()
     start_job()
@@ -33,8 +36,11 @@ def main() -> None:
     first = next(iter(points.values()))
     # One copy of this model × precision at a time (its load points' records), before the engine loads.
     claim_cell(a.out_dir, f"inference/{first['model']}/{first['precision']}")
+    model_dirs = {p: None for p in a.model_precisions}  # the others' checkpoints: judged by name
+    model_dirs[first["precision"]] = a.model_dir
     shared = SharedEngine(first, a.model_dir, pick_device(first["device"]),
-                          loads=[s["point"] for s in points.values()])  # KV cache sized for the largest
+                          loads=[s["point"] for s in points.values()],  # KV cache sized for the largest
+                          model_dirs=model_dirs)
     try:
         for point, s in points.items():
             cell = Cell.from_settings("inference", s, record_path=a.out_dir / point / RECORD_FILE,

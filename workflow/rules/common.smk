@@ -256,14 +256,16 @@ def eval_include_arg():
 FIDELITY_FILE = RESULTS / "fidelity" / "{model}" / "{precision}" / "fidelity.json"
 
 
-def fidelity_models(w):
-    """Every served precision's checkpoint of the job's model (the baseline's among them)."""
+def model_checkpoints(w):
+    """Every served precision's checkpoint of the job's model (the baseline's among them): inputs
+    of the fidelity job and of each inference job, which serve all of a model's precisions with
+    one engine (effbench.inference.engines.model_engine decides it from all of them)."""
     return [rules.quantize.output.model.format(model=w.model, precision=p) for p in SERVE.served_precisions]
 
 
-def fidelity_model_dirs_arg(w):
-    """`precision=checkpoint-folder` for each of fidelity_models, quoted for the shell."""
-    return " ".join(shlex.quote(f"{p}={Path(m).parent}") for p, m in zip(SERVE.served_precisions, fidelity_models(w)))
+def model_dirs_arg(w):
+    """`precision=checkpoint-folder` for each of model_checkpoints, quoted for the shell."""
+    return " ".join(shlex.quote(f"{p}={Path(m).parent}") for p, m in zip(SERVE.served_precisions, model_checkpoints(w)))
 
 
 def fidelity_settings(w):

@@ -3,7 +3,7 @@ rule fidelity:
     serving engine: held-out perplexity, KL of next-token distributions, top-1 agreement
     (docs/fidelity.md). One job per model: the baseline's distributions are extracted once."""
     input:
-        models=fidelity_models,
+        models=model_checkpoints,
         held_out=rules.pretrain_data.output.val,
         meta=rules.pretrain_data.output.meta,
     output:
@@ -11,7 +11,7 @@ rule fidelity:
     params:
         settings=fidelity_settings,
         env=stage_env("inference"),
-        model_dirs=fidelity_model_dirs_arg,
+        model_dirs=model_dirs_arg,
         data_dir=folder_of("input", "meta"),
         out_dir=lambda w: RESULTS / "fidelity" / w.model,
     log:

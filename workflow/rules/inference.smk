@@ -41,7 +41,10 @@ rule evaluate:
 
 
 rule inference:
-    """Serve every load point of one model × precision with one engine load; one record per point."""
+    """Serve every load point of one model × precision with one engine load; one record per point.
+    The engine is decided per model from all its served precisions (one engine per model): this
+    precision's checkpoint, the others by name, so serving neither waits for nor re-runs with
+    the model's other checkpoints."""
     input:
         model=rules.quantize.output.model,
     output:
@@ -53,6 +56,7 @@ rule inference:
         env=stage_env("inference"),
         settings=serving_job_settings,
         model_dir=folder_of("input", "model"),
+        precisions=" ".join(shlex.quote(p) for p in SERVE.served_precisions),
         out_dir=lambda w: RESULTS / "inference" / w.model / w.precision,
     log:
         LOGS / "inference" / "{model}" / "{precision}.log",
@@ -64,4 +68,4 @@ rule inference:
         **stage_resources("inference"),
     shell:
         "{STAGE_PYTHON[inference]} {SCRIPTS:q}/inference.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
-        " --model-dir {params.model_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --model-dir {params.model_dir:q} --model-precisions {params.precisions} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -19,6 +19,7 @@ import pandas as pd
 from ..atomic import atomic_path
 from .frame import group_keys, group_label, is_missing
 from .specs import HIGHER, LOWER, StageSpec
+from .tables import FALLBACK_MARK
 
 _SIGN = {"min": 1.0, LOWER: 1.0, "max": -1.0, HIGHER: -1.0}
 
@@ -59,6 +60,14 @@ def front_steps(xs: Sequence[float], ys: Sequence[float], x_dir: str) -> tuple[l
     pts = sorted(zip(xs, ys))
     where = "steps-post" if _SIGN[x_dir] > 0 else "steps-pre"
     return [p[0] for p in pts], [p[1] for p in pts], where
+
+
+def point_label(r: Any, column: str) -> str:
+    """A plot point's label: the row's ``column``, with the tables' [F] where another engine than
+    the configured one served the cell (``engine_fallback``: e.g. every precision of a model one of
+    whose precisions vLLM cannot serve here, one engine per model)."""
+    fallback = r.get("engine_fallback") if hasattr(r, "get") else None
+    return f"{r[column]} [{FALLBACK_MARK}]" if not is_missing(fallback) else str(r[column])
 
 
 def plot_name(spec: StageSpec, x: str, y: str) -> str:
@@ -123,7 +132,7 @@ def _draw(
     xc, yc = spec.column(x), spec.column(y)
     xs = [float(v) for v in pts[x]]
     ys = [float(v) for v in pts[y]]
-    labels = [str(v) for v in pts[spec.label_column]]
+    labels = [point_label(r, spec.label_column) for _, r in pts.iterrows()]
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

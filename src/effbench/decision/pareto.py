@@ -224,7 +224,7 @@ def plot_front(f: Front, out: Path) -> dict[str, Any] | None:
     fig, axes = plots.new_figure(len(xs))
     rows = f.rows.iloc[complete]
     on = [f.status[i] == ON for i in complete]
-    names = [str(c) for c in rows[f.axis.candidate]]
+    names = [plots.point_label(r, f.axis.candidate) for _, r in rows.iterrows()]
     for ax, x in zip(axes, xs):
         xv = [value(r, x.column) for _, r in rows.iterrows()]
         yv = [value(r, y.column) for _, r in rows.iterrows()]

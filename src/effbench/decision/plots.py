@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..aggregate.pareto import point_label  # noqa: F401 - the plots' point labels ([F] as the tables)
 from ..atomic import atomic_path
 
 PLOT_DIR = "plots/decision"

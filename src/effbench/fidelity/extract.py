@@ -129,17 +129,26 @@ def _config_vocab(model_dir: Path) -> int:
     return int(json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"])
 
 
-def logprobs(model_dir: Path, windows: np.ndarray, settings: dict[str, Any], device: str) -> np.ndarray:
-    """The log-distributions from the engine the inference stage serves with (``settings["engine"]``)."""
-    from ..inference.engines import engine_for
+def logprobs_and_engine(model_dir: Path, windows: np.ndarray, settings: dict[str, Any], device: str,
+                        model_dirs: dict[str, Path] | None = None) -> tuple[np.ndarray, str, str | None]:
+    """(the log-distributions, the engine that gave them, why it is not ``settings["engine"]`` or
+    None), from the engine the inference stage serves the model with: one engine per model,
+    decided over ``model_dirs`` (every precision's checkpoint; default this one), as it serves."""
+    from ..inference.engines import model_engine
 
-    engine, why = engine_for(settings, model_dir, device)  # the engine the inference stage serves it with
+    engine, why = model_engine(settings, model_dirs or {"this": Path(model_dir)}, device)
     if why:
         log.warning("fidelity: %s", why)
     log.info("fidelity: %s on %s (%s, %s): %d windows of %d tokens", model_dir, engine, settings["dtype"], device,
              *windows.shape)
     if engine == "vllm":
-        return vllm_logprobs(model_dir, windows, settings, device)
+        return vllm_logprobs(model_dir, windows, settings, device), engine, why
     if engine == "transformers":
-        return transformers_logprobs(model_dir, windows, settings, device)
+        return transformers_logprobs(model_dir, windows, settings, device), engine, why
     raise ValueError(f"unknown engine {engine!r}")
+
+
+def logprobs(model_dir: Path, windows: np.ndarray, settings: dict[str, Any], device: str,
+             model_dirs: dict[str, Path] | None = None) -> np.ndarray:
+    """The log-distributions alone (:func:`logprobs_and_engine`)."""
+    return logprobs_and_engine(model_dir, windows, settings, device, model_dirs)[0]

@@ -28,3 +28,24 @@ def fidelity_job(serve: Any, model: str, threads: int) -> dict[str, Any]:
     return {"model": model, "baseline_precision": serve.baseline, "windows": WINDOWS, "window_len": None,
             "thresholds": dict(THRESHOLDS),
             "precisions": {p: {**engine_settings(serve, model, p), "threads": threads} for p in order}}
+
+
+def fidelity_record(job: dict[str, Any], precision: str, settings: dict[str, Any], used: dict[str, Any],
+                    figures: dict[str, Any], verdict: dict[str, Any], *, windows: int, window_len: int, held_out: str,
+                    seconds: dict[str, float]) -> dict[str, Any]:
+    """One precision's fidelity.json. ``engine`` is the engine that scored it (``used``, as the
+    extraction reported it: ``{"engine", "engine_fallback"}``), not the configured one
+    (``engine_configured``); ``engine_fallback`` says why they differ (one engine per model), or null."""
+    base_p = job["baseline_precision"]
+    return {
+        "model": job["model"], "precision": precision, "baseline": base_p,
+        "engine": used["engine"], "engine_configured": settings["engine"],
+        "engine_fallback": used.get("engine_fallback"),
+        "dtype": settings["dtype"], "baseline_dtype": job["precisions"][base_p]["dtype"],
+        "device": settings["device"], "windows": int(windows), "window_len": int(window_len),
+        "held_out": held_out,
+        "extract_seconds": {"baseline": seconds[base_p],
+                            "compare": None if precision == base_p else seconds[precision]},
+        **figures,
+        **verdict,
+    }

