@@ -125,18 +125,6 @@ def test_fidelity_json_names_the_engine_that_scored_it() -> None:
 # --- plots -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def saved_figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
-    figures: list[Figure] = []
-    real = Figure.savefig
-
-    def spy(self: Figure, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if not any(f is self for f in figures):
-            figures.append(self)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", spy)
-    return figures
 
 
 def _served(why: str) -> pd.DataFrame:

@@ -52,19 +52,6 @@ def brute_front(points: list[tuple[float, ...]], columns: list[str]) -> list[int
     return front
 
 
-@pytest.fixture
-def saved_figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
-    """Every figure saved during the test, in order, once each (PNG and SVG save it twice)."""
-    figures: list[Figure] = []
-    real = Figure.savefig
-
-    def spy(self: Figure, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if not any(f is self for f in figures):
-            figures.append(self)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", spy)
-    return figures
 
 
 def _pairs(xs, ys) -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
