@@ -224,10 +224,11 @@ def _lm_eval(backend: str, model_dir: Path, precision: str, tmp_path: Path) -> d
     for v in out["tasks"].values():
         # This tokenizer maps every choice word to its unknown token: all four choices tie on
         # every item. Ties count 1/4 (lm-eval's argmax picks position 0: 3 of 12 golds, as
-        # gold positions cycle), in the task and in its question-blind twin (same lm-eval run).
+        # gold positions cycle), in the task and in both control twins (same lm-eval run).
         assert v["metric"] == "acc_tie" and v["n"] == 12 and v["ties"] == 12
         assert v["value"] == v["chance"] == 0.25 and v["stderr"] == 0 and v["lm_eval_acc"] == 0.25
-        assert v["control"] == {"value": 0.25, "stderr": 0.0, "n": 12, "ties": 12}
+        assert v["control"] == v["swapped"] == {"value": 0.25, "stderr": 0.0, "n": 12, "ties": 12}
+        assert v["z_control"] is None and v["z_swapped"] is None  # no difference on any item
         assert v["measurable"] is False and v["equal_length_share"] == 1.0
     assert out["accuracy"] == pytest.approx(sum(v["value"] for v in out["tasks"].values()) / 2)
     # Each item's tie-aware score, keyed by lm-eval's doc_id, for the paired comparison of precisions

@@ -13,7 +13,7 @@ from effbench.data import world as W
 from effbench.data.instructions import CATEGORIES, MAX_NUMBER, N_CHOICES
 from effbench.evaluate.run import needs_builtin_tasks, summarize, with_controls
 from effbench.evaluate.scoring import item_score, mean_stderr
-from effbench.evaluate.tasks import CHANCE, CONTROL_PROMPT, control_task, make_local_tasks
+from effbench.evaluate.tasks import CHANCE, CONTROL_PROMPT, SWAPPED_PROMPT, control_task, make_local_tasks, swapped_task
 
 N = 48
 
@@ -26,16 +26,19 @@ def tasks(tmp_path_factory):
     return out, written, items
 
 
-def test_every_task_and_its_blind_control_are_written(tasks):
+def test_every_task_and_its_two_controls_are_written(tasks):
     out, written, _ = tasks
-    assert set(written) == set(LOCAL_TASKS) | {control_task(t) for t in LOCAL_TASKS}
+    assert set(written) == set(LOCAL_TASKS) | {twin(t) for t in LOCAL_TASKS for twin in (control_task, swapped_task)}
     for t in LOCAL_TASKS:
-        spec, ctrl = (yaml.safe_load((out / f"{name}.yaml").read_text()) for name in (t, control_task(t)))
+        spec, ctrl, swap = (yaml.safe_load((out / f"{name}.yaml").read_text())
+                            for name in (t, control_task(t), swapped_task(t)))
         assert spec["doc_to_text"] == "{{question}}" and ctrl["doc_to_text"] == CONTROL_PROMPT
-        assert ctrl["dataset_kwargs"] == spec["dataset_kwargs"]  # the same items
-        assert ctrl["metadata"]["control_of"] == t and spec["metadata"]["chance"] == CHANCE
+        assert swap["doc_to_text"] == SWAPPED_PROMPT == "{{question_swapped}}"
+        assert ctrl["dataset_kwargs"] == spec["dataset_kwargs"] == swap["dataset_kwargs"]  # the same items
+        assert ctrl["metadata"]["control_of"] == swap["metadata"]["control_of"] == t
+        assert spec["metadata"]["chance"] == CHANCE
     assert with_controls(["effbench_mc_fact", "leaderboard_bbh"], out) == [
-        "effbench_mc_fact", "leaderboard_bbh", "effbench_mc_fact_blind"]
+        "effbench_mc_fact", "leaderboard_bbh", "effbench_mc_fact_blind", "effbench_mc_fact_swapped"]
     # lm-eval indexes its built-in tasks only when a task is not the pipeline's own
     assert not needs_builtin_tasks(["effbench_mc_fact", "effbench_mc_relation"], out)
     assert needs_builtin_tasks(["effbench_mc_fact", "leaderboard_bbh"], out)
@@ -72,10 +75,7 @@ def test_choices_are_distinct_one_token_words_and_gold_is_true(tasks):
             answers = {a for (s, _), a in facts.items() if s == subject}
             assert c[r["gold"]] in answers
             cats = [next(k for k, ws in CATEGORIES.items() if x in ws) for x in c]
-            if r["kind"] == "relation":  # one choice per category
-                assert sorted(cats) == sorted(CATEGORIES)
-            else:  # wrong choices from the answer's own category
-                assert len(set(cats)) == 1
+            assert len(set(cats)) == 1  # wrong choices from the answer's own category (every kind)
             if r["kind"] == "context":
                 assert c[r["gold"]] in r["question"].split("Question:")[0]
 
@@ -129,3 +129,27 @@ def test_summarize_rescores_ties_and_compares_with_the_control():
     res["samples"] = {task: perfect, ctrl: blind}
     v = summarize(res, [task], {})["tasks"][task]
     assert v["value"] == 1.0 and v["stderr"] == 0.0 and v["z_chance"] > 3 and v["measurable"] is True
+    # ... and against a control wrong on every item: every difference is 1, whose sample variance is
+    # 0; z is the null hypothesis' (sign flips): sum(d) / sqrt(sum(d^2)) = sqrt(40).
+    wrong = [_sample(i, [-4.0, -1.0, -2.0, -3.0], 0) for i in range(40)]
+    res["samples"] = {task: perfect, ctrl: wrong}
+    v = summarize(res, [task], {})["tasks"][task]
+    assert v["z_control"] == pytest.approx(40 ** 0.5) and v["measurable"] is True
+    assert v["swapped"] is None and v["z_swapped"] is None  # no swapped twin logged: not required
+
+
+def test_summarize_fails_a_task_its_swapped_subject_scores_as_well():
+    """The swapped-subject twin asks about someone whose answer is none of the choices: a model that
+    scores as well there did not use the fact (it read the question's form or a passage's word)."""
+    task = "effbench_mc_context"
+    ctrl, swap = control_task(task), swapped_task(task)
+    good = [_sample(i, [-1.0, -2.0, -3.0, -4.0] if i < 30 else [-4.0, -1.0, -2.0, -3.0], 0) for i in range(40)]
+    blind = [_sample(i, [-1.0, -2.0, -3.0, -4.0] if i % 4 == 0 else [-4.0, -1.0, -2.0, -3.0], 0) for i in range(40)]
+    res = {"results": {t: {"acc,none": 0.75, "acc_stderr,none": 0.07} for t in (task, ctrl, swap)},
+           "n-samples": {task: {"effective": 40}}, "samples": {task: good, ctrl: blind, swap: good}}
+    v = summarize(res, [task], {})["tasks"][task]
+    assert v["z_control"] > 3 and v["swapped"]["value"] == pytest.approx(0.75)
+    assert v["z_swapped"] is None and v["measurable"] is False
+    res["samples"][swap] = blind  # the swapped subject at chance: the fact was used
+    v = summarize(res, [task], {})["tasks"][task]
+    assert v["swapped"]["value"] == pytest.approx(0.25) and v["z_swapped"] > 3 and v["measurable"] is True

@@ -37,6 +37,7 @@ REL, FACT = "effbench_mc_relation", "effbench_mc_fact"
 REL_BF16 = [1.0 if i < 100 else 0.0 for i in range(N)]
 REL_INT4 = [0.0 if i < 12 else 1.0 if i < 100 or i == 100 else 0.0 for i in range(N)]
 CONTROL = [1.0 if i % 4 == 0 else 0.0 for i in range(N)]  # the question-blind twin: 1/4
+SWAPPED = [1.0 if i % 4 == 2 else 0.0 for i in range(N)]  # the swapped-subject twin: 1/4
 AT_CHANCE = [1.0 if i % 4 == 1 or i in (2, 6, 10) else 0.0 for i in range(N)]  # 53/200 = 0.265
 LEARNT = [1.0 if i % 5 else 0.0 for i in range(N)]  # 0.8
 
@@ -46,7 +47,8 @@ def task_entry(scores: list[float], control: list[float]) -> tuple[dict, dict[st
     items = {i: (v, 1) for i, v in enumerate(scores)}
     summary = task_summary(items)
     entry = {"metric": "acc_tie", **summary, "lm_eval_acc": summary["value"], "lm_eval_acc_stderr": summary["stderr"],
-             **verdict(summary, items, {i: (v, 1) for i, v in enumerate(control)}, 0.25)}
+             **verdict(summary, items, {i: (v, 1) for i, v in enumerate(control)}, 0.25,
+                       {i: (v, 1) for i, v in enumerate(SWAPPED)})}
     return entry, {str(i): v for i, v in enumerate(scores)}
 
 
@@ -106,7 +108,7 @@ def test_the_fixture_has_one_task_at_chance_and_one_measurable():
     fact, _ = task_entry(AT_CHANCE, CONTROL)
     rel, _ = task_entry(REL_BF16, CONTROL)
     assert fact["value"] == pytest.approx(0.265) and fact["measurable"] is False and fact["z_chance"] < 1
-    assert rel["measurable"] is True and rel["z_chance"] > 3 and rel["z_control"] > 3
+    assert rel["measurable"] is True and rel["z_chance"] > 3 and rel["z_control"] > 3 and rel["z_swapped"] > 3
 
 
 def test_a_task_at_chance_is_left_out_of_perf_and_the_table_names_the_tasks_used(tmp_path):
@@ -263,15 +265,16 @@ def test_the_task_table_shows_chance_the_control_and_the_verdict(tmp_path):
     out = tmp_path / "out"
     aggregate_inference(inf, quant, scores, out, "bf16", "offline")
     t = pd.read_csv(out / "tables" / "inference_tasks.csv")
-    assert {"chance", "control", "control_stderr", "z_chance", "z_control", "measurable", "in_perf"} <= set(t.columns)
+    assert {"chance", "control", "control_stderr", "swapped", "swapped_stderr", "z_chance", "z_control", "z_swapped",
+            "measurable", "in_perf"} <= set(t.columns)
     fact = t[(t["precision"] == "bf16") & (t["task"] == FACT)].iloc[0]
-    assert fact["chance"] == 0.25 and fact["control"] == pytest.approx(0.25)
+    assert fact["chance"] == 0.25 and fact["control"] == pytest.approx(0.25) and fact["swapped"] == pytest.approx(0.25)
     assert fact["z_chance"] == pytest.approx((0.265 - 0.25) / math.sqrt(0.25 * 0.75 / N))
     assert not fact["measurable"] and not fact["in_perf"]
     rel = t[(t["precision"] == "int4") & (t["task"] == REL)].iloc[0]
-    assert rel["measurable"] and rel["in_perf"] and rel["z_control"] > 3
+    assert rel["measurable"] and rel["in_perf"] and rel["z_control"] > 3 and rel["z_swapped"] > 3
     md = (out / "tables" / "inference_tasks.md").read_text()
-    assert "| Chance |" in md and "| Control ± SE |" in md and "| Measurable | In Perf |" in md
+    assert "| Chance | Blind ± SE | Swapped ± SE |" in md and "| z blind | z swapped | Measurable | In Perf |" in md
     row = next(line for line in md.splitlines() if line.startswith(f"| tiny | bf16 | {FACT} |"))
     assert "| 0.250 |" in row and row.rstrip().endswith("| no | no |")
     assert "the tasks measurable at the baseline precision (bf16)" in md

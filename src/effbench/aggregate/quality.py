@@ -1,7 +1,7 @@
 """The serving tables' quality columns: which tasks make up Perf, and each precision against the
 baseline on the same items (docs/quality.md, docs/noise.md).
 
-**Perf tasks.** A task at chance (or at its question-blind control) measures nothing, and
+**Perf tasks.** A task at chance (or at one of its controls) measures nothing, and
 averaging it into Perf only adds noise. Perf is the unweighted mean over the tasks *measurable at
 the model's baseline precision* (``measurable: true`` in the baseline's ``scores.json``), and
 every precision of that model averages that same task set, so both sides of a comparison (Perf vs
@@ -44,14 +44,14 @@ class PerfTasks:
     reference: str  # the precision whose measurable tasks these are
     unchecked: tuple[str, ...] = ()  # kept without a verdict (no question-blind control)
     missing: str | None = None
-    left_out: tuple[str, ...] = field(default=())  # tasks at chance or at their control
+    left_out: tuple[str, ...] = field(default=())  # tasks at chance or at one of their controls
 
 
 def _verdict(task: str, t: dict[str, Any]) -> str:
     def z(k: str) -> str:
         return "n/a" if t.get(k) is None else f"{t[k]:.1f}"
 
-    return f"{task}: z chance {z('z_chance')}, z control {z('z_control')}"
+    return f"{task}: z chance {z('z_chance')}, z blind {z('z_control')}, z swapped {z('z_swapped')}"
 
 
 def perf_tasks(s: dict[str, Any], sb: dict[str, Any] | None, baseline: str, precision: str) -> PerfTasks:
@@ -71,7 +71,7 @@ def perf_tasks(s: dict[str, Any], sb: dict[str, Any] | None, baseline: str, prec
     if not kept:
         verdicts = "; ".join(_verdict(k, ref["tasks"][k]) for k in out)
         return PerfTasks((), ref_name, (), f"not measurable: no task is measurable {where} "
-                                            f"(z > 3 above chance and above its control; {verdicts})", tuple(out))
+                                            f"(z > 3 above chance and above its controls; {verdicts})", tuple(out))
     lacking = [k for k in kept if k not in s["tasks"]]
     if lacking:
         return PerfTasks((), ref_name, (), f"{precision} was not scored on {', '.join(lacking)}, "

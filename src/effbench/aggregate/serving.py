@@ -92,7 +92,8 @@ def attach_quality(df: pd.DataFrame, quant: pd.DataFrame, scores: dict[tuple[str
 
 
 TASK_COLUMNS = ["model", "precision", "task", "metric", "value", "stderr", "n", "chance", "control",
-                "control_stderr", "z_chance", "z_control", "measurable", "in_perf", "backend"]
+                "control_stderr", "swapped", "swapped_stderr", "z_chance", "z_control", "z_swapped", "measurable",
+                "in_perf", "backend"]
 
 
 def _task_rows(scores: dict[tuple[str, str], dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
@@ -100,12 +101,13 @@ def _task_rows(scores: dict[tuple[str, str], dict[str, Any]], baseline: str) -> 
     for (m, p), s in scores.items():
         used = perf_tasks(s, scores.get((m, baseline)), baseline, p).tasks
         for t, v in s["tasks"].items():
-            c = v.get("control") or {}
+            c, sw = v.get("control") or {}, v.get("swapped") or {}
             rows.append({"model": m, "precision": p, "task": t, "metric": v["metric"], "value": v["value"],
                          "stderr": v["stderr"], "n": v["n"], "chance": v.get("chance"), "control": c.get("value"),
-                         "control_stderr": c.get("stderr"), "z_chance": v.get("z_chance"),
-                         "z_control": v.get("z_control"), "measurable": v.get("measurable"), "in_perf": t in used,
-                         "backend": s["backend"]})
+                         "control_stderr": c.get("stderr"), "swapped": sw.get("value"),
+                         "swapped_stderr": sw.get("stderr"), "z_chance": v.get("z_chance"),
+                         "z_control": v.get("z_control"), "z_swapped": v.get("z_swapped"),
+                         "measurable": v.get("measurable"), "in_perf": t in used, "backend": s["backend"]})
     return rows
 
 
@@ -121,8 +123,8 @@ def _z(v: Any) -> str:
 
 def task_table(scores: dict[tuple[str, str], dict[str, Any]], spec: StageSpec, out: Path,
                baseline: str | None = None) -> dict[str, str]:
-    """Per-task accuracy with chance, the question-blind control, the z-scores against both, whether the
-    task is measurable and whether it is one of the model's Perf tasks; rows model × precision × task:
+    """Per-task accuracy with chance, the two controls (question-blind, swapped subject), the z-scores
+    against each, whether the task is measurable and whether it is one of the model's Perf tasks; rows model × precision × task:
     tables/inference_tasks.{csv,md}."""
     baseline = baseline or ""
     long = _task_rows(scores, baseline)
@@ -131,13 +133,14 @@ def task_table(scores: dict[tuple[str, str], dict[str, Any]], spec: StageSpec, o
     with atomic_path(out / rel["csv"]) as tmp:
         frame.to_csv(tmp, index=False)
     lines = ["**Accuracy per task** (lm-evaluation-harness; score ± standard error, against chance and the "
-             "task's question-blind control; Perf = the mean over the tasks marked *in Perf*)", ""]
+             "task's two controls, question-blind and swapped subject; Perf = the mean over the tasks marked "
+             "*in Perf*)", ""]
     if not len(frame):
         write_text(out / rel["md"], "\n".join(lines + ["No scores.", ""]))
         return rel
-    lines.append("| Model | Precision | Task | Score ± SE | n | Chance | Control ± SE | z chance | z control "
-                 "| Measurable | In Perf |")
-    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---|---|")
+    lines.append("| Model | Precision | Task | Score ± SE | n | Chance | Blind ± SE | Swapped ± SE | z chance "
+                 "| z blind | z swapped | Measurable | In Perf |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     keys = pd.DataFrame([{"model": m, "precision": p, "params_total": 0, "cell": f"{m}/{p}"} for (m, p) in scores])
     by_key = {(r["model"], r["precision"]): [] for r in long}
     for r in long:
@@ -147,12 +150,15 @@ def task_table(scores: dict[tuple[str, str], dict[str, Any]], spec: StageSpec, o
             measurable = {True: "yes", False: "no"}.get(r["measurable"], "n/a (no control)")
             lines.append(f"| {r['model']} | {r['precision']} | {r['task']} | {_pm(r['value'], r['stderr'], 4)} "
                          f"| {r['n']} | {_pm(r['chance'], None)} | {_pm(r['control'], r['control_stderr'])} "
-                         f"| {_z(r['z_chance'])} | {_z(r['z_control'])} | {measurable} "
+                         f"| {_pm(r['swapped'], r['swapped_stderr'])} | {_z(r['z_chance'])} | {_z(r['z_control'])} "
+                         f"| {_z(r['z_swapped'])} | {measurable} "
                          f"| {'yes' if r['in_perf'] else 'no'} |")
     metrics = sorted({f"{t}: {v['metric']} (n = {v['n']})" for s in scores.values() for t, v in s["tasks"].items()})
     lines += ["", "Notes:", "",
-              "- Measurable: z chance > 3 (against chance, the null hypothesis' standard error) and z control > 3 "
-              "(the paired per-item difference from the question-blind control), docs/quality.md.",
+              "- Measurable: z chance > 3, z blind > 3 and z swapped > 3, each with the null hypothesis' standard "
+              "error: against chance, and the paired per-item difference from each control on the same items "
+              "(blind: the prompt without question or passage; swapped: the question about another subject whose "
+              "answer is none of the choices, so the fact is gone), docs/quality.md. n/a: no difference at all.",
               f"- In Perf: the tasks measurable at the baseline precision ({baseline or 'none given'}), the same for "
               "every precision of a model, so a comparison holds the same tasks on both sides; a task without a "
               "control (no verdict) is kept unchecked.",

@@ -211,8 +211,8 @@ _MCR_NOTE = ("MCR = (size_orig / size_comp) × (Perf_comp / Perf_orig) against t
              "errors); MCR ± and Drop ± the delta method's on the Perf ratio with the covariance of the two "
              "precisions' per-item results (paired: both score the same items).")
 _PERF_NOTE = ("Perf = the mean over the tasks measurable at the model's baseline precision (z > 3 above chance and "
-              "above the question-blind control), the same tasks for every precision of the model (Perf tasks); "
-              "no measurable task: Perf and all compared on it are n/a. Each task's chance, control and z: "
+              "above both controls, question-blind and swapped subject), the same tasks for every precision of the model (Perf tasks); "
+              "no measurable task: Perf and all compared on it are n/a. Each task's chance, controls and z: "
               "tables/inference_tasks.md (docs/quality.md).")
 _TEST_NOTE = ("Perf vs baseline: McNemar's exact test on the items scored at both precisions (the sign-flip test "
               "when a tie counted 1/k makes a difference fractional), significant at p < 0.05; p is its two-sided "

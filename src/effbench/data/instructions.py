@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 from . import world as W
@@ -131,44 +132,110 @@ def _place(gold: str, wrong: list[str], position: int) -> list[str]:
     return wrong[:position] + [gold] + wrong[position:]
 
 
+def _neighbours(world: W.World, fact: W.Fact) -> list[str]:
+    """Subjects the corpus names beside ``fact.subject``, nearest first: a person's best friend,
+    then the other residents of the town; an animal's fellow pets of the same town."""
+    if fact.kind == "person":
+        p = world.person[fact.subject]
+        return [p.friend] + [r for r in world.town[p.town].residents if r not in (p.name, p.friend)]
+    town = world.person[world.animal[fact.subject].owner].town
+    return [a.name for a in world.animals if a.name != fact.subject and world.person[a.owner].town == town]
+
+
+def _neighbour_answers(world: W.World, answers: dict[tuple[str, str], str], fact: W.Fact,
+                       rng: random.Random) -> list[str]:
+    """Three wrong choices for the relation task: the same relation's answers for the subject's
+    neighbours (friend first), distinct, one-token, not gold; filled from the category if the
+    neighbours have fewer than three."""
+    near = _neighbours(world, fact)
+    first = 1 if fact.kind == "person" else 0  # the best friend stays first
+    rest = near[first:]
+    rng.shuffle(rest)
+    wrong: list[str] = []
+    for s in near[:first] + rest:
+        a = answers.get((s, fact.relation))
+        if a in CATEGORIES[fact.relation] and a != fact.answer and a not in wrong:
+            wrong.append(a)
+        if len(wrong) == N_CHOICES - 1:
+            return wrong
+    spare = [x for x in CATEGORIES[fact.relation] if x != fact.answer and x not in wrong]
+    return wrong + rng.sample(spare, N_CHOICES - 1 - len(wrong))
+
+
+def _swap_subject(question: str, fact: W.Fact, choices: list[str], subjects: dict[tuple[str, str], list[str]],
+                  answers: dict[tuple[str, str], str], rng: random.Random) -> str:
+    """``question`` about another subject of the same kind whose answer to the relation is none of
+    ``choices``: the question keeps its form and the item its choices, but the fact is gone."""
+    pool = [s for s in subjects[(fact.kind, fact.relation)]
+            if s != fact.subject and answers[(s, fact.relation)] not in choices]
+    other = rng.choice(pool)
+    swapped, n = re.subn(rf"\b{re.escape(fact.subject)}\b", other, question)
+    if n != 1:
+        raise AssertionError(f"subject {fact.subject!r} appears {n} times in {question!r}")
+    return swapped
+
+
+def _swap_problem(question: str, choices: list[str], arith: list[tuple[str, str]], rng: random.Random) -> str:
+    """Another problem of the same operation whose answer is none of ``choices``."""
+    op = question.split()[3]  # "What is 7 plus 5?"
+    return rng.choice([q for q, a in arith if q.split()[3] == op and a not in choices and q != question])
+
+
 def make_multiple_choice_items(kind: str, n: int, *, seed: int,
                                world_seed: int = W.DEFAULT_WORLD_SEED) -> list[dict]:
     """``n`` four-choice items of one ``kind`` (see :data:`MC_KINDS`):
-    ``{"id", "kind", "question", "choices", "gold"}``.
+    ``{"id", "kind", "question", "choices", "gold", "question_swapped"}``.
 
     ``question`` ends with "Answer:" and choices carry no leading space (lm-evaluation-harness
     adds the target delimiter " "), matching the corpus' "Question: ...\nAnswer: x." sheets.
     Held-out (eval) facts and problems only. Gold positions cycle 0, 1, 2, 3 (exactly
     uniform: a model that prefers a position cannot beat chance with it); the wrong
-    choices are in random order. Kinds:
+    choices are in random order. The four choices of every item are words of one category
+    (or numbers), so knowing which kind of word answers the question gains nothing: only
+    the fact separates them. Kinds:
 
-    * ``fact``: closed book, the wrong choices from the answer's own category
-      (only knowledge of the fact separates them);
-    * ``context``: as ``fact`` with a passage stating the fact first;
+    * ``fact``: closed book, the wrong choices drawn from the answer's category;
+    * ``context``: as ``fact`` with a passage stating the fact first (the passage's other
+      facts are of other relations, so the category word in it is gold: the swapped
+      control below tells reading the subject from copying that word);
     * ``arithmetic``: answers up to 20, wrong numbers within 3 of the answer;
-    * ``relation``: the question's relation picks the category: the four choices are
-      the true answer and one word from each of the three other categories (e.g. "What
-      is the job of Zol?" -> baker / red / soup / singing). The gold category is
-      uniform, so a question-blind model cannot beat chance by preferring one category.
+    * ``relation``: closed book, the wrong choices are the same relation's answers for the
+      subjects the corpus names beside this one (a person's best friend, then the other
+      residents of the town; an animal's fellow pets of the town): e.g. "What is the job of
+      Zol?" -> baker / the friend's job / two neighbours' jobs. A model that has bound facts
+      to the wrong person of a story, or knows only which answers go with a town, is not
+      helped. The gold category is uniform over the four.
+
+    ``question_swapped`` (the swapped-subject control, :mod:`effbench.evaluate.tasks`): the same
+    prompt with the question's subject replaced by another subject of the same kind whose answer
+    to the relation is none of the four choices (arithmetic: another problem of the same
+    operation whose answer is none of them). A model that answers from the fact has nothing
+    to pick there; one that scores as well on it as on the question did not use the fact.
     """
     if kind not in MC_KINDS:
         raise ValueError(f"unknown multiple-choice kind {kind!r}; known: {MC_KINDS}")
     world = W.build_world(world_seed)
     facts, arith = _split_pools(world, world_seed)["eval"]
     by_cat = _category_facts(facts)
+    answers = {(f.subject, f.relation): f.answer for f in world.facts()}
+    subjects: dict[tuple[str, str], list[str]] = {}
+    for f in world.facts():
+        subjects.setdefault((f.kind, f.relation), []).append(f.subject)
     arith = [(q, a) for q, a in arith if int(a) <= MAX_NUMBER]
     rng = random.Random(f"mc:{seed}:{kind}")
+    # The control has its own stream, so adding it left the items of fact, context and arithmetic as they were.
+    swap_rng = random.Random(f"mc-swap:{seed}:{kind}")
     items = []
     for i in range(n):
         ctx = ""
+        f: W.Fact | None = None
         if kind == "arithmetic":
             q, gold = rng.choice(arith)
             wrong = _near_numbers(gold, rng)
         elif kind == "relation":
-            cats = rng.sample(sorted(CATEGORIES), N_CHOICES)
-            f = rng.choice(by_cat[cats[0]])
+            f = rng.choice(by_cat[rng.choice(sorted(CATEGORIES))])
             q, gold = W.question_for(f, rng), f.answer
-            wrong = [rng.choice(CATEGORIES[c]) for c in cats[1:]]
+            wrong = _neighbour_answers(world, answers, f, rng)
         else:
             f = rng.choice(by_cat[rng.choice(sorted(CATEGORIES))])
             q, gold = W.question_for(f, rng), f.answer
@@ -177,6 +244,10 @@ def make_multiple_choice_items(kind: str, n: int, *, seed: int,
                 ctx = _context(world, f, rng) + "\n"
         rng.shuffle(wrong)
         position = i % N_CHOICES
+        choices = _place(gold, wrong, position)
+        q_swapped = (_swap_problem(q, choices, arith, swap_rng) if f is None
+                     else _swap_subject(q, f, choices, subjects, answers, swap_rng))
         items.append({"id": i, "kind": kind, "question": f"{ctx}Question: {q}\nAnswer:",
-                      "choices": _place(gold, wrong, position), "gold": position})
+                      "choices": choices, "gold": position,
+                      "question_swapped": f"{ctx}Question: {q_swapped}\nAnswer:"})
     return items

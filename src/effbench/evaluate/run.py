@@ -7,7 +7,7 @@ too) or ``vllm`` (the paper's setup, on the cluster). The mean over tasks is the
 
 The pipeline's own tasks (:mod:`effbench.evaluate.tasks`) are rescored per item from the
 logged log-likelihoods with ties counted 1/k (:mod:`effbench.evaluate.scoring`) and carry
-their question-blind control, scored in the same lm-eval run. Every task's per-item results
+their two controls (question-blind, swapped subject), scored in the same lm-eval run. Every task's per-item results
 are kept (``items``), so precisions are compared on the same items (paired).
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from ..config import LOCAL_TASKS
 from .scoring import item_scores, sample_values, task_summary, verdict
-from .tasks import CHANCE, control_task
+from .tasks import CHANCE, control_task, swapped_task
 
 log = logging.getLogger("effbench.evaluate")
 
@@ -50,7 +50,8 @@ def summarize(results: dict[str, Any], tasks: list[str], metrics: dict[str, str]
     A local task (:data:`LOCAL_TASKS`) whose samples were logged is rescored with ties
     counted 1/k (metric ``acc_tie``; lm-eval's own ``acc`` kept as ``lm_eval_acc``) and gets
     ``ties``, ``chance``, ``z_chance``, ``control`` ({value, stderr, n, ties} of its
-    question-blind twin), ``z_control`` and ``measurable``.
+    question-blind twin), ``z_control``, ``swapped`` and ``z_swapped`` (its swapped-subject twin)
+    and ``measurable``.
 
     ``items``: {task: {doc_id (a string, as JSON keys are): the item's score}}: the tie-aware
     score of a local task's item, the logged sample's own metric for any other task (a group:
@@ -72,7 +73,8 @@ def summarize(results: dict[str, Any], tasks: list[str], metrics: dict[str, str]
         out[task] = {"metric": metric, "value": float(r[key]),
                      "stderr": float(stderr) if isinstance(stderr, (int, float)) else None, "n": n}
         if task in LOCAL_TASKS and task in samples:
-            out[task] = _rescore(out[task], samples[task], samples.get(control_task(task)))
+            out[task] = _rescore(out[task], samples[task], samples.get(control_task(task)),
+                                 samples.get(swapped_task(task)))
             items[task] = {str(i): v for i, (v, _) in sorted(item_scores(samples[task]).items())}
         else:
             per_item = _sample_items(results, task, metric, filt)
@@ -100,13 +102,14 @@ def _sample_items(results: dict[str, Any], task: str, metric: str, filt: str) ->
     return out
 
 
-def _rescore(lm_eval_entry: dict[str, Any], task_samples: list[dict], control_samples: list[dict] | None
-             ) -> dict[str, Any]:
+def _rescore(lm_eval_entry: dict[str, Any], task_samples: list[dict], control_samples: list[dict] | None,
+             swapped_samples: list[dict] | None) -> dict[str, Any]:
     items = item_scores(task_samples)
     control = item_scores(control_samples) if control_samples is not None else None
+    swapped = item_scores(swapped_samples) if swapped_samples is not None else None
     summary = task_summary(items)
     return {"metric": "acc_tie", **summary, "lm_eval_acc": lm_eval_entry["value"],
-            "lm_eval_acc_stderr": lm_eval_entry["stderr"], **verdict(summary, items, control, CHANCE)}
+            "lm_eval_acc_stderr": lm_eval_entry["stderr"], **verdict(summary, items, control, CHANCE, swapped)}
 
 
 def equal_length_share(task_samples: list[dict], tokenizer) -> float:
@@ -120,9 +123,10 @@ def equal_length_share(task_samples: list[dict], tokenizer) -> float:
 
 
 def with_controls(tasks: list[str], include_path: Path | None) -> list[str]:
-    """``tasks`` plus the question-blind twin of each local task that has one on disk."""
-    extra = [control_task(t) for t in tasks if t in LOCAL_TASKS and include_path is not None
-             and (Path(include_path) / f"{control_task(t)}.yaml").exists()]
+    """``tasks`` plus the control twins (question-blind, swapped subject) of each local task that
+    has them on disk."""
+    extra = [twin(t) for twin in (control_task, swapped_task) for t in tasks if t in LOCAL_TASKS
+             and include_path is not None and (Path(include_path) / f"{twin(t)}.yaml").exists()]
     return list(tasks) + extra
 
 

@@ -12,9 +12,14 @@ Per-item results are kept (``scores.json``'s ``items``): the tie-aware score of 
 pipeline's own tasks, the sample's own metric for lm-eval's tasks (:func:`sample_values`), so two
 precisions can be compared on the same items (:mod:`effbench.measure.paired`).
 
-A task is *measurable* on a model when its score is above chance by more than
-``Z`` standard errors and above its question-blind control by more than ``Z`` standard
-errors of the paired per-item difference (the control scores the same items).
+A task is *measurable* on a model when its score is above chance by more than ``Z`` standard
+errors and above each of its controls (:mod:`effbench.evaluate.tasks`: question-blind, swapped
+subject) by more than ``Z`` standard errors of the paired per-item difference (a control scores
+the same items). Both standard errors are the null hypothesis' (as a test's): against chance
+sqrt(chance (1 - chance) / n); against a control sqrt(sum d^2) / n for the per-item differences d
+(under "no difference" each d is + or - with probability 1/2: the sign-flip test, whose
+variance does not vanish when a model that learnt the task beats the control on every item by
+the same amount, where the sample's own variance is 0).
 """
 
 from __future__ import annotations
@@ -85,24 +90,35 @@ def task_summary(items: dict[int, tuple[float, int]]) -> dict[str, Any]:
             "ties": sum(1 for _, k in items.values() if k > 1)}
 
 
+def paired_z(items: dict[int, tuple[float, int]], control_items: dict[int, tuple[float, int]]
+             ) -> tuple[dict[str, Any], float | None]:
+    """The control's summary on the items both scored, and z of the mean per-item difference
+    under the null hypothesis: sum(d) / sqrt(sum(d^2)); None when every difference is 0."""
+    common = sorted(set(items) & set(control_items))
+    diffs = [items[i][0] - control_items[i][0] for i in common]
+    norm = math.sqrt(sum(d * d for d in diffs))
+    return task_summary({i: control_items[i] for i in common}), (sum(diffs) / norm if norm else None)
+
+
 def verdict(task: dict[str, Any], items: dict[int, tuple[float, int]],
-            control_items: dict[int, tuple[float, int]] | None, chance: float) -> dict[str, Any]:
-    """z-scores against chance and the control, and whether the task is measurable.
+            control_items: dict[int, tuple[float, int]] | None, chance: float,
+            swapped_items: dict[int, tuple[float, int]] | None = None) -> dict[str, Any]:
+    """z-scores against chance and the controls, and whether the task is measurable.
 
     Against chance: the one-sample test of a proportion, whose standard error is the one under
     the null hypothesis, sqrt(chance (1 - chance) / n): the sample's own error is 0 for a task
     every item of which is right (a model that learnt it), which left z undefined and the task
-    "not measurable"."""
+    "not measurable". Against a control (``control_items``: question-blind; ``swapped_items``:
+    swapped subject): :func:`paired_z`. No question-blind control (lm-eval's own tasks): no
+    verdict (``measurable`` None). A task must beat every control it has."""
     null_se = math.sqrt(chance * (1 - chance) / task["n"]) if task["n"] else 0.0
     out: dict[str, Any] = {"chance": chance,
                            "z_chance": (task["value"] - chance) / null_se if null_se else None}
     if control_items is None:
-        out.update(control=None, z_control=None, measurable=None)
+        out.update(control=None, z_control=None, swapped=None, z_swapped=None, measurable=None)
         return out
-    common = sorted(set(items) & set(control_items))
-    diff_mean, diff_se = mean_stderr([items[i][0] - control_items[i][0] for i in common])
-    out["control"] = task_summary({i: control_items[i] for i in common})
-    out["z_control"] = diff_mean / diff_se if diff_se else None
-    out["measurable"] = bool(out["z_chance"] is not None and out["z_chance"] > Z
-                             and out["z_control"] is not None and out["z_control"] > Z)
+    out["control"], out["z_control"] = paired_z(items, control_items)
+    out["swapped"], out["z_swapped"] = paired_z(items, swapped_items) if swapped_items is not None else (None, None)
+    zs = [out["z_chance"], out["z_control"]] + ([out["z_swapped"]] if swapped_items is not None else [])
+    out["measurable"] = all(z is not None and z > Z for z in zs)
     return out

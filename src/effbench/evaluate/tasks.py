@@ -1,5 +1,5 @@
-"""The offline multiple-choice tasks (one per kind of item) and their question-blind
-controls, as lm-evaluation-harness task files.
+"""The offline multiple-choice tasks (one per kind of item) and their controls (question-blind,
+swapped subject), as lm-evaluation-harness task files.
 
 Pure Python (no lm-eval import): the driver environment makes them. Each task reads a local
 jsonl written from :func:`effbench.data.instructions.make_multiple_choice_items`, so the
@@ -9,11 +9,18 @@ four choices, the gold position cycles 0-3 (exactly uniform), and the choices of
 are words of one token each (numbers with as many digits), so lm-eval's ``acc`` (summed
 log-likelihood) does not favour short choices.
 
-Question-blind control: every task ``T`` gets a twin ``T_blind`` on the same items whose
-prompt is only "Answer:" (question and passage removed). It is scored in the same
-lm-eval run (:mod:`effbench.evaluate.run` adds it) and tells what a model gets from
-preferring some answers regardless of the question; a task measures the model only when
-its score is above chance and above its control.
+Two controls, each a twin task on the same items scored in the same lm-eval run
+(:mod:`effbench.evaluate.run` adds them); a task measures the model only when its score is above
+chance and above both:
+
+* question-blind, ``T_blind``: the prompt is only "Answer:" (question and passage removed). It
+  tells what a model gets from preferring some answers regardless of the question;
+* swapped subject, ``T_swapped``: the question keeps its form (and the passage, the choices) but
+  asks about another subject whose answer is none of the choices (arithmetic: another problem
+  of the same operation), so the fact is gone
+  (:func:`effbench.data.instructions.make_multiple_choice_items`). It tells what a model gets from
+  the question's form, the category of word it asks for, or a passage's words without reading
+  whom it is about.
 
 Tied answer scores: lm-eval's ``acc`` takes the argmax, which on a tie picks the first
 choice (position 0). :mod:`effbench.evaluate.run` rescores each item from the logged
@@ -33,12 +40,21 @@ from ..data.instructions import N_CHOICES, make_multiple_choice_items
 
 CHANCE = 1 / N_CHOICES
 CONTROL_SUFFIX = "_blind"
-#: The control's prompt: the corpus' answer cue with nothing before it.
+#: The question-blind control's prompt: the corpus' answer cue with nothing before it.
 CONTROL_PROMPT = "Answer:"
+SWAPPED_SUFFIX = "_swapped"
+#: The swapped-subject control's prompt: the item's ``question_swapped``.
+SWAPPED_PROMPT = "{{question_swapped}}"
 
 
 def control_task(task: str) -> str:
+    """The question-blind twin of ``task``."""
     return task + CONTROL_SUFFIX
+
+
+def swapped_task(task: str) -> str:
+    """The swapped-subject twin of ``task``."""
+    return task + SWAPPED_SUFFIX
 
 
 def _spec(task: str, data: Path, kind: str, doc_to_text: str, control_of: str | None) -> dict:
@@ -57,8 +73,8 @@ def _spec(task: str, data: Path, kind: str, doc_to_text: str, control_of: str | 
 
 
 def make_local_tasks(out_dir: Path, items_per_task: int, seed: int) -> dict[str, str]:
-    """Write ``<task>.jsonl``, ``<task>.yaml`` and ``<task>_blind.yaml`` per local task;
-    return {task: yaml path} for tasks and controls."""
+    """Write ``<task>.jsonl``, ``<task>.yaml``, ``<task>_blind.yaml`` and ``<task>_swapped.yaml`` per
+    local task; return {task: yaml path} for tasks and controls."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -66,7 +82,8 @@ def make_local_tasks(out_dir: Path, items_per_task: int, seed: int) -> dict[str,
         items = make_multiple_choice_items(kind, items_per_task, seed=seed)
         data = out_dir / f"{task}.jsonl"
         data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in items))
-        for name, text, of in ((task, "{{question}}", None), (control_task(task), CONTROL_PROMPT, task)):
+        for name, text, of in ((task, "{{question}}", None), (control_task(task), CONTROL_PROMPT, task),
+                               (swapped_task(task), SWAPPED_PROMPT, task)):
             path = out_dir / f"{name}.yaml"
             path.write_text(yaml.safe_dump(_spec(name, data, kind, text, of), sort_keys=False))
             written[name] = str(path)

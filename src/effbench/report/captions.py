@@ -25,7 +25,7 @@ JOINED = {
     "accuracy": ("the mean of lm-evaluation-harness scores (`eval/<model>/<precision>/scores.json`) over the tasks "
                  "measurable at the model's baseline precision (`perf_tasks`; docs/quality.md)",
                  "± 1.96 × the standard error of the mean over those tasks (`normal_se`, from the harness's stderr)"),
-    "perf_tasks": ("the tasks measurable at the model's baseline precision (above chance and the control)",
+    "perf_tasks": ("the tasks measurable at the model's baseline precision (above chance and both controls)",
                    "none (a list)"),
     "accuracy_drop": ("1 − Perf / the baseline's Perf on the same tasks", "delta method with the covariance of the "
                       "items both precisions scored (paired); unpaired where per-item results are missing, labelled"),
@@ -173,7 +173,7 @@ EXTRA = {
     "inference_tasks": ("**What is measured.** Accuracy per evaluation task (lm-evaluation-harness), value ± "
                         "its standard error; the mean over tasks is the Perf of the serving table. **Source.** "
                         "`eval/<model>/<precision>/scores.json`. **Noise.** ± is one standard error (not a 95 % "
-                        "interval); docs/quality.md compares each task with chance and its question-blind control."),
+                        "interval); docs/quality.md compares each task with chance and its two controls (question-blind, swapped subject)."),
     "fidelity": ("**What is measured.** Each precision against the baseline on held-out text through the serving "
                  "engine: perplexity, KL(baseline ‖ precision) of the next-token distributions (mean and p99 over "
                  "positions), top-1 agreement on the baseline's path. **Source.** "
