@@ -425,6 +425,7 @@ def test_finetune_and_inference_specs_run(tmp_path: Path) -> None:
             method=m,
             params_total=1_000_000,
             train_loss=Figure.of(loss, "trainer"),
+            val_loss=Figure.of(loss + 0.1, "llamafactory_eval_loss"),
             amu_gb=Figure.of(1.0 + i, "psutil_rss"),
             aec_w=Figure.missing(NO_NVML),
         )
@@ -432,7 +433,8 @@ def test_finetune_and_inference_specs_run(tmp_path: Path) -> None:
     ]
     m = aggregate_stage("finetune", ft, tmp_path / "out")
     assert m["leaderboard_groups"][0]["group"] == "size_band = up to 4.5B, task = sft"
-    assert m["leaderboard_groups"][0]["metrics_used"] == ["train_loss", "amu_gb"]
+    # quality is the held-out loss, not the loss of the batches the method fitted
+    assert m["leaderboard_groups"][0]["metrics_used"] == ["val_loss", "amu_gb"]
     assert {p["x"] for p in m["plots"]} == {"amu_gb"}  # AL (not recorded) and AEC (no NVML) skipped
     inf = [
         _other_stage_record(

@@ -82,8 +82,9 @@ def test_finetune_cells_run_llamafactory_on_the_pipelines_own_export(pipeline):
     table = (res / "tables" / "finetune.md").read_text()
     assert has_row(table, "xs-mqa", "synthetic", "lora") and has_row(table, "xs-mqa", "synthetic", "full")
     summary = (res / "summary.md").read_text()
+    assert all(r["val_loss"] > 0 for r in records)  # the held-out loss: the quality the leaderboard ranks
     for x in ("amu_gb", "al_s_per_iter"):
-        png = res / "plots" / f"finetune_train_loss_vs_{x}.png"
+        png = res / "plots" / f"finetune_val_loss_vs_{x}.png"
         assert png.read_bytes()[:8] == PNG and f"plots/{png.name}" in summary
 
 

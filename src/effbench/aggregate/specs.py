@@ -192,10 +192,12 @@ FINETUNE = StageSpec(
         ColumnSpec("accuracy", "Exact match", "sig3", HIGHER, label="Exact-match accuracy (0-1)"),
         ColumnSpec("disk_bytes", "Saved (GB)", "bytes_gb", LOWER),
     ),
-    quality="train_loss",
+    # Quality is the held-out loss (LlamaFactory's eval_loss, with its interval over evaluation
+    # batches): the training loss is of the batches the method fitted, and has no interval.
+    quality="val_loss",
     group_by=("size_band", "task"),
-    leaderboard=("train_loss", "amu_gb", "pcu_frac", "al_s_per_iter", "st_samples_per_param_s", "aec_w"),
-    pareto=(("amu_gb", "train_loss"), ("al_s_per_iter", "train_loss"), ("aec_w", "train_loss")),
+    leaderboard=("val_loss", "amu_gb", "pcu_frac", "al_s_per_iter", "st_samples_per_param_s", "aec_w"),
+    pareto=(("amu_gb", "val_loss"), ("al_s_per_iter", "val_loss"), ("aec_w", "val_loss")),
     key_order=(("method", ("lora", "loraplus", "rslora", "dora", "pissa", "freeze", "full")),),
     # the paper's bands: 1B-3B, 7B-8B, 14B-24B
     bands=((4.5e9, "up to 4.5B"), (1.2e10, "4.5B-12B"), (math.inf, "over 12B")),
