@@ -27,6 +27,9 @@ PRECISION_OBJECTIVES = {  # precision_objective -> (column, label, direction)
 }
 
 
+NAMES = ("load_point", "technique", "model", "precision")  # constraints that name something measured
+
+
 @dataclass(frozen=True)
 class Constraints:
     """A user's limits (None: no limit). Units: GB, ms per output token, s per request, generated
@@ -44,6 +47,12 @@ class Constraints:
     load_point: str | None = None
     precision_objective: str = "memory"
     allow_fidelity_fail: bool = False
+    # What the user asks about (command-line only; None: every measured one is a candidate): the
+    # architecture step judges only this pretraining technique, the fine-tuning and precision steps
+    # only this model, the precision step only this precision.
+    technique: str | None = None
+    model: str | None = None
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision_objective not in PRECISION_OBJECTIVES:
@@ -53,7 +62,7 @@ class Constraints:
             raise ValueError(f"allow_fidelity_fail must be true or false, got {self.allow_fidelity_fail!r}")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name not in ("load_point", "precision_objective", "allow_fidelity_fail") and v is not None and not (
+            if f.name not in NAMES + ("precision_objective", "allow_fidelity_fail") and v is not None and not (
                     isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"constraint {f.name} must be a number ≥ 0 or unset, got {v!r}")
 

@@ -110,6 +110,10 @@ def paper_rule(step: str, c: Constraints, rows: pd.DataFrame, measured_params: f
     return out
 
 
+def _times(x: float) -> str:
+    return (f"{x:,.0f}" if x >= 100 else format_value(x, "sig2")) + "×"
+
+
 def size_warning(c: Constraints, df: pd.DataFrame, what: str) -> str | None:
     """A warning when ``model_params`` is more than :data:`FAR` times above the largest or below the
     smallest model measured on this axis (``df``, every group)."""
@@ -124,9 +128,9 @@ def size_warning(c: Constraints, df: pd.DataFrame, what: str) -> str | None:
     span = format_value(lo, "params") + ("" if lo == hi else "–" + format_value(hi, "params"))
     asked = f"model_params {format_value(p, 'params')}"
     if p > FAR * hi:
-        where = f"is {format_value(p / hi, 'sig2')}× the largest {what} model measured ({span})"
+        where = f"is {_times(p / hi)} the largest {what} model measured ({span})"
     elif p < lo / FAR:
-        where = f"is {format_value(lo / p, 'sig2')}× below the smallest {what} model measured ({span})"
+        where = f"is {_times(lo / p)} below the smallest {what} model measured ({span})"
     else:
         return None
     return (f"{asked} {where}: this answer extrapolates from models of another scale, and what holds for "

@@ -365,10 +365,19 @@ def recommend(frames: Frames, c: Constraints) -> dict[str, Any]:
     inf = with_accuracy_drop(frames.inference, frames.baseline) if len(frames.inference) else frames.inference
     if len(inf):
         inf = inf[inf["load_point"] == lp]
+        if c.model:
+            inf = inf[inf["model"].astype(str) == c.model]
     every = inf  # every precision at the load point, a failing one too
+    if len(inf) and c.precision:
+        inf = inf[inf["precision"].astype(str) == c.precision]
     inf, failed = fidelity_gate(inf, c.allow_fidelity_fail)
-    pre = join_serving(frames.pretrain, inf, frames.baseline, lp, c)
-    tables = {"pretrain": (pre, ["size"]), "finetune": (frames.finetune, ["model", "task"]),
+    pre, ft = frames.pretrain, frames.finetune
+    if c.technique and len(pre):
+        pre = pre[pre["technique"].astype(str) == c.technique]
+    if c.model and len(ft):
+        ft = ft[ft["model"].astype(str) == c.model]
+    pre = join_serving(pre, inf, frames.baseline, lp, c)
+    tables = {"pretrain": (pre, ["size"]), "finetune": (ft, ["model", "task"]),
               "inference": (inf, ["model"])}
     answer: dict[str, Any] = {"constraints": {k: v for k, v in asdict(c).items()}, "load_point": lp,
                               "baseline": frames.baseline, "results": str(frames.results),

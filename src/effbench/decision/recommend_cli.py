@@ -9,7 +9,9 @@ and the answer says so; --allow-fidelity-fail keeps it. The records are the ones
 manifests list (`<results>/<stage>.manifest.json`), read as the aggregation reads them. Prints Markdown (or
 JSON with --json); --out-md / --out-json also write files. Exit 0 with an answer (also when
 nothing meets the constraints: that is an answer), 1 when there are no aggregated results or the
-config is bad, 2 on a usage error.
+config is bad, 2 on a usage error, which includes a load point, technique, model or precision the
+records do not hold (the valid ones are listed). A --model-params more than 10× outside the sizes
+a step measured is warned about on stderr as well as in the answer.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ..atomic import write_text
 from ..config.errors import ConfigError
 from ..provenance import REPO_ROOT
 from .constraints import PRECISION_OBJECTIVES, Constraints
+from .frames import distinct
 from .recommend import recommend
 from .recommend_render import render_markdown, to_json
 
@@ -39,7 +42,40 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
                                                         "a fraction of its accuracy (0.05 = 5 %%)"),
     "--model-params": ("model_params", float, "size of the model you will use, parameters (e.g. 1.5e9)"),
     "--load-point": ("load_point", str, "serving load point to judge by (default: inference.table_load_point)"),
+    "--technique": ("technique", str, "judge only this pretraining technique at the architecture step"),
+    "--model": ("model", str, "judge only this model at the fine-tuning and precision steps"),
+    "--precision": ("precision", str, "judge only this precision at the precision step"),
 }
+# constraint -> (what it names, where the measured choices are: frame, column)
+CHOICES: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "load_point": ("load point", [("inference", "load_point")]),
+    "technique": ("technique", [("pretrain", "technique")]),
+    "model": ("model", [("finetune", "model"), ("inference", "model")]),
+    "precision": ("precision", [("inference", "precision")]),
+}
+
+
+def unknown_choices(frames: Any, c: Constraints) -> list[str]:
+    """What the constraints name (a load point, technique, model, precision) that the records do
+    not hold, each with the valid choices. A name whose records are all absent (no serving records
+    at all, say) is not judged: the steps then say "not measured"."""
+    out = []
+    for name, (what, where) in CHOICES.items():
+        asked = getattr(c, name)
+        if name == "load_point" and asked is None:
+            asked = frames.table_load_point  # the config's inference.table_load_point stands in
+        if asked is None:
+            continue
+        held = [(getattr(frames, f), col) for f, col in where if len(getattr(frames, f)) and col in getattr(frames, f)]
+        if not held:
+            continue
+        valid = sorted(distinct(v for df, col in held for v in df[col]))
+        if str(asked) not in valid:
+            flag = "--" + name.replace("_", "-")
+            source = (flag if getattr(c, name) is not None else "inference.table_load_point in the config")
+            out.append(f"unknown {what} {asked!r} ({source}): the records under {frames.results} hold "
+                       f"{', '.join(valid) or 'none'}")
+    return out
 
 
 def load_config(paths: Sequence[str]) -> dict[str, Any]:
@@ -110,7 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     frames = frames_from_results(results, (config.get("quantize") or {}).get("baseline"),
                                  (config.get("inference") or {}).get("table_load_point"))
+    bad = unknown_choices(frames, constraints)
+    if bad:
+        print("effbench recommend: " + "\neffbench recommend: ".join(bad), file=sys.stderr)
+        return 2
     answer = recommend(frames, constraints)
+    for w in dict.fromkeys(w for s in answer["steps"] for w in s.get("warnings", []) if w.startswith("model_params")):
+        print(f"effbench recommend: warning: {w}", file=sys.stderr)
     md, js = render_markdown(answer), to_json(answer)
     if args.out_md:
         write_text(args.out_md, md)

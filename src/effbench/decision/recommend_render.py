@@ -21,6 +21,9 @@ def render_markdown(a: dict[str, Any]) -> str:
     lines = ["# Recommendation from the measured records", "",
              "Constraints: " + ("; ".join(set_) if set_ else "none") + ". "
              + (f"Model size asked: {format_value(c['model_params'], 'params')}. " if c.get("model_params") else "")
+             + ("Asked about only: " + ", ".join(f"{k} = {c[k]}" for k in ("technique", "model", "precision")
+                                                 if c.get(k)) + ". "
+                if any(c.get(k) for k in ("technique", "model", "precision")) else "")
              + f"Serving load point: {a['load_point'] or 'n/a'}; baseline precision: {a['baseline'] or 'n/a'}; "
              f"precision objective: {c['precision_objective']}. Records: `{a['results']}`. "
              "Method, and what a tie means: docs/decision.md.", ""]

@@ -72,6 +72,8 @@ class MeasureCallback(TrainerCallback):
         self._open_at = self.start_step + self.warmup_steps
         self._marks = boundary_steps(remaining - self.warmup_steps)
         self._progress = Progress(self.max_steps, "step", log, start=self.start_step)
+        # the progress line's tokens/s: input tokens since this process began training (include_num_input_tokens_seen)
+        self._progress_tokens0 = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         log.info("training %d optimizer steps (from step %d); measuring from step %d", self.max_steps,
                  self.start_step, self._open_at)
 
@@ -91,7 +93,8 @@ class MeasureCallback(TrainerCallback):
             self._last_edge = time.monotonic()
         if self._progress is not None:
             last = f"loss {self.losses[-1]:.4f}" if self.losses else ""
-            self._progress.update(state.global_step, extra=last)
+            seen = int(getattr(state, "num_input_tokens_seen", 0) or 0) - getattr(self, "_progress_tokens0", 0)
+            self._progress.update(state.global_step, items=max(seen, 0), extra=last)
 
     def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
         if logs and "loss" in logs and "eval_loss" not in logs:

@@ -91,7 +91,7 @@ def serve_point(settings: dict[str, Any], shared: SharedEngine, mon: Monitor) ->
         warm = make_prompts(settings["warmup_requests"], plen, vocab, special, seed, f"{tag}:warmup")
         engine.run(warm, olen, min(concurrency, len(warm)), tag=f"{tag}-warmup")
     traces, rep_tokens, rep_seconds = [], [], []
-    progress = Progress(settings["repeats"], "repeat", log)
+    progress = Progress(settings["repeats"], f"load point {tag}: repeat", log)
     peaks = getattr(engine, "peaks", None)
     if peaks is not None:
         peaks.reset()
@@ -112,7 +112,7 @@ def serve_point(settings: dict[str, Any], shared: SharedEngine, mon: Monitor) ->
         traces.append(got)
         r += 1
         progress.update(min(r, settings["repeats"]), items=sum(rep_tokens),
-                        extra=f"{tokens / rep_seconds[-1]:.1f} tok/s")
+                        extra=f"this repeat {tokens / rep_seconds[-1]:.1f} tok/s")
     window = mon.end_window("serve")
     fig = {**(window.spread_figures(r) if r >= 2 else window.figures()), **window.energy_flags()}
     generated = sum(rep_tokens)

@@ -15,6 +15,7 @@ from ..config.errors import ConfigError
 from ..config.merge import deep_merge
 from ..config.yaml_strict import load_file
 from ..provenance import REPO_ROOT
+from .environments import CACHE_ENV, cached_probe, run_probe
 from .profile import load_profile
 from .rows import problems_text, table
 from .run import CHECKS, Options, preflight
@@ -35,6 +36,9 @@ def parser() -> argparse.ArgumentParser:
                    help=f"GPU whose datasheet peak the run-time estimate uses (default {ASSUMED_GPU}); "
                         "measure.peak_flops in the config wins")
     p.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated subset of {','.join(CHECKS)}")
+    p.add_argument("--no-cache", action="store_true",
+                   help="probe every environment afresh (imports, versions, lm-eval tasks) instead of reusing "
+                        f"what was kept for an unchanged lock file (${CACHE_ENV}, default ~/.cache/effbench/preflight)")
     return p
 
 
@@ -50,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config: dict = {}
         for f in files:
             config = deep_merge(config, load_file(f)[0] or {})
-        opts = Options(load_profile(a.profile), a.results, a.mfu, a.gpu, checks)
+        opts = Options(load_profile(a.profile), a.results, a.mfu, a.gpu, checks,
+                       probe=run_probe if a.no_cache else cached_probe)
         rows = preflight(config, opts, log=lambda s: print(s, file=sys.stderr, flush=True))
     except ConfigError as e:
         print(f"effbench preflight: the config is invalid:\n{e}", file=sys.stderr)

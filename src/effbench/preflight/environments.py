@@ -8,8 +8,10 @@ version there is found here rather than on a node hours later.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -18,8 +20,9 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
+from ..atomic import write_text
 from ..config import LOCAL_TASKS, stage_python
-from ..config.environments import SRC
+from ..config.environments import SRC, env_files
 from ..config.plan import Plan
 from .pins import expected_pins, satisfies
 from .rows import Row, ok, problem, skip
@@ -90,14 +93,14 @@ def stage_probes(plan: Plan) -> dict[str, StageProbe]:
     return out
 
 
-def run_probe(p: StageProbe, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """Run the probe with the stage's interpreter; fills ``p.result`` or ``p.failure``."""
+def _run(p: StageProbe, request: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+    """One probe subprocess with the stage's interpreter: its result, or None with ``p.failure``."""
     if not Path(p.python).exists():
         p.failure = f"interpreter {p.python} does not exist"
-        return
+        return None
     with tempfile.TemporaryDirectory(prefix="effbench-preflight-") as tmp:
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
-        req.write_text(json.dumps(p.request()))
+        req.write_text(json.dumps(request))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(x for x in (str(SRC), env.get("PYTHONPATH")) if x)
         try:
@@ -105,13 +108,168 @@ def run_probe(p: StageProbe, timeout_s: float = PROBE_TIMEOUT_S) -> None:
                                   capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             p.failure = f"the probe ran over {timeout_s:.0f} s"
-            return
+            return None
         if not res.exists():
             p.failure = f"the probe exited {done.returncode} without a result: {done.stderr.strip()[-800:]}"
+            return None
+        result = json.loads(res.read_text())
+        if "crash" in result:
+            p.failure = "the probe crashed: " + result["crash"].strip().splitlines()[-1]
+        return result
+
+
+def run_probe(p: StageProbe, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Run the whole probe with the stage's interpreter, uncached; fills ``p.result`` or ``p.failure``."""
+    p.result = _run(p, p.request(), timeout_s)
+
+
+# --- the cache of what does not change between calls ------------------------------------------------
+#
+# Importing a stage's libraries, reading their versions and building lm-eval's tasks is most of
+# preflight's CPU time (tens of seconds: torch, vLLM, LlamaFactory, lm-eval) and depends only on
+# the environment. It is kept, per stage, under <cache>/<stage>-<digest of the stage's environment
+# files>/ (a changed lock file or conda file is a new folder, and the old one is removed), keyed
+# also by the interpreter, its site-packages (a package installed or removed by hand changes the
+# folder), the venv's set-up stamp, the probe's own code and what is asked. The lookups in the
+# Hugging Face caches are never kept: they are asked again at every call (a subprocess only when
+# there is one to make). lm-eval's nltk data is read at import, so a kept task result also holds
+# the listing of nltk's data folders, and a change there (data downloaded) makes it stale.
+
+CACHE_ENV = "EFFBENCH_PREFLIGHT_CACHE"  # the cache folder; "off" (or --no-cache) asks every time
+PROBE_CODE = [Path(__file__).with_name("probe.py"), Path(__file__).with_name("files.py")]
+
+
+def cache_root() -> Path | None:
+    """Where kept probe results live: $EFFBENCH_PREFLIGHT_CACHE, else $XDG_CACHE_HOME/effbench/preflight,
+    else ~/.cache/effbench/preflight; None when the variable is "off"."""
+    v = os.environ.get(CACHE_ENV)
+    if v == "off":
+        return None
+    if v:
+        return Path(v).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "effbench" / "preflight"
+
+
+def _digest(parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def env_digest(stage: str) -> str:
+    """The digest of the files that define a stage's environment (its lock and its conda file)."""
+    h = hashlib.sha256()
+    for f in env_files(stage):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _interpreter_state(python: str) -> list[Any]:
+    prefix = Path(python).parent.parent  # <prefix>/bin/python, venv or conda
+    state: list[Any] = []
+    for sp in sorted(prefix.glob("lib/python3*/site-packages")):
+        state.append([str(sp), sp.stat().st_mtime_ns])
+    stamp = prefix / ".lock.sha256"  # scripts/setup.sh's record of what built the venv
+    state.append(stamp.read_text().strip() if stamp.is_file() else None)
+    return state
+
+
+def _nltk_listing(paths: list[str]) -> list[str]:
+    """Every name two levels down nltk's data folders (a downloaded package adds one)."""
+    out = []
+    for root in paths:
+        r = Path(root)
+        if not r.is_dir():
+            continue
+        for child in sorted(r.iterdir()):
+            out.append(str(child))
+            if child.is_dir():
+                out += sorted(str(x) for x in child.iterdir())
+    return out
+
+
+def _cache_file(p: StageProbe, root: Path) -> Path:
+    key = _digest({"python": p.python, "interpreter": _interpreter_state(p.python),
+                   "code": [hashlib.sha256(f.read_bytes()).hexdigest() for f in PROBE_CODE],
+                   "imports": p.imports, "versions": p.versions, "lm_eval": p.lm_eval,
+                   "nltk_data": os.environ.get("NLTK_DATA")})
+    return root / f"{p.stage}-{env_digest(p.stage)[:16]}" / f"{key[:32]}.json"
+
+
+def _keepable(result: dict[str, Any]) -> bool:
+    """A clean result only: an import or task that failed is asked again next time (being fixed)."""
+    if "crash" in result or any(result.get("imports", {}).values()):
+        return False
+    ev = result.get("lm_eval")
+    if ev is not None and ("error" in ev or any(t["error"] or any(x["error"] for x in t["leaves"])
+                                                  for t in ev.get("tasks", {}).values())):
+        return False
+    return True
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ev = kept.get("lm_eval")
+    if ev is not None and _nltk_listing(ev.get("nltk_path", [])) != kept.get("nltk_listing"):
+        return None  # nltk data came or went since: build the tasks again
+    return kept
+
+
+def _store(path: Path, result: dict[str, Any]) -> None:
+    kept = {k: result[k] for k in ("python", "version", "imports", "versions", "lm_eval") if k in result}
+    if "lm_eval" in kept:
+        kept["nltk_listing"] = _nltk_listing(kept["lm_eval"].get("nltk_path", []))
+    try:
+        for old in path.parent.parent.glob(path.parent.name.rsplit("-", 1)[0] + "-*"):
+            if old != path.parent and old.is_dir():  # an earlier lock's results
+                shutil.rmtree(old, ignore_errors=True)
+        write_text(path, json.dumps(kept))
+    except OSError:
+        pass  # a cache that cannot be written is only slower
+
+
+def _datasets(ev: dict[str, Any] | None) -> list[list[str | None]]:
+    """The (repository, subset) pairs the built lm-eval tasks load, as the probe looks them up."""
+    if not ev:
+        return []
+    pairs = {(leaf["dataset_path"], leaf["dataset_name"]) for t in ev.get("tasks", {}).values()
+             for leaf in t["leaves"] if leaf["dataset_path"]}
+    return [list(x) for x in sorted(pairs, key=str)]
+
+
+def cached_probe(p: StageProbe, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """:func:`run_probe`, with the imports, versions and lm-eval task builds taken from the cache
+    where the environment has not changed since they were kept; the cache lookups (models,
+    datasets) are made every time, in a subprocess only when there are any."""
+    root = cache_root()
+    if root is None or not Path(p.python).exists():
+        return run_probe(p, timeout_s)
+    try:
+        path = _cache_file(p, root)
+    except OSError:
+        return run_probe(p, timeout_s)
+    kept = _load(path) if path.is_file() else None
+    if kept is None:
+        run_probe(p, timeout_s)
+        if p.result is not None and p.failure is None and _keepable(p.result):
+            _store(path, p.result)
+        return
+    result = {**kept, "hub": {}, "cached": str(path)}
+    result.pop("nltk_listing", None)
+    fresh = {"imports": [], "versions": [], "hub": p.hub, "lm_eval": None,
+             "lm_eval_datasets": _datasets(kept.get("lm_eval"))}
+    if fresh["hub"] or fresh["lm_eval_datasets"]:
+        got = _run(p, fresh, timeout_s)
+        if got is None or p.failure:
+            p.result = got
             return
-        p.result = json.loads(res.read_text())
-        if "crash" in p.result:
-            p.failure = "the probe crashed: " + p.result["crash"].strip().splitlines()[-1]
+        result["hub"] = got.get("hub", {})
+        if kept.get("lm_eval") is not None:
+            result["lm_eval_data"] = got.get("lm_eval_data", {})
+    elif kept.get("lm_eval") is not None:
+        result["lm_eval_data"] = {}
+    p.result = result
 
 
 def _fix_interpreter(config: dict[str, Any], stage: str) -> str:

@@ -20,6 +20,7 @@ from ..config.plan import Plan
 from ..config.serving import WEIGHT_BITS
 from ..plan.finetune import finetune_memory_verdicts
 from ..plan.memory import GB, RUNTIME_OVERHEAD_BYTES
+from .device import Device
 from .profile import Profile
 from .references import Resolved
 from .rows import Row, ok, problem, skip
@@ -76,6 +77,8 @@ def finetune_rows(plan: Plan, resolved: Resolved, profile: Profile | None = None
     that offloads to an unknown host is a skip, not a pass."""
     if not plan.finetune:
         return []
+    if _gpu_gb(plan.config) is None:  # the planner has nothing to plan against (it returns no verdict)
+        return [problem(CHECK, "finetune", "no GPU memory size given: nothing can be checked", GPU_KEY)]
     host_gb, host_key = finetune_host(plan.config, profile)
     rows = []
     for v in finetune_memory_verdicts(plan.config, host_memory_gb=host_gb):
@@ -158,8 +161,13 @@ def serving_rows(plan: Plan, resolved: Resolved) -> list[Row]:
 STAGE_CHECKS: list[Callable[[Plan, Resolved], list[Row]]] = [pretrain_rows, finetune_rows, serving_rows]
 
 
-def memory_rows(plan: Plan, resolved: Resolved, profile: Profile | None = None) -> list[Row]:
-    if plan.config["device"] == "cpu":
-        return [skip(CHECK, "all", "device is cpu: no GPU memory to plan")]
+def memory_rows(plan: Plan, resolved: Resolved, profile: Profile | None = None, device: Device | None = None) -> list[Row]:
+    """The per-stage checks; ``device``: what the config's `device` is here (:func:`.device.resolve`;
+    None: the config's word as it stands, `auto` judged like a GPU)."""
+    kind = device.kind if device is not None else plan.config["device"]
+    if kind == "cpu":
+        return [skip(CHECK, "all", ((device.note if device is not None else None) or "device is cpu")
+                     + ": no GPU memory to plan")]
     checks = [partial(finetune_rows, profile=profile) if c is finetune_rows else c for c in STAGE_CHECKS]
-    return [row for check in checks for row in check(plan, resolved)]
+    head = [ok(CHECK, "device", device.note)] if device is not None and device.note else []
+    return head + [row for check in checks for row in check(plan, resolved)]

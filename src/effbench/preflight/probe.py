@@ -202,6 +202,9 @@ def main(argv: list[str]) -> int:
                         if leaf["dataset_path"]}
             result["lm_eval_data"] = {f"{p}|{n or ''}": hub_reference({"kind": "dataset", "repo_id": p, "config": n})
                                       for p, n in sorted(datasets, key=str)}
+        if request.get("lm_eval_datasets"):  # the task builds came from the driver's cache: only look these up
+            result["lm_eval_data"] = {f"{p}|{n or ''}": hub_reference({"kind": "dataset", "repo_id": p, "config": n})
+                                      for p, n in request["lm_eval_datasets"]}
     except BaseException:  # noqa: BLE001 - report, never die without a result
         result["crash"] = traceback.format_exc()[-2000:]
     Path(argv[1]).write_text(json.dumps(result))

@@ -33,17 +33,18 @@ def skip(check: str, cell: str, reason: str) -> Row:
     return Row(check, cell, SKIP, reason)
 
 
-def table(rows: Iterable[Row], width: int = 110) -> str:
-    """The rows as one fixed-width text table, in the order given."""
+def table(rows: Iterable[Row]) -> str:
+    """The rows as one text table, in the order given. Nothing is cut: the columns are padded to
+    their longest value (at most 48 characters; a longer cell pushes its own line's detail right)
+    and the detail, the last column, is printed in full however long (the terminal wraps it)."""
     rows = list(rows)
     heads = ("check", "cell", "status", "detail")
     cw = [max([len(h)] + [len(getattr(r, h)) for r in rows]) for h in heads[:3]]
     cw = [min(c, 48) for c in cw]
-    line = lambda vals: "  ".join(v.ljust(w)[:w] for v, w in zip(vals, cw)) + "  " + vals[3]  # noqa: E731
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, cw)) + "  " + vals[3]  # noqa: E731
     out = [line(heads), line(tuple("-" * w for w in cw) + ("-" * 6,))]
     for r in rows:
-        detail = r.detail if len(r.detail) <= width else r.detail[:width - 1] + "…"
-        out.append(line((r.check, r.cell, r.status, detail)))
+        out.append(line((r.check, r.cell, r.status, r.detail)))
     return "\n".join(out)
 
 

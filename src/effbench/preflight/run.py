@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from ..config.plan import Plan, plan
+from .device import resolve
 from .disk import disk_rows
-from .environments import StageProbe, env_rows, run_probe, stage_probes
+from .environments import StageProbe, cached_probe, env_rows, stage_probes
 from .memory import memory_rows
 from .profile import Profile
 from .references import add_lookups, reference_rows, references
@@ -33,7 +34,7 @@ class Options:
     mfu: float = ASSUMED_MFU
     gpu: str = ASSUMED_GPU
     checks: tuple[str, ...] = CHECKS
-    probe: Callable[[StageProbe], None] = run_probe  # how a stage's interpreter is asked
+    probe: Callable[[StageProbe], None] = cached_probe  # how a stage's interpreter is asked
 
 
 def preflight(config: dict[str, Any], opts: Options, log: Callable[[str], None] = lambda s: None) -> list[Row]:
@@ -51,11 +52,17 @@ def preflight(config: dict[str, Any], opts: Options, log: Callable[[str], None] 
     ref_rows, resolved = reference_rows(plan, refs, probes)
     if "reference" in opts.checks:
         rows += ref_rows
+    device = resolve(plan.config) if {"memory", "runtime"} & set(opts.checks) else None
+    if device is not None and device.config is not plan.config:
+        plan = replace(plan, config=device.config)  # auto on a GPU: checked against that GPU
     if "memory" in opts.checks:
-        rows += memory_rows(plan, resolved, opts.profile)
+        assert device is not None
+        rows += memory_rows(plan, resolved, opts.profile, device)
     if "runtime" in opts.checks:
-        if plan.config["device"] == "cpu":
-            rows.append(skip("runtime", "all", "device is cpu: the embedded default, not a cluster campaign"))
+        assert device is not None
+        if device.kind == "cpu":
+            rows.append(skip("runtime", "all", (device.note or "device is cpu")
+                             + ": the embedded default's local run, not a cluster campaign"))
         else:
             results = opts.results or Path(plan.config["results"])
             rows += runtime_rows(plan, resolved, opts.profile, results, opts.mfu, opts.gpu)
