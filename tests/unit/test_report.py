@@ -102,7 +102,8 @@ def test_the_page_embeds_every_plot_and_links_only_to_what_exists(results: Path)
     assert manifest["plots"]  # the fixture draws plots
     imgs = re.findall(r'<img src="([^"]*)"', text)
     assert len(imgs) == len(manifest["plots"]) and all(s.startswith("data:image/png;base64,") for s in imgs)
-    assert "<script" not in text and "<link" not in text and 'src="http' not in text
+    # One script, the page's own (inline): nothing is loaded from anywhere.
+    assert text.count("<script") == 1 and "<script src" not in text and "<link" not in text and 'src="http' not in text
     assert_links_resolve(text, results / "report.html")
     for p in manifest["plots"]:
         assert f'download="{Path(p["svg"]).name}"' in text  # the SVG travels inside the page
@@ -148,7 +149,7 @@ def test_the_raw_table_is_the_csv_as_written(results: Path) -> None:
 
 def test_captions_name_each_figures_source_and_noise(results: Path) -> None:
     text = html.unescape(_page(results))
-    caption = text[text.index('id="pretrain-main"'):text.index('id="pretrain-main-table"')]
+    caption = text[text.index('id="glossary"'):text.index('id="failures"')]  # once, for every table
     assert "AMU (GB)" in caption and "time-averaged memory used" in caption  # the schema's doc of amu_gb
     assert "psutil_rss" in caption and "rapl" in caption  # the records' __source values
     assert "t_repeats" in caption and "n = 5" in caption and "(2 of 4 ok runs)" in caption  # AL's intervals
@@ -159,7 +160,7 @@ def test_captions_name_each_figures_source_and_noise(results: Path) -> None:
 
 def test_failures_list_the_oom_cell_the_points_left_out_and_the_na_reasons(results: Path) -> None:
     text = html.unescape(_page(results))
-    failures = text[text.index('id="failures"'):text.index('id="stage-pretrain"')]
+    failures = text[text.index('id="failures"'):text.index('id="run"')]
     assert "xs/moe" in failures and "oom" in failures and "CUDA out of memory at micro-batch 1" in failures
     assert "AEC (W) vs" not in failures or "xs/mla" in failures  # the plot point without AEC, with why
     assert "xs/mla" in failures and "NVML Shared Library Not Found" in failures
@@ -168,7 +169,7 @@ def test_failures_list_the_oom_cell_the_points_left_out_and_the_na_reasons(resul
 
 def test_provenance_and_config_are_on_the_page(results: Path) -> None:
     text = html.unescape(_page(results))
-    run = text[text.index('id="run"'):text.index('id="failures"')]
+    run = text[text.index('id="run"'):]
     assert "devbox" in run and "v0.1-test" in run and "Test CPU (cpu)" in run
     assert "seed: 1" in run and "c" * 64 in run
 
@@ -194,7 +195,7 @@ def test_document_sections_render_markdown_embed_plots_and_show_csv_and_json(res
     (doc / "recommend.json").write_text(json.dumps({"answer": "xs/mqa", "note": EVIL}))
     text = _page(results, [Section("Decision", [doc / "pareto.md", doc / "pareto.csv", doc / "recommend.json",
                                                 plots])])
-    section = text[text.index('id="doc-1-decision"'):]
+    section = text[text.index('id="doc-1-decision"'):text.index('id="glossary"')]
     assert "<script>" not in section and "&lt;script&gt;" in section
     assert section.count("<img ") == 2  # front (in the Markdown) and extra (from the folder), once each
     assert 'download="front.svg"' in section

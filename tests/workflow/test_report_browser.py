@@ -32,7 +32,7 @@ pytestmark = [
 IMAGES = "Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth}))"
 LINKS = "Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'))"
 IDS = "Array.from(document.querySelectorAll('[id]')).map(e => e.id)"
-ROWS = """id => Array.from(document.getElementById(id).querySelectorAll('tr'))
+ROWS = """id => Array.from(document.getElementById(id).querySelectorAll('tr:not(.groups)'))
             .map(r => Array.from(r.querySelectorAll('th,td')).map(c => c.textContent.trim()))"""
 
 

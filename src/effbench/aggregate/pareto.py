@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from .frame import group_keys, group_label, is_missing
+from .plotpoints import legend_outside, place_labels, point_text, save_points
 from .specs import HIGHER, LOWER, StageSpec
 from .tables import FALLBACK_MARK
 
@@ -115,14 +116,15 @@ def write_pareto_plots(
         pts = ok[have]
         pgroups = [g for g, h in zip(groups, have) if h]
         rel = {ext: f"plots/{name}.{ext}" for ext in ("png", "svg")}
-        _draw(pts, pgroups, spec, x, y, out, rel)
-        written.append({**base, **rel, "left_out": left_out})
+        points = _draw(pts, pgroups, spec, x, y, out, rel)
+        written.append({**base, **rel, "left_out": left_out, "points": points})
     return written, skipped
 
 
 def _draw(
     pts: pd.DataFrame, groups: list[tuple[str, ...]], spec: StageSpec, x: str, y: str, out: Path, rel: dict[str, str]
-) -> None:
+) -> dict[str, Any]:
+    """Draw and save the plot; return its points (pixel positions and hover texts) for the manifest."""
     import matplotlib
 
     matplotlib.rcParams["svg.hashsalt"] = "effbench"  # stable SVG ids
@@ -142,8 +144,6 @@ def _draw(
         ax.scatter(
             [xs[i] for i in idx], [ys[i] for i in idx], color=palette(gi % 10), label=group_label(spec, key), zorder=3
         )
-    for xi, yi, lab in zip(xs, ys, labels):
-        ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
     front = pareto_front(list(zip(xs, ys)), (xc.better or LOWER, yc.better or LOWER))
     fx, fy, style = front_steps([xs[i] for i in front], [ys[i] for i in front], xc.better or LOWER)
     ax.plot(fx, fy, drawstyle=style, color="0.3", linestyle="--", linewidth=1, zorder=2)
@@ -154,8 +154,13 @@ def _draw(
     ax.set_ylabel(yc.axis_label)
     ax.set_title(f"{spec.stage}: {yc.header} vs {xc.header}")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_outside(ax)  # beside the axes: a legend inside hid points
+    place_labels(fig, ax, xs, ys, labels)
     with atomic_path(out / rel["png"]) as tmp:
         fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
     with atomic_path(out / rel["svg"]) as tmp:
         fig.savefig(tmp, format="svg", metadata={"Date": None})
+    on_front = set(front)
+    texts = [point_text(lab, r, ((yc.header, y, yc.fmt), (xc.header, x, xc.fmt)), i in on_front)
+             for i, (lab, (_, r)) in enumerate(zip(labels, pts.iterrows()))]
+    return save_points(fig, ax, 150, xs, ys, texts, [i in on_front for i in range(len(xs))])

@@ -29,7 +29,8 @@ from .frame import is_missing, order_rows
 from .quality import BASELINE_MCR, perf_tasks, quality_row  # noqa: F401  (BASELINE_MCR: re-exported)
 from .specs import INFERENCE, INFERENCE_LATENCY, QUANTIZE, StageSpec
 from .stage import aggregate_stage, manifest_path
-from .tables import write_tables
+from .plotpoints import legend_outside, place_labels, point_text, save_points
+from .tables import FALLBACK_MARK, write_tables
 
 NO_SCORES = "no evaluation scores for this model and precision (eval stage not configured)"
 
@@ -188,7 +189,7 @@ def _new_axes():  # type: ignore[no-untyped-def]
 def _save_plot(fig: Any, ax: Any, name: str, title: str, out: Path) -> dict[str, str]:
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    legend_outside(ax, fontsize=7)  # beside the axes: a legend inside hid points
     rel = {ext: f"plots/{name}.{ext}" for ext in ("png", "svg")}
     with atomic_path(out / rel["png"]) as tmp:
         fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
@@ -197,21 +198,41 @@ def _save_plot(fig: Any, ax: Any, name: str, title: str, out: Path) -> dict[str,
     return rel
 
 
+def _fallback(r: Any) -> bool:
+    return not is_missing(r.get("engine_fallback"))
+
+
 def _lines_plot(ok: pd.DataFrame, by: list[str], x: str, y: str, point_label: str, name: str, title: str,
                 xlabel: str, ylabel: str, out: Path, log_x: bool = False) -> dict[str, Any]:
-    """One line per ``by`` group of ``y`` against ``x``, each point labelled by ``point_label``."""
+    """One line per ``by`` group of ``y`` against ``x``, each point labelled by ``point_label``; a
+    point another engine than the configured one served carries the tables' [F], and so does its
+    line's legend entry. Its hover points go in the entry (effbench.aggregate.plotpoints)."""
     fig, ax = _new_axes()
+    xs: list[float] = []
+    ys: list[float] = []
+    labels: list[str] = []
+    texts: list[str] = []
     for key, g in ok.groupby(by, sort=True):
         g = g.sort_values(x)
-        ax.plot(g[x], g[y], marker="o", label=" ".join(str(k) for k in key))
+        mark = f" [{FALLBACK_MARK}]" if any(_fallback(r) for _, r in g.iterrows()) else ""
+        ax.plot(g[x], g[y], marker="o", label=" ".join(str(k) for k in key) + mark)
         for _, r in g.iterrows():
-            ax.annotate(str(r[point_label]), (r[x], r[y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            label = str(r[point_label]) + (f" [{FALLBACK_MARK}]" if _fallback(r) else "")
+            xs.append(float(r[x]))
+            ys.append(float(r[y]))
+            labels.append(label)
+            where = f"{r['cell']}" + (f" [{FALLBACK_MARK}] served by {r.get('engine')}: {r['engine_fallback']}"
+                                      if _fallback(r) else "")
+            texts.append(point_text(where, r, ((ylabel.split(",")[0], y, "sig4"), (xlabel.split(",")[0], x, "sig4"))))
     if log_x:
         ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    legend_outside(ax, fontsize=7)  # before the labels are placed: the legend changes the layout
+    place_labels(fig, ax, xs, ys, labels, fontsize=7)
     rel = _save_plot(fig, ax, name, f"inference: {title}", out)
-    return {"name": name, "x": x, "y": y, "title": title[:1].upper() + title[1:], **rel, "left_out": []}
+    return {"name": name, "x": x, "y": y, "title": title[:1].upper() + title[1:], **rel, "left_out": [],
+            "points": save_points(fig, ax, 150, xs, ys, texts)}
 
 
 def throughput_latency_plot(df: pd.DataFrame, out: Path) -> dict[str, Any] | None:

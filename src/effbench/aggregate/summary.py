@@ -1,6 +1,9 @@
 """The summary page, built from stage manifests only.
 
-``<out>/summary.md`` links every table, leaderboard and plot of every stage given, embeds
+``<out>/summary.md`` opens with the answer: links to the report (``report.html``) and the
+recommendation (``decision/recommend.md``), and the run's headline findings against the paper's
+claims (effbench.report.findings, from the aggregated tables the manifests name). It then links
+every table, leaderboard and plot of every stage given, embeds
 the Markdown tables and leaderboards, lists the bad records left out on request and the
 plots that were not drawn and why, and
 ends with a provenance block (hosts, devices, code versions, config hashes, time span).
@@ -13,6 +16,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from ..atomic import write_text
 from ..record import STAGES
@@ -60,10 +65,42 @@ def merge_provenance(manifests: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _tables(manifests: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    """The aggregated tables the manifests name (main and extra), by file stem."""
+    out: dict[str, pd.DataFrame] = {}
+    for m in manifests:
+        for rel in [m["tables"].get("csv"), *(x.get("csv") for x in m.get("extra_tables", []))]:
+            p = Path(m["_dir"]) / rel if rel else None
+            if p is not None and p.is_file():
+                out[p.stem] = pd.read_csv(p)
+    return out
+
+
+def _headline(manifests: list[dict[str, Any]], out: Path) -> list[str]:
+    """Where the answer is (the report, the recommendation: both written after this page, by the
+    report and decision rules) and the headline findings."""
+    from ..report.findings import findings  # the report's claims logic; imported here: it imports aggregate
+
+    def link(rel: str) -> str:  # linked once it exists: this page may be written before the rules that write it
+        return f"[{rel}]({rel})" if (out / rel).is_file() else f"`{rel}`"
+
+    lines = [f"**Start here:** {link('report.html')} (the whole run on one page: findings, sortable tables, "
+             f"plots with hover) · {link('decision/recommend.md')} (the recommendation for the config's "
+             f"constraints) · {link('decision/pareto.md')}.", "",
+             "## Headline: this run against the paper's claims", "",
+             "| The paper says | This run | Evidence (95 % intervals; overlapping intervals are a tie) |",
+             "|---|---|---|"]
+    for f in findings(_tables(manifests)):
+        ev = "<br>".join([f.summary, *f.evidence])
+        lines.append(f"| {f.claim} | **{f.verdict}** | {ev.replace('|', '/')} |")
+    return lines + ["", "Rules of each verdict: docs/report.md.", ""]
+
+
 def render_summary(manifests: list[dict[str, Any]], out: Path) -> str:
     order = {s: i for i, s in enumerate(STAGES)}
     manifests = sorted(manifests, key=lambda m: order.get(m["stage"], len(order)))
     lines = ["# EfficientLLM benchmark: summary", ""]
+    lines += _headline(manifests, out)
     lines.append("Stages: " + ", ".join(f"[{m['stage']}](#{m['stage']})" for m in manifests) + ".")
     lines += ["", "## Contents", ""]
     for m in manifests:

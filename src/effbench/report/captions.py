@@ -147,22 +147,15 @@ LINE_PLOTS = {
 def plot_caption(stage: StageInput, plot: dict[str, Any]) -> str:
     x, y = plot.get("x", ""), plot.get("y", "")
     name = plot.get("name", "")
-    runs = stage.records
     if name in LINE_PLOTS:
         shape = LINE_PLOTS[name] + " Every ok serving record with both figures is a point."
     else:
         shape = ("Each point is an ok cell of the table, coloured by its leaderboard group; the ringed points and "
                  "the dashed step line are the Pareto front (no other cell is at least as good on both axes and "
                  "better on one).")
-    lines = [
-        f"**What is measured.** {shape} y: `{y}`, {DOCS.get(y, y)} x: `{x}`, {DOCS.get(x, x)}",
-        "",
-        f"**Source.** y: {column_source(stage.stage, y, runs)}; x: {column_source(stage.stage, x, runs)}; "
-        f"the points are the rows of `{stage.manifest['tables']['csv']}`"
-        + (" and of the latency table (every load point)." if name in LINE_PLOTS else "."),
-        "",
-        f"**Noise.** Points are central values; y: {column_noise(stage.stage, y, runs)}; "
-        f"x: {column_noise(stage.stage, x, runs)}. The intervals are in the table.",
+    lines = [  # each axis' source and noise is in the glossary, once; the points carry their intervals on hover
+        f"**What is measured.** {shape} y: `{y}`; x: `{x}` (definitions, sources and noise: "
+        "[glossary](#glossary)). Hover a point for its cell, its figures and their 95 % intervals.",
     ]
     if plot.get("left_out"):
         lines += ["", "**Left out of this plot:** " + "; ".join(plot["left_out"]) + "."]
