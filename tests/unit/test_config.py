@@ -74,8 +74,15 @@ def test_semantic_errors_name_the_cell():
         cfg.plan(edited(DEFAULT, ("pretrain", "sizes", "xs", "num_query_groups"), 3))
     with pytest.raises(cfg.ConfigError, match="moe.router_topk 9"):
         cfg.plan(edited(DEFAULT, ("pretrain", "techniques", "moe", "moe", "router_topk"), 9))
-    with pytest.raises(cfg.ConfigError, match="export_hf.*'mla'"):
-        cfg.plan(edited(DEFAULT, ("pretrain", "export_hf"), ["mla"]))
+    # MLA without q-LoRA has no latent norms, which every HF/vLLM MLA class applies: refused at DAG
+    # build with the exporter's reason and the families that export
+    no_q_lora = edited(edited(DEFAULT, ("pretrain", "techniques", "mla", "mla", "q_lora_rank"), None),
+                       ("pretrain", "export_hf"), ["mla"])
+    with pytest.raises(cfg.ConfigError, match=r"export_hf.*'mla'.*q_lora_rank null.*exportable: .*Mixtral"):
+        cfg.plan(no_q_lora)
+    with pytest.raises(cfg.ConfigError, match=r"export_hf.*'moe'.*add_qkv_bias"):
+        cfg.plan(edited(edited(DEFAULT, ("pretrain", "model_defaults", "add_qkv_bias"), True),
+                        ("pretrain", "export_hf"), ["moe"]))
 
 
 def test_a_changed_value_changes_only_its_cells():

@@ -29,7 +29,7 @@ from .merge import deep_merge
 from .model_ref import ModelSource, resolve_model_ref
 from .paths import data_paths, missing_paths
 from .plan import Plan, config_hash, plan
-from .pretrain import EXPORTABLE_ATTENTION, PretrainCell, parallel_layout, resolve_model
+from .pretrain import PretrainCell, parallel_layout, resolve_model
 from .pretrain import pretrain_settings as _pretrain_settings
 from .schema import SCHEMA_PATH, defaults_of, validate, with_defaults
 from .serving import LOCAL_TASKS, WEIGHT_BITS, ServeCell, ServeCells, needs_calibration
@@ -43,7 +43,7 @@ def pretrain_settings(config: dict[str, Any], size: str, technique: str) -> dict
 
 
 __all__ = [
-    "ENVS_DIR", "EXPORTABLE_ATTENTION", "LOCAL_TASKS", "ONE_GPU", "SCHEMA_PATH", "STAGES", "WEIGHT_BITS",
+    "ENVS_DIR", "LOCAL_TASKS", "ONE_GPU", "SCHEMA_PATH", "STAGES", "WEIGHT_BITS",
     "ConfigError", "FinetuneCell", "Locations", "ModelSource", "Plan", "PretrainCell", "ServeCell", "ServeCells",
     "config_hash", "data_paths", "deep_merge", "deepspeed_config", "defaults_of", "env_digest", "env_files", "finetune_gpus",
     "finetune_layout", "gpu_resources", "launch_command",

@@ -10,7 +10,6 @@ from .errors import ConfigError
 from .merge import deep_merge
 
 # Techniques that map onto a Llama/Qwen2-style Hugging Face checkpoint.
-EXPORTABLE_ATTENTION = ("mha", "mqa", "gqa")
 MOE_KEYS = ("num_experts", "router_topk", "aux_loss_coeff")  # an override may set only some of them
 # Set on some layer of every cell (no layer alone needs them, so the schema cannot require them).
 REQUIRED_MODEL_KEYS = (
@@ -205,18 +204,18 @@ def pretrain_cells(config: dict[str, Any]) -> list[PretrainCell]:
 
 
 def export_cells(config: dict[str, Any], cells: list[PretrainCell]) -> list[PretrainCell]:
+    """The cells ``pretrain.export_hf`` names; one whose model has no exact Hugging Face class is
+    refused here, at DAG build, with the exporter's own reason (:mod:`effbench.pretrain.export_families`)."""
+    from ..pretrain.export_families import exportable  # pure: no torch
+
     wanted = set(config["pretrain"]["export_hf"])
     out = []
     for c in cells:
         if c.technique not in wanted:
             continue
-        m = c.settings["model"]
-        if m["attention"] not in EXPORTABLE_ATTENTION or m["moe"] or m["position_embedding"] != "rope":
-            pos = "" if m["position_embedding"] == "rope" else f", position_embedding {m['position_embedding']}"
-            raise ConfigError(
-                f"config key `pretrain.export_hf`: technique {c.technique!r} ({m['attention']}"
-                f"{', moe' if m['moe'] else ''}{pos}) has no Llama/Qwen2-style Hugging Face layout; "
-                f"exportable: dense {', '.join(EXPORTABLE_ATTENTION)} with RoPE"
-            )
+        reason = exportable(c.settings["model"])
+        if reason is not None:
+            raise ConfigError(f"config key `pretrain.export_hf`: technique {c.technique!r} "
+                              f"({c.size}/{c.technique}) cannot be exported: {reason}")
         out.append(c)
     return out
