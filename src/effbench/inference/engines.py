@@ -27,6 +27,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from ..quantize.families import is_moe
 from .kv_cache import kv_bytes_per_token_of
 from .latency import RequestTrace
 from .vllm_probe import SchedulerPeaks, distinct_bytes, worker_memory
@@ -214,13 +215,20 @@ def is_int4_checkpoint(model_dir: Path) -> bool:
     return any(((g.get("weights") or {}).get("num_bits")) == 4 for g in groups)
 
 
+def hf_config(model_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(model_dir) / "config.json").read_text())
+
+
 def vllm_unavailable_reason(model_dir: Path, device: str) -> str | None:
-    """Why vLLM cannot serve this checkpoint on this host (None: it can). The CPU build ships its
+    """Why vLLM cannot serve this checkpoint on this host (None: it can): its architecture
+    (:func:`architecture_unavailable_reason`), or its int4 weights. The CPU build ships its
     W4A16 kernel (``cpu_gemm_wna16``) only in its AVX-512 library: on an AVX2-only CPU an int4
-    checkpoint loads and then fails at its first step."""
-    if not is_int4_checkpoint(model_dir):
-        return None
-    return int4_unavailable_reason(device)
+    checkpoint loads and then fails at its first step; its int4 MoE experts need AMX."""
+    cfg = hf_config(model_dir)
+    why = architecture_unavailable_reason(cfg, device)
+    if why or not is_int4_checkpoint(model_dir):
+        return why
+    return int4_unavailable_reason(device) or (int4_moe_unavailable_reason(device) if is_moe(cfg) else None)
 
 
 def int4_unavailable_reason(device: str) -> str | None:
@@ -236,13 +244,82 @@ def int4_unavailable_reason(device: str) -> str | None:
             "AVX-512 build)")
 
 
-def precision_unavailable_reason(precision: str, model_dir: Path | None, device: str) -> str | None:
+def int4_moe_unavailable_reason(device: str) -> str | None:
+    """Why vLLM cannot serve W4A16 (int4) MoE experts on this host, or None: the CPU build's
+    fused-MoE int4 kernels (``CPUExpertsInt4``: x86 with AMX; ``ZentorchExpertsInt4``: zentorch)
+    say whether they support this CPU, as vLLM's backend oracle asks them."""
+    if device != "cpu":
+        return None
+    from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUExpertsInt4
+
+    from vllm import envs
+
+    kernels = [CPUExpertsInt4]
+    try:
+        from vllm.model_executor.layers.fused_moe.experts.zentorch_moe import ZentorchExpertsInt4
+
+        if envs.VLLM_CPU_INT4_W4A8:  # vLLM's switch for the ZEN_CPU (DA8W4) path
+            kernels.append(ZentorchExpertsInt4)
+    except ImportError:  # that backend cannot serve either
+        pass
+    if any(k._supports_current_device() for k in kernels):
+        return None
+    return ("vllm-cpu has no int4 (W4A16) fused-MoE kernel on this CPU (CPUExpertsInt4 needs x86 with AMX "
+            "tiles; the ZEN_CPU backend needs zentorch): its experts cannot load")
+
+
+def mla_unavailable_reason(c: dict[str, Any], head_sizes: list[int], backend: str) -> str | None:
+    """Why vLLM's MLA attention (``backend``, whose kernels take latent head sizes
+    ``head_sizes``: kv_lora_rank + qk_rope_head_dim) cannot serve MLA config ``c``; None for a
+    model without MLA or one it can serve. Pure."""
+    c = c.get("text_config") or c
+    if c.get("kv_lora_rank") is None:
+        return None
+    latent = int(c["kv_lora_rank"]) + int(c["qk_rope_head_dim"])
+    if latent in head_sizes:
+        return None
+    return (f"vLLM's MLA attention ({backend}) takes latent head sizes {', '.join(map(str, head_sizes))} only "
+            f"(kv_lora_rank + qk_rope_head_dim; DeepSeek-V2/V3: 512 + 64), this model's is "
+            f"{c['kv_lora_rank']} + {c['qk_rope_head_dim']} = {latent}")
+
+
+def vllm_mla_head_sizes(device: str) -> tuple[list[int], str]:
+    """(the latent head sizes vLLM's MLA attention serves on ``device``, the backend's name). The
+    shared MLA metadata takes ``MLACommonBackend``'s sizes; the CPU backends (CPU_MLA, and AMX_MLA
+    where AMX is present) compile their decode kernel for fewer."""
+    from vllm.model_executor.layers.attention.mla_attention import MLACommonBackend
+
+    common = list(MLACommonBackend.get_supported_head_sizes())
+    if device != "cpu":
+        return common, "MLACommonBackend"
+    from vllm.v1.attention.backends.mla.cpu_mla import CPUMLABackend
+
+    return [x for x in CPUMLABackend.get_supported_head_sizes() if x in common], "CPU_MLA"
+
+
+def architecture_unavailable_reason(c: dict[str, Any], device: str) -> str | None:
+    """Why vLLM cannot serve a model of HF config ``c`` on ``device`` at any precision, or None.
+    MLA: its latent head size (:func:`mla_unavailable_reason`). Dense and MoE attention: none
+    known (a Mixtral-style MoE at bf16 goes through the CPU build's fused-MoE path)."""
+    if (c.get("text_config") or c).get("kv_lora_rank") is None:
+        return None
+    return mla_unavailable_reason(c, *vllm_mla_head_sizes(device))
+
+
+def precision_unavailable_reason(precision: str, model_dir: Path | None, device: str,
+                                 like: Path | None = None) -> str | None:
     """Why vLLM cannot serve this precision of a model here: from its checkpoint where it exists,
-    else from its name (the quantize stage writes int4 as W4A16 compressed-tensors), so that a job
-    can decide before its model's other checkpoints are made."""
+    else from its name (the quantize stage writes int4 as W4A16 compressed-tensors) and the
+    architecture of ``like`` (another checkpoint of the same model, where there is one), so that
+    a job can decide before its model's other checkpoints are made."""
     if model_dir is not None:
         return vllm_unavailable_reason(model_dir, device)
-    return int4_unavailable_reason(device) if precision == "int4" else None
+    cfg = hf_config(like) if like is not None else None
+    why = architecture_unavailable_reason(cfg, device) if cfg else None
+    if why or precision != "int4":
+        return why
+    return int4_unavailable_reason(device) or (int4_moe_unavailable_reason(device) if cfg and is_moe(cfg)
+                                               else None)
 
 
 def engine_for(settings: dict[str, Any], model_dir: Path, device: str) -> tuple[str, str | None]:
@@ -266,7 +343,10 @@ def one_engine_per_model(configured: str, reasons: dict[str, str | None]) -> tup
     fallen = {p: r for p, r in reasons.items() if r}
     if not fallen:
         return configured, None
-    why = "; ".join(f"{p} of this model: {r}" for p, r in fallen.items())
+    by_reason: dict[str, list[str]] = {}  # one architecture reason names all its precisions once
+    for p, r in fallen.items():
+        by_reason.setdefault(r, []).append(p)
+    why = "; ".join(f"{', '.join(ps)} of this model: {r}" for r, ps in by_reason.items())
     return "transformers", f"served by transformers because {why} (one engine per model)"
 
 
@@ -279,7 +359,8 @@ def model_engine(settings: dict[str, Any], model_dirs_by_precision: dict[str, Pa
     for, nor re-run with, the others') and by its fidelity job (which has them all)."""
     if settings["engine"] != "vllm":
         return settings["engine"], None
-    return one_engine_per_model(settings["engine"], {p: precision_unavailable_reason(p, d, device)
+    like = next((d for d in model_dirs_by_precision.values() if d is not None), None)  # the architecture
+    return one_engine_per_model(settings["engine"], {p: precision_unavailable_reason(p, d, device, like)
                                                      for p, d in model_dirs_by_precision.items()})
 
 

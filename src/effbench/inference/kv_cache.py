@@ -3,6 +3,11 @@
 A decoder layer caches one key and one value vector per KV head (attention group) for every
 token: 2 · L · groups · head_dim · bytes per token. MHA has groups = heads, MQA one group,
 GQA in between, so the same model shape holds heads/groups times more KV under MHA than GQA.
+A mixture of experts changes the MLP only: its attention caches as its dense layout does.
+MLA (DeepSeek-V2/V3: ``kv_lora_rank`` in the config) caches one compressed latent of
+``kv_lora_rank`` and the shared RoPE key of ``qk_rope_head_dim`` per token and layer, no
+per-head K and V (the engine re-expands them through ``kv_b_proj``, or absorbs it):
+L · (kv_lora_rank + qk_rope_head_dim) · bytes per token.
 vLLM allocates that cache in blocks of ``block_size`` tokens and keeps one block back (its
 null block), so a budget is whole blocks, one request at most ``max_model_len`` long.
 """
@@ -21,8 +26,18 @@ def kv_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype_
     return 2 * num_layers * num_kv_heads * head_dim * dtype_bytes
 
 
+def kv_bytes_per_token_mla(num_layers: int, kv_lora_rank: int, qk_rope_head_dim: int, dtype_bytes: int) -> int:
+    """Bytes of MLA cache one token holds across all layers: the latent and the RoPE key."""
+    return num_layers * (kv_lora_rank + qk_rope_head_dim) * dtype_bytes
+
+
 def kv_bytes_per_token_of(hf_config: Mapping[str, Any], dtype: str) -> int:
-    """:func:`kv_bytes_per_token` of a Hugging Face decoder config (config.json) at a KV dtype."""
+    """KV bytes per token of a Hugging Face decoder config (config.json) at a KV dtype:
+    :func:`kv_bytes_per_token_mla` for MLA, else :func:`kv_bytes_per_token` (dense and MoE)."""
+    hf_config = hf_config.get("text_config") or hf_config
+    if hf_config.get("kv_lora_rank") is not None:
+        return kv_bytes_per_token_mla(int(hf_config["num_hidden_layers"]), int(hf_config["kv_lora_rank"]),
+                                      int(hf_config["qk_rope_head_dim"]), DTYPE_BYTES[dtype])
     heads = int(hf_config["num_attention_heads"])
     head_dim = hf_config.get("head_dim") or int(hf_config["hidden_size"]) // heads
     return kv_bytes_per_token(int(hf_config["num_hidden_layers"]), int(hf_config.get("num_key_value_heads") or heads),

@@ -9,6 +9,13 @@
 
 Beside the weights goes ``effbench.json`` (precision, nominal bits, logical parameter count,
 bytes on disk, method), which the inference and evaluation stages read.
+
+Families (:mod:`.families`): dense Llama/Qwen2-style decoders, MLA (``DeepseekV3ForCausalLM``)
+and MoE (``MixtralForCausalLM``). int4 refuses settings whose group size does not divide a
+quantized layer's input (:func:`.families.int4_refusal`, e.g. MLA's ``kv_b_proj`` reads
+``kv_lora_rank``), leaves MoE routers unquantized, and quantizes every expert (llm-compressor
+linearizes the fused experts; a Mixtral checkpoint is saved with its own per-expert
+``w1``/``w2``/``w3`` names, which vLLM and transformers read back: :func:`keep_expert_names`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import numpy as np
 
 from ..measure.monitor import Monitor
 from ..record import SIDE_CAR, WINDOW_FIGURES
+from .families import family, int4_ignore, int4_refusal, is_mla, moe_layers
 
 log = logging.getLogger("effbench.quantize")
 DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
@@ -69,7 +77,11 @@ def calibration_texts(data_dir: Path, samples: int, seq_length: int, seed: int) 
     return [tok.decode([int(t) for t in tokens[s:s + seq_length]]) for s in starts]
 
 
-def _recipe(int4: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _recipe(int4: dict[str, Any], ignore: list[str] | None = None,
+            hf_config: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
+    """The llm-compressor recipe of ``int4``; ``ignore`` (default ``int4["ignore"]``): the modules
+    left unquantized (:func:`.families.int4_ignore` adds the family's own); ``hf_config``: the
+    model's, for the AWQ mappings of its family (:func:`_awq_mappings`)."""
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 
     scheme = QuantizationScheme(
@@ -79,22 +91,38 @@ def _recipe(int4: dict[str, Any]):  # type: ignore[no-untyped-def]
     )
     groups = {"group_0": scheme}
     method = int4["method"]
+    ignore = list(int4["ignore"]) if ignore is None else ignore
     if method == "rtn":
         from llmcompressor.modifiers.quantization import QuantizationModifier
 
-        return QuantizationModifier(config_groups=groups, ignore=list(int4["ignore"]))
+        return QuantizationModifier(config_groups=groups, ignore=ignore)
     if method == "gptq":
         from llmcompressor.modifiers.quantization import GPTQModifier
 
-        return GPTQModifier(config_groups=groups, ignore=list(int4["ignore"]), dampening_frac=int4["dampening_frac"])
+        return GPTQModifier(config_groups=groups, ignore=ignore, dampening_frac=int4["dampening_frac"])
     if method == "awq":
         # AWQ scales salient channels from activation statistics, then the scheme is applied.
         from llmcompressor.modifiers.quantization import QuantizationModifier
         from llmcompressor.modifiers.transform.awq import AWQModifier
 
         _skip_pinning_without_accelerator()
-        return [AWQModifier(), QuantizationModifier(config_groups=groups, ignore=list(int4["ignore"]))]
+        return [AWQModifier(mappings=_awq_mappings(hf_config or {})),
+                QuantizationModifier(config_groups=groups, ignore=ignore)]
     raise ValueError(f"unknown int4 method {method!r}")
+
+
+def _awq_mappings(hf_config: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """AWQ's smoothing mappings where llm-compressor's choice by architecture does not fit, else
+    None (its own). An MLA model with dense layers (the pipeline's export is all dense): its
+    ``DeepseekV3ForCausalLM`` mappings balance the router (``mlp.gate``) with each layer's MLP and
+    fail on a layer without one ("no matches found for keys: {'re:.*mlp.gate$'}"); llm-compressor's
+    mappings for the mixed dense/MoE MLA family (Glm4MoeLite: the same layer names, router left
+    out) fit every layer."""
+    if not is_mla(hf_config) or len(moe_layers(hf_config)) == int(hf_config["num_hidden_layers"]):
+        return None
+    from llmcompressor.modifiers.transform.awq.mappings import AWQ_MAPPING_REGISTRY
+
+    return AWQ_MAPPING_REGISTRY["Glm4MoeLiteForCausalLM"]
 
 
 def _skip_pinning_without_accelerator() -> None:
@@ -111,7 +139,7 @@ def _skip_pinning_without_accelerator() -> None:
 def quantize_cell(settings: dict[str, Any], src: str, data_dir: Path | None, out_dir: Path, mon: Monitor
                   ) -> dict[str, Any]:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(settings["seed"])
     torch.set_num_threads(settings["threads"])
@@ -119,10 +147,69 @@ def quantize_cell(settings: dict[str, Any], src: str, data_dir: Path | None, out
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(src)
     load_dtype = DTYPES.get(precision, "bfloat16")  # int4 quantizes the bf16 model; scales stay bf16
+    hf_config = AutoConfig.from_pretrained(src).to_dict()
+    if precision == "int4":
+        why = int4_refusal(hf_config, settings["int4"], f"model {settings.get('model', src)!r}")
+        if why:  # before llm-compressor fails deep inside an observer ("unflatten: ... don't multiply up")
+            raise ValueError(why)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=getattr(torch, load_dtype))
     params_total = sum(p.numel() for p in model.parameters())
     mon.begin_window("quantize")
-    method = None
+    method = _materialise(model, settings, hf_config, tokenizer, data_dir, out_dir)
+    window = mon.end_window("quantize")
+    tokenizer.save_pretrained(out_dir)
+    disk = safetensors_bytes(out_dir)
+    info = {"precision": precision, "weight_bits": settings["weight_bits"], "params_total": params_total,
+            "disk_bytes": disk, "quant_method": method, "source": settings["source"],
+            "torch_dtype": load_dtype, "architecture": (hf_config.get("architectures") or [None])[0],
+            "family": family(hf_config)}
+    (out_dir / SIDE_CAR).write_text(json.dumps(info, indent=2) + "\n")
+    fig = window.figures()
+    return {
+        "precision": precision,
+        **{k: fig[k] for k in WINDOW_FIGURES},
+        "weight_bits": settings["weight_bits"],
+        "quant_method": method,
+        "params_total": params_total,
+        "disk_bytes": disk,
+        "seconds": window.seconds,
+    }
+
+
+# MoE checkpoints whose experts are stored per expert under names other than llm-compressor's
+# linearized ``gate_proj``/``up_proj``/``down_proj`` (by transformers' conversion pattern):
+# {pattern: (gate, up, down) names in the checkpoint}. vLLM reads these names back.
+CHECKPOINT_EXPERT_NAMES = {"mixtral": ("w1", "w3", "w2")}
+FUSED_EXPERTS = (".experts.gate_up_proj", ".experts.down_proj")  # transformers' 3D expert tensors
+
+
+def keep_expert_names(model, model_type: str) -> None:  # type: ignore[no-untyped-def]
+    """Make ``save_pretrained`` write a linearized MoE model's experts under its checkpoint's
+    names. llm-compressor linearizes fused 3D experts into one linear layer per expert
+    (``experts.N.gate_proj``...) to quantize them, and transformers, saving, reverts only the
+    conversions it applied at load (fused → per-expert ``w1``/``w3``/``w2`` for Mixtral): the
+    linearized names would be saved as they are, and neither vLLM nor transformers reads them
+    back (transformers leaves such experts randomly initialised). The save mapping becomes the
+    model type's own, less its fused-expert converters, plus a renaming per expert projection
+    (what llm-compressor's ``load_quantizable_moe`` registers; that path is not taken because its
+    class patching lists every transformers module and imports torchvision, absent here)."""
+    from transformers.conversion_mapping import _MODEL_TO_CONVERSION_PATTERN, get_checkpoint_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming
+
+    names = CHECKPOINT_EXPERT_NAMES.get(_MODEL_TO_CONVERSION_PATTERN.get(model_type, model_type))
+    if names is None:
+        return
+    base = [c for c in get_checkpoint_conversion_mapping(model_type) or []
+            if not any(t in FUSED_EXPERTS for t in c.target_patterns)]
+    model._weight_conversions = base + [
+        WeightRenaming(source_patterns=rf"\.experts\.(\d+)\.{ckpt}\.", target_patterns=rf".experts.\1.{ours}.")
+        for ckpt, ours in zip(names, ("gate_proj", "up_proj", "down_proj"))]
+
+
+def _materialise(model, settings: dict[str, Any], hf_config: dict[str, Any], tokenizer, data_dir: Path | None,
+                 out_dir: Path) -> str:  # type: ignore[no-untyped-def]
+    """Quantize or cast ``model`` and save it to ``out_dir``; returns the method."""
+    precision = settings["precision"]
     if precision == "int4":
         from llmcompressor import oneshot
 
@@ -140,27 +227,11 @@ def quantize_cell(settings: dict[str, Any], src: str, data_dir: Path | None, out
             kwargs = dict(dataset=Dataset.from_dict({"input_ids": enc["input_ids"],
                                                      "attention_mask": enc["attention_mask"]}),
                           max_seq_length=cal["seq_length"], num_calibration_samples=cal["samples"])
-        oneshot(model=model, recipe=_recipe(int4), **kwargs)
+        oneshot(model=model, recipe=_recipe(int4, int4_ignore(hf_config, int4["ignore"]), hf_config), **kwargs)
+        keep_expert_names(model, hf_config["model_type"])
         model.save_pretrained(out_dir, save_compressed=True)
-    else:
-        method = "cast"
-        model.save_pretrained(out_dir)
-    window = mon.end_window("quantize")
-    tokenizer.save_pretrained(out_dir)
-    disk = safetensors_bytes(out_dir)
-    info = {"precision": precision, "weight_bits": settings["weight_bits"], "params_total": params_total,
-            "disk_bytes": disk, "quant_method": method, "source": settings["source"],
-            "torch_dtype": load_dtype}
-    (out_dir / SIDE_CAR).write_text(json.dumps(info, indent=2) + "\n")
-    fig = window.figures()
-    return {
-        "precision": precision,
-        **{k: fig[k] for k in WINDOW_FIGURES},
-        "weight_bits": settings["weight_bits"],
-        "quant_method": method,
-        "params_total": params_total,
-        "disk_bytes": disk,
-        "seconds": window.seconds,
-    }
+        return method
+    model.save_pretrained(out_dir)
+    return "cast"
 
 
