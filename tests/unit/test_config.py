@@ -22,7 +22,7 @@ def test_shipped_configs_are_valid():
     cells, export, ft = p.pretrain, p.exported, p.finetune
     assert {c.technique for c in cells} == {"mha", "mqa", "gqa", "mla", "moe"}
     assert {c.size for c in cells} == {"xs"}
-    assert {c.technique for c in export} == {"mha", "mqa", "gqa"}
+    assert {c.technique for c in export} == {"mha", "mqa", "gqa", "mla", "moe"}  # every architecture served
     assert {c.method for c in ft} == {"lora", "loraplus", "rslora", "dora", "pissa", "freeze", "full"}
     assert {c.settings["model_source"]["pretrained"] for c in ft} <= {c.name for c in export}
     paper_plan = cfg.plan(PAPER)
@@ -88,7 +88,7 @@ def test_semantic_errors_name_the_cell():
 def test_a_changed_value_changes_only_its_cells():
     before = {c.name: c.settings for c in cfg.plan(DEFAULT).pretrain}
     after = {c.name: c.settings for c in cfg.plan(
-        edited(DEFAULT, ("pretrain", "techniques", "mla", "mla", "kv_lora_rank"), 32)).pretrain}
+        edited(DEFAULT, ("pretrain", "techniques", "mla", "mla", "kv_lora_rank"), 256)).pretrain}
     assert sorted(n for n in before if before[n] != after[n]) == ["xs/mla"]
 
 
@@ -122,7 +122,9 @@ def test_unknown_finetune_method_names_the_key():
 
 
 def test_finetune_model_needs_an_exported_pretraining_cell():
-    c = edited(DEFAULT, ("finetune", "models", "xs-gqa", "pretrained"), "xs/mla")
+    c = edited(edited(DEFAULT, ("pretrain", "export_hf"), ["mha", "mqa", "gqa", "moe"]),
+               ("finetune", "models", "xs-gqa", "pretrained"), "xs/mla")
+    del c["quantize"]["models"]["xs-mla"]
     with pytest.raises(cfg.ConfigError, match=r"config key `finetune.models.xs-gqa.pretrained`: 'xs/mla' is not"):
         cfg.plan(c)
 

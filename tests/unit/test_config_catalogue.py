@@ -245,7 +245,10 @@ CASES = [
     edit("unknown technique in the grid", "pretrain.grid.xs", ["mha", "sparse"]),
     edit("unknown size in the grid", "pretrain.grid.xl", ["mha"]),
     edit("unknown export technique", "pretrain.export_hf", ["mha", "nope"]),
-    edit("export of a non-exportable technique", "pretrain.export_hf", ["mla"]),
+    edit("export of a non-exportable technique (MLA without q-LoRA: no latent norms)",
+         "pretrain.techniques.mla.mla.q_lora_rank", None, r"`pretrain\.export_hf`", r"'mla'", r"q_lora_rank null"),
+    edit("int4 group size vs an MLA latent rank", "pretrain.techniques.mla.mla.kv_lora_rank", 64,
+         r"`quantize\.int4\.group_size`", r"model 'xs-mla'", r"mla\.kv_lora_rank 64", r"kv_b_proj"),
     edit("unknown fine-tuning method in the grid", "finetune.grid.0.methods", ["qlora"]),
     edit("unknown fine-tuning task in the grid", "finetune.grid.0.tasks", ["gsm8k"]),
     edit("unknown fine-tuning model in the grid", "finetune.grid.0.models", ["m-7b"]),
@@ -253,7 +256,10 @@ CASES = [
     edit("baseline not among the precisions", "quantize.baseline", "fp16", base=edited(DEFAULT, ["quantize", "precisions"],
                                                                                            ["bf16", "int4"])),
     edit("unknown table load point", "inference.table_load_point", "c64"),
-    edit("serving model not exported", "quantize.models.xs-gqa.pretrained", "xs/mla"),
+    change("serving model not exported", lambda c: (c["pretrain"].update(export_hf=["mha", "mqa", "gqa", "moe"]),
+                                                     c["quantize"]["models"].pop("xs-mla"),
+                                                     c["quantize"]["models"]["xs-gqa"].update(pretrained="xs/mla")),
+           r"`quantize\.models\.xs-gqa\.pretrained`", r"pretrain\.export_hf"),
     edit("local eval task without eval.local", "eval.local", DELETE),
     # --- unsafe names and paths ---------------------------------------------------------------------
     edit("size name with shell metacharacters", "pretrain.sizes.x$(touch PWNED)", {"num_layers": 1}, r"`pretrain\.sizes`"),
@@ -302,7 +308,7 @@ CASES = [
     # --- int4 groups against each model's linear layers -------------------------------------------
     edit("group size vs a pretrained FFN", "pretrain.sizes.xs.ffn_hidden_size", 320, r"`quantize\.int4\.group_size`",
          r"model 'xs-\w+'", r"ffn_hidden_size 320"),
-    quantize_model("group size vs a local model's FFN", model_dir(ODD), r"`quantize\.int4\.group_size`: 128",
+    quantize_model("group size vs a local model's FFN", model_dir(ODD), r"`quantize\.int4\.group_size`: int4 group_size 128",
                    r"model 'extra'", r"intermediate_size 1000"),
     quantize_model("group size vs a local model's attention output", model_dir(
         {**ODD, "intermediate_size": 1024, "head_dim": 80}), r"`quantize\.int4\.group_size`",

@@ -90,10 +90,11 @@ def test_position_embedding_default_and_errors():
     with pytest.raises(cfg.ConfigError,
                        match=r"mla applies its own decoupled RoPE.*`pretrain.techniques.mla.position_embedding`"):
         cfg.plan(bad)
-    # Llama / Qwen2 checkpoints have RoPE only: the export of another encoding is refused.
+    # Llama / Qwen2 / DeepseekV3 / Mixtral checkpoints have RoPE only: another encoding's export is refused.
     export = edited(PAPER, ("pretrain", "export_hf"), ["nope"])
     with pytest.raises(cfg.ConfigError,
-                       match=r"`pretrain.export_hf`: technique 'nope' \(gqa, position_embedding none\)"):
+                       match=r"`pretrain.export_hf`: technique 'nope' \(1.5b/nope\) cannot be exported: "
+                             r"position_embedding 'none'"):
         cfg.plan(export)
 
 

@@ -78,8 +78,8 @@ def test_mcr_matches_the_papers_check():
 def test_default_serving_cells():
     s = cfg.plan(DEFAULT).serve
     assert {(c.model, c.precision) for c in s.quantize} == {
-        (m, p) for m in ("xs-gqa", "xs-mha", "xs-mqa") for p in ("bf16", "int4")}
-    assert len(s.inference) == 3 * 2 * len(DEFAULT["inference"]["load_points"])
+        (m, p) for m in ("xs-gqa", "xs-mha", "xs-mqa", "xs-mla", "xs-moe") for p in ("bf16", "int4")}
+    assert len(s.inference) == 5 * 2 * len(DEFAULT["inference"]["load_points"])
     int4 = next(c for c in s.quantize if c.precision == "int4")
     assert int4.settings["int4"]["method"] in ("rtn", "gptq", "awq") and int4.settings["weight_bits"] == 4
     assert "int4" not in next(c for c in s.quantize if c.precision == "bf16").settings
@@ -107,7 +107,7 @@ def _edit(path, value, base=DEFAULT):
         (("quantize", "precisions"), ["bf16", "int8"], "config key `quantize.precisions.1`"),
         (("quantize", "baseline"), "int4", None),  # valid: int4 is listed
         (("quantize", "precisions"), ["int4"], "config key `quantize.baseline`"),
-        (("quantize", "models", "xs-gqa"), {"pretrained": "xs/mla"}, "config key `quantize.models.xs-gqa.pretrained`"),
+        (("quantize", "models", "xs-gqa"), {"pretrained": "xs/nosuch"}, "config key `quantize.models.xs-gqa.pretrained`"),
         (("quantize", "models", "xs-gqa"), {"pretrained": "m/gqa"}, "config key `quantize.models.xs-gqa.pretrained`"),
         (("quantize", "models", "xs-gqa"), {"hf": "a/b", "path": "/x"}, "config key `quantize.models.xs-gqa`"),
         (("quantize", "int4", "method"), "hqq", "config key `quantize.int4.method`"),
@@ -133,7 +133,7 @@ def test_serving_config_errors_name_the_key(path, value, message):
 
 def test_group_size_must_divide_the_models_linear_inputs():
     c = _edit(("pretrain", "sizes", "xs", "ffn_hidden_size"), 320)
-    with pytest.raises(cfg.ConfigError, match=r"config key `quantize.int4.group_size`: 128 does not divide .*320"):
+    with pytest.raises(cfg.ConfigError, match=r"config key `quantize.int4.group_size`: int4 group_size 128 does not divide .*320"):
         cfg.plan(c)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..quantize.families import export_hf_config, linear_inputs  # pure: no torch
 from .errors import ConfigError
 from .hub_cache import local_config
 from .pretrain import PretrainCell
@@ -35,22 +36,26 @@ class ModelSource:
         """Where the model comes from, in words (for messages)."""
         return f"pretrain cell {self.ref}" if self.kind == "pretrained" else self.ref
 
-    def linear_inputs(self) -> dict[str, int] | None:
-        """The input size of each kind of linear layer in a block (what int4 groups split), by the
-        name of the setting that makes it: the pipeline's export from its settings, a Hugging
-        Face id or a path from its config.json; None where this machine does not have it."""
+    def hf_config(self) -> dict[str, Any] | None:
+        """The model's Hugging Face config (the shape of the pipeline's export from its settings, a
+        Hugging Face id's or a path's config.json); None where this machine does not have it."""
         if self.export:
-            m = self.export.settings["model"]  # exports are dense mha/mqa/gqa: heads × head_dim = hidden
-            return {"hidden_size": m["hidden_size"], "ffn_hidden_size": m["ffn_hidden_size"]}
-        c = local_config(self.kind, self.ref)
-        return hf_linear_inputs(c) if c else None
+            return export_hf_config(self.export.settings["model"])
+        return local_config(self.kind, self.ref)
+
+    def linear_inputs(self, ignore: tuple[str, ...] = ()) -> dict[str, int] | None:
+        """The input size of each kind of linear layer int4 quantizes (what its groups split), by
+        the name of the setting that makes it, for every family the pipeline exports (dense,
+        MLA, MoE: :mod:`effbench.quantize.families`); None where the config is not here."""
+        c = self.hf_config()
+        return linear_inputs(c, ignore) if c else None
 
     def settings(self) -> dict[str, Any]:
         """The source as a quantize cell's settings record it (with the shape of a pipeline export)."""
         out: dict[str, Any] = {"kind": self.kind, "ref": self.ref}
         if self.export:
             m = self.export.settings["model"]
-            out["linear_in_features"] = sorted({m["hidden_size"], m["ffn_hidden_size"]})
+            out["linear_in_features"] = sorted(set((self.linear_inputs() or {}).values()))
             out["max_positions"] = m["seq_length"]
         return out
 
@@ -73,16 +78,3 @@ def resolve_model_ref(key: str, ref: dict[str, str], exported: list[PretrainCell
 def model_reference(model: dict[str, Any]) -> dict[str, str]:
     """The reference keys of a model entry (a fine-tuning model also has template, training ...)."""
     return {k: model[k] for k in KINDS if k in model}
-
-
-def hf_linear_inputs(c: dict[str, Any]) -> dict[str, int]:
-    """Input sizes of a decoder's linear layers from its config.json: q/k/v and gate/up read
-    ``hidden_size``, down ``intermediate_size`` (MoE experts ``moe_intermediate_size``, a shared
-    expert ``shared_expert_intermediate_size``), o ``num_attention_heads × head_dim``."""
-    c = c.get("text_config") or c
-    names = ("hidden_size", "intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size")
-    out = {k: c[k] for k in names if isinstance(c.get(k), int) and c[k] > 0}
-    n, d = c.get("num_attention_heads"), c.get("head_dim")
-    if isinstance(n, int) and isinstance(d, int) and n * d != out.get("hidden_size"):
-        out["num_attention_heads × head_dim"] = n * d
-    return out

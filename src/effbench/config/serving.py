@@ -7,6 +7,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from ..quantize.families import int4_group_problems, int4_ignore, int4_refusal  # pure: no torch
 from .errors import ConfigError
 from .model_ref import ModelSource, resolve_model_ref
 from .pretrain import PretrainCell
@@ -91,24 +92,31 @@ def _quantize_settings(config: dict[str, Any], model: str, precision: str, sourc
         int4 = copy.deepcopy(q["int4"])
         if int4["method"] in CALIBRATED:
             _within_context("quantize.int4.calibration.seq_length", int4["calibration"]["seq_length"], model, source)
-        _check_groups(int4["group_size"], model, source)
+        _check_groups(int4, model, source)
         s["int4"] = int4
     return s
 
 
-def _check_groups(g: int, model: str, source: ModelSource) -> None:
-    """int4 scales weights in groups of ``g`` input channels: every quantized linear layer's
-    input size must be a multiple of it (checked where the model's shape is known here)."""
-    dims = source.linear_inputs() or {}
-    bad = {k: n for k, n in dims.items() if n % g}
-    if not bad:
+def _check_groups(int4: dict[str, Any], model: str, source: ModelSource) -> None:
+    """int4 scales weights in groups of ``group_size`` input channels: every linear layer it
+    quantizes (not in ``ignore``; MoE routers stay unquantized) must have an input size that is a
+    multiple of it. Checked per family (an MLA's latent, MoE experts) where the model's shape is
+    known here, with the quantize stage's own rule (:func:`effbench.quantize.families.int4_refusal`)."""
+    c = source.hf_config()
+    if not c:
         return
-    fits = [x for x in GROUP_SIZES if all(n % x == 0 for n in dims.values())]
-    fix = f"pick one that divides them: {', '.join(map(str, fits))}" if fits else (
-        f"none of {', '.join(map(str, GROUP_SIZES))} divides them: leave the model out of quantize.models")
-    raise ConfigError(
-        f"config key `quantize.int4.group_size`: {g} does not divide the input size of every linear layer of "
-        f"model {model!r} ({source.described}): {', '.join(f'{k} {n}' for k, n in bad.items())}; {fix}")
+    why = int4_refusal(c, int4, f"model {model!r} ({source.described})", GROUP_SIZES)
+    if not why:
+        return
+    if source.export:  # the sizes as the pretraining settings name them too
+        m = source.export.settings["model"]
+        keys = {"hidden_size": "hidden_size", "kv_lora_rank": "mla.kv_lora_rank", "q_lora_rank": "mla.q_lora_rank",
+                "intermediate_size": "moe.expert_ffn_hidden_size" if m.get("moe") else "ffn_hidden_size"}
+        bad = int4_group_problems(c, int(int4["group_size"]), int4_ignore(c, int4.get("ignore") or ()))
+        named = [f"{keys[k]} {n}" for k, n in bad.items() if k in keys]
+        if named:
+            why += f" (pretraining settings of {source.export.name}: {', '.join(named)})"
+    raise ConfigError(f"config key `quantize.int4.group_size`: {why}")
 
 
 def _serving(config: dict[str, Any]) -> dict[str, Any]:
