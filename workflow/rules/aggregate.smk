@@ -86,9 +86,12 @@ rule aggregate_inference:
 
 
 rule summary:
-    """One page linking every table, leaderboard and plot."""
+    """One page: the headline findings, links to the report and the recommendation, then every
+    table, leaderboard and plot. Runs after the report so that every link it writes resolves."""
     input:
-        stage_manifests,
+        manifests=stage_manifests,
+        report=RESULTS / "report.html",
+        recommendation=RESULTS / "decision" / "recommend.md",
     output:
         RESULTS / "summary.md",
     log:
@@ -96,4 +99,4 @@ rule summary:
     resources:
         **light_resources(),
     shell:
-        "{DRIVER_PYTHON} {SCRIPTS:q}/summarize.py --out {RESULTS:q} --manifests {input:q} > {log:q} 2>&1"
+        "{DRIVER_PYTHON} {SCRIPTS:q}/summarize.py --out {RESULTS:q} --manifests {input.manifests:q} > {log:q} 2>&1"
