@@ -136,7 +136,7 @@ COLUMNS: tuple[Column, ...] = (
        "transformers: 2·L·groups·head_dim·bytes).", IT, lo=0),
     _c("kv_cache_budget_bytes", I, "KV-cache bytes the engine was asked to reserve (vLLM kv_cache_memory_bytes), "
        "sized for the largest load point of the engine load.", IT, lo=0),
-    _c("mem_weights_gb", F, "Memory of the loaded weights, GB (the engine's parameter bytes).", IT, figure=True, lo=0),
+    _c("mem_weights_gb", F, "Memory of the loaded weights, GB (the engine's parameter bytes; linear layers vLLM's CPU build repacked into kernel buffers counted by shape).", IT, figure=True, lo=0),
     _c("mem_kv_reserved_gb", F, "KV cache the engine reserved, GB (its KV cache tensors).", IT, figure=True, lo=0),
     _c("mem_kv_peak_used_gb", F, "KV cache in use at the point's peak, GB (scheduler's KV-cache usage × blocks).",
        IT, figure=True, lo=0),
