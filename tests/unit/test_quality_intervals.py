@@ -59,15 +59,17 @@ def test_pretraining_val_loss_and_ppl_figures() -> None:
 
 
 def test_fine_tuning_held_out_loss_interval() -> None:
-    # one process: (mean token loss, samples, tokens, None); the Trainer weights each batch by its samples
+    # one process: (mean token loss, samples, tokens, None); the Trainer repeats each batch's loss
+    # eval_batch_size (8) times, the short last batch's too: eval_loss is the plain mean of the batches
     batches = [[EvalBatch(1.0, 8, 300, None), EvalBatch(1.2, 8, 280, None), EvalBatch(1.4, 4, 150, None)]]
-    eval_loss = (8 * 1.0 + 8 * 1.2 + 4 * 1.4) / 20  # what the Trainer reports
+    eval_loss = (8 * 1.0 + 8 * 1.2 + 8 * 1.4) / 24  # what the Trainer reports
     fig = held_out_loss(eval_loss, batches)
-    v, iv = eval_batches_interval([1.0, 1.2, 1.4], [8.0, 8.0, 4.0])
+    v, iv = eval_batches_interval([1.0, 1.2, 1.4], [1.0, 1.0, 1.0])
     assert fig.value == eval_loss and fig.source == "llamafactory_eval_loss" and v == pytest.approx(eval_loss)
     assert (fig.interval.low, fig.interval.high) == pytest.approx((iv.low, iv.high), rel=1e-12)
     assert fig.interval.n == 3 and fig.interval.method == "t_eval_batches"
     assert held_out_loss(eval_loss + 0.05, batches).interval is None  # the batches are not that figure's
+    assert held_out_loss((8 * 1.0 + 8 * 1.2 + 4 * 1.4) / 20, batches).interval is None  # sample-weighted: not it
     assert held_out_loss(1.1, [[EvalBatch(1.1, 8, 300, None)]]).interval is None  # one batch
     assert held_out_loss(None, [[]]).missing_reason is not None
 
@@ -81,8 +83,8 @@ def test_two_ranks_averaging_tokens_weigh_each_step_by_its_token_mean() -> None:
     trainer = sum(4 * 2 * sums[r, s] / g[s] for r in (0, 1) for s in (0, 1)) / 16
     per_rank = [[EvalBatch(sums[r, s] / toks[r, s], 4, toks[r, s], g[s]) for s in (0, 1)] for r in (0, 1)]
     weighted = batch_weights(per_rank)
-    # each step counts as the token mean of both ranks, weighted by its 8 samples
-    assert [w for _, w in weighted] == pytest.approx([8 * 200 / 300, 8 * 160 / 320, 8 * 100 / 300, 8 * 160 / 320])
+    # each step counts as the token mean of both ranks
+    assert [w for _, w in weighted] == pytest.approx([200 / 300, 160 / 320, 100 / 300, 160 / 320])
     fig = held_out_loss(trainer, per_rank)
     assert fig.interval is not None and fig.interval.n == 4
     assert sum(x * w for x, w in weighted) / sum(w for _, w in weighted) == pytest.approx(trainer)
@@ -97,7 +99,7 @@ def _pre(tech: str, nll: list[float]) -> dict:
 
 
 def _ft(method: str, batches: list[tuple[float, int]]) -> dict:
-    loss = sum(x * n for x, n in batches) / sum(n for _, n in batches)
+    loss = sum(x for x, _ in batches) / len(batches)  # the Trainer's eval_loss: the plain mean of the batches
     seen = [[EvalBatch(x, n, 40 * n, None) for x, n in batches]]
     return {"cell": f"xs-gqa/t/{method}", "model": "xs-gqa", "task": "t", "method": method, "status": "ok",
             "pretrained": "xs/gqa", "params_total": 7e6, "peak_mem_gb": 1.0,
