@@ -65,4 +65,6 @@ done
 # Probe each stage's environment once for `effbench preflight`, whose cache is keyed by the lock
 # digests: the first preflight after set-up then takes under a second of CPU, not ~30 s
 # (docs/preflight.md). A failure here is preflight's to report, not the set-up's.
-.venvs/driver/bin/python -m effbench preflight --checks environment >/dev/null 2>&1 || true
+for config in config/config.yaml config/paper.yaml; do
+  .venvs/driver/bin/python -m effbench preflight --configfile "$config" --checks environment >/dev/null 2>&1 || true
+done
