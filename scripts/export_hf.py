@@ -1,4 +1,4 @@
-"""Export a trained dense megatron-core checkpoint to a Hugging Face (Llama/Qwen2) checkpoint.
+"""Export a trained pretraining checkpoint to a Hugging Face checkpoint (export_families.py: which class).
 
 Called by workflow/rules/pretrain.smk in the pretraining environment.
 """
@@ -14,7 +14,7 @@ from effbench.atomic import atomic_path
 from effbench.lifetime import exit_without_teardown
 from effbench.pretrain.compat_cpu import apply_cpu_compat
 from effbench.pretrain.export_hf import export_to_hf
-from effbench.pretrain.model import build_gpt_model
+from effbench.pretrain.families import build_model
 from effbench.pretrain.parallel import init_single_process
 from effbench.runner import start_job
 
@@ -29,7 +29,7 @@ def main() -> None:
     apply_cpu_compat()  # a no-op where CUDA exists; conversion itself runs on the CPU
     init_single_process()
     state = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
-    model = build_gpt_model(state["model_settings"], state["vocab_size"], "cpu")
+    model = build_model(state["model_settings"], state["vocab_size"], "cpu")
     model.load_state_dict(state["model"])
     with atomic_path(a.out_dir) as tmp:
         export_to_hf(model, state["model_settings"], state["vocab_size"], tmp, tokenizer_dir=a.tokenizer_dir)

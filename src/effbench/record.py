@@ -26,9 +26,10 @@ from .atomic import atomic_path
 from .measure.figure import Figure
 
 # Versions only ever add columns: 2 added fine-tuning, serving and Slurm columns to 1; 3 added
-# intervals, the energy-window flag and the isolation columns. The reader
+# intervals, the energy-window flag and the isolation columns; 4 the pretraining model family and
+# kernel path. The reader
 # reads older records (their absent columns are null) and refuses newer ones.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STAGES = ("pretrain", "finetune", "quantize", "inference")
 STATUSES = ("ok", "oom", "failed")
 PRECISIONS = ("fp32", "bf16", "fp16", "int4")  # training precisions, and the served ones
@@ -168,7 +169,9 @@ COLUMNS: tuple[Column, ...] = (
     _c("params_non_embedding", I, "Parameters outside the embedding and output layers.", PT, lo=0),
     _c("params_trainable", I, "Trainable parameters.", FT, lo=0),
     _c("params_trainable_frac", F, "Trainable parameters over all parameters (adapter included), 0-1.", FT, lo=0, hi=1),
-    _c("flops_per_token", F, "Analytic training FLOPs per token: 6·(N_active non-embedding + output projection) + 12·L·H·S.", PT, lo=0),
+    _c("flops_per_token", F, "Analytic training FLOPs per token: 6·(N_active non-embedding + output projection) + the family's token-mixing term (12·L·H·S for attention; docs/pretrain-families.md).", PT, lo=0),
+    _c("model_family", S, "Pretraining model family: gpt (megatron-core GPTModel), gpt_neox, mamba2 or rwkv (transformers classes).", PT, enum=("gpt", "gpt_neox", "mamba2", "rwkv")),
+    _c("kernel_path", S, "Which implementation computed the model's token mixing (e.g. a library's reference PyTorch path on a CPU, its CUDA kernels on a GPU).", PT),
     _c("disk_bytes", I, "Size on disk of the run's model artefact (checkpoint; fine-tuning: the saved adapter, or the whole model for freeze/full; quantized model).", lo=0),
     _c("seq_length", I, "Sequence length (context) used.", PT + FT + IT, lo=0),
     _c("settings_json", S, "The cell's resolved settings (JSON).", required=True),

@@ -1,5 +1,6 @@
 """Shared by the multi-process pretraining tests: a tiny cell's settings and its launch through
-the workflow's own launcher (torchrun with gloo on a CPU) and the stage script."""
+the workflow's own launcher (torchrun with gloo on a CPU) and the stage script; the resume tests'
+kill at a known step."""
 
 from __future__ import annotations
 
@@ -15,6 +16,22 @@ from effbench.record import settings_json
 
 ROOT = Path(__file__).resolve().parents[2]
 PEAK = 5.0e10  # a stated per-device peak (a CPU has none in the datasheet table)
+
+# Runs the stage script with its resume checkpoint writer wrapped: the process SIGKILLs itself as
+# soon as the checkpoint after step KILL_AFTER is written (a kill at a known step, without racing
+# the training loop from outside).
+KILL_AFTER_SAVE = """
+import os, runpy, signal, sys
+import effbench.pretrain.train as train
+save = train.save_resume
+def save_then_die(job, step, *args, **kwargs):
+    save(job, step, *args, **kwargs)
+    if step >= int(os.environ["KILL_AFTER"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+train.save_resume = save_then_die
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def settings(technique: str, gpus_per_node: int, **parallel: Any) -> dict:

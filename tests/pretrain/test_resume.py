@@ -18,6 +18,7 @@ import yaml
 from effbench import config as cfg
 from effbench.data.synthetic import make_pretraining_corpus
 from effbench.record import read_records, settings_json
+from launch_helpers import KILL_AFTER_SAVE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,23 +37,6 @@ def settings() -> dict:
     c["pretrain"]["sizes"]["xs"].update(num_layers=1, seq_length=32)
     c["device"] = "cpu"
     return cfg.pretrain_settings(c, "xs", "gqa")
-
-
-# Runs the stage script with its resume checkpoint writer wrapped: the process SIGKILLs itself as
-# soon as the checkpoint after step KILL_AFTER is written (a kill at a known step, without racing
-# the training loop from outside).
-KILL_AFTER_SAVE = """
-import os, runpy, signal, sys
-import effbench.pretrain.train as train
-save = train.save_resume
-def save_then_die(job, step, *args, **kwargs):
-    save(job, step, *args, **kwargs)
-    if step >= int(os.environ["KILL_AFTER"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-train.save_resume = save_then_die
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
 
 
 def run(out: Path, data_dir: Path, s: dict, kill_at_checkpoint: bool = False,

@@ -58,6 +58,7 @@ def make_record(
         "seconds": 10.0,
         "params_total": PARAMS[size],
         "seq_length": 256,
+        "model_family": "gpt",
         "settings_json": "{}",
         "settings_hash": "s" * 64,
         "config_hash": "c" * 64,
@@ -125,7 +126,7 @@ def test_format_value() -> None:
 def test_table_values_na_footnotes_and_oom(records: list[Path]) -> None:
     df = load_frame(records, PRETRAIN)
     t = build_table(df, PRETRAIN)
-    assert t.headers[:4] == ["Size", "Method", "Params", "Context"]
+    assert t.headers[:5] == ["Size", "Method", "Family", "Params", "Context"]
     assert "PPL" in t.headers and "AL (s/iter)" in t.headers and "TT (tok/param/s)" in t.headers
     rows = {(r[0], r[1]): dict(zip(t.headers, r)) for r in t.rows}
     marks = {(r[0], r[1]): dict(zip(t.headers, m)) for r, m in zip(t.rows, t.marks)}

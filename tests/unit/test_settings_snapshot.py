@@ -6,7 +6,7 @@ A deliberate change of a shipped config (or of what a setting means) rewrites th
 written by the single-module config.py the package replaced (the package matched it but for the
 `hf_id` -> `hf` rename of paper.yaml's fine-tuning models); it was rewritten when paper.yaml got
 its memory-planner fixes (micro-batch 2, no 1.5B×8 MoE) and when the embedded default's corpus,
-tasks and serving grid changed."""
+tasks and serving grid changed, and when paper.yaml got the Table 6 families (their cells only)."""
 
 from __future__ import annotations
 

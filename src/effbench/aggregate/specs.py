@@ -155,6 +155,9 @@ PRETRAIN = StageSpec(
     row_keys=("size", "technique"),
     key_headers=("Size", "Method"),
     columns=(
+        # gpt: megatron-core's GPTModel; gpt_neox / mamba2 / rwkv: transformers' classes (the
+        # record's kernel_path says which implementation ran).
+        ColumnSpec("model_family", "Family", "str", metric=False),
         ColumnSpec("params_total", "Params", "params", metric=False),
         ColumnSpec("seq_length", "Context", "int", metric=False),
         ColumnSpec("ppl", "PPL", "f2", LOWER, label="Validation perplexity (PPL)"),
@@ -169,7 +172,7 @@ PRETRAIN = StageSpec(
     group_by=("size",),
     leaderboard=("ppl", "amu_gb", "al_s_per_iter", "tt_tokens_per_param_s", "aec_w"),
     pareto=(("amu_gb", "ppl"), ("al_s_per_iter", "ppl"), ("aec_w", "ppl")),
-    key_order=(("technique", ("mha", "mqa", "gqa", "mla", "nsa", "moe")),),
+    key_order=(("technique", ("mha", "mqa", "gqa", "mla", "nsa", "moe", "pythia", "mamba", "rwkv")),),
 )
 
 FINETUNE = StageSpec(

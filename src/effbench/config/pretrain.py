@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..plan.families import FAMILIES, FAMILY_KEYS, GPT, GPT_ONLY_KEYS, OPTION_BLOCKS, family
 from .errors import ConfigError
 from .merge import deep_merge
 
@@ -58,12 +59,18 @@ def resolve_model(config: dict[str, Any], size: str, technique: str) -> dict[str
     for _, layer in layers:
         m = deep_merge(m, layer)
     where = f"pretrain cell {size}/{technique}"
+    if family(m) != GPT:
+        return _resolve_family(m, layers, where, size, technique)
     for key in REQUIRED_MODEL_KEYS:
         if key not in m:
             raise ConfigError(
                 f"{where}: `{key}` is set nowhere; set config key `pretrain.sizes.{size}.{key}` "
                 f"(or pretrain.model_defaults.{key}, pretrain.techniques.{technique}.{key})"
             )
+    for block in ("gpt_neox", "mamba2"):
+        if m.get(block):
+            raise ConfigError(f"{where}: family gpt (megatron-core) has no option `{block}` (config key "
+                              f"`{_set_at(layers, block)}`); set `family: {block}` on the technique to use it")
     heads = m["num_attention_heads"]
     if m["hidden_size"] % heads:
         raise ConfigError(f"{where}: hidden_size {m['hidden_size']} is not divisible by num_attention_heads {heads} "
@@ -108,6 +115,63 @@ def resolve_model(config: dict[str, Any], size: str, technique: str) -> dict[str
     return m
 
 
+SHARED_FAMILY_KEYS = ("num_layers", "hidden_size", "seq_length", "norm_epsilon", "tie_embeddings", "init_method_std")
+
+
+def _resolve_family(m: dict[str, Any], layers: list[tuple[str, dict[str, Any]]], where: str, size: str,
+                    technique: str) -> dict[str, Any]:
+    """A transformers family's model section: its own keys present, no other family's options."""
+    fam = family(m)
+    if fam not in FAMILIES:
+        raise ConfigError(f"{where}: unknown family {fam!r} (config key `{_set_at(layers, 'family')}`); "
+                          f"families: {', '.join(FAMILIES)}")
+    for key in (*SHARED_FAMILY_KEYS, *FAMILY_KEYS[fam]):
+        if key not in m:
+            raise ConfigError(f"{where}: `{key}` is set nowhere; set config key `pretrain.sizes.{size}.{key}` "
+                              f"(or pretrain.model_defaults.{key}, pretrain.techniques.{technique}.{key})")
+    # Options of another family, set for this cell (model_defaults and sizes are shared by every
+    # family, so only the technique's own layers are held to this).
+    own = {k for where_, layer in layers if ".techniques." in where_ or ".overrides." in where_ for k in layer}
+    gpt_only = [k for k in GPT_ONLY_KEYS if k not in FAMILY_KEYS[fam]]
+    foreign = [k for k in own if k in gpt_only or (k in _ALL_BLOCKS and k not in OPTION_BLOCKS[fam])]
+    if foreign:
+        k = sorted(foreign)[0]
+        raise ConfigError(f"{where}: family {fam} has no option `{k}` (config key `{_set_at(layers, k)}`); "
+                          f"its options: {', '.join(OPTION_BLOCKS[fam]) or 'none beyond the shared shape keys'}")
+    for block in _ALL_BLOCKS:
+        if block not in OPTION_BLOCKS[fam]:
+            m.pop(block, None)
+    if fam == "mamba2":
+        _check_mamba2(m, layers, where, technique)
+    if fam in ("gpt_neox",) and m["hidden_size"] % m["num_attention_heads"]:
+        raise ConfigError(f"{where}: hidden_size {m['hidden_size']} is not divisible by num_attention_heads "
+                          f"{m['num_attention_heads']} (config key `{_set_at(layers, 'num_attention_heads')}`)")
+    for k in gpt_only:  # the keys shared layers set for megatron's GPT mean nothing here
+        m.pop(k, None)
+    return {**m, "family": fam, "mla": None, "moe": None}
+
+
+_ALL_BLOCKS = tuple(sorted({b for blocks in OPTION_BLOCKS.values() for b in blocks}))
+
+
+def _check_mamba2(m: dict[str, Any], layers: list[tuple[str, dict[str, Any]]], where: str, technique: str) -> None:
+    o = m.get("mamba2")
+    if not o:
+        raise ConfigError(f"{where}: family mamba2 needs its options (config key `pretrain.techniques.{technique}.mamba2`, "
+                          "at least state_size)")
+    inner = int(o["expand"]) * int(m["hidden_size"])
+    if inner % int(o["head_dim"]):
+        raise ConfigError(f"{where}: mamba2.head_dim {o['head_dim']} does not divide expand × hidden_size = {inner} "
+                          f"(config key `{_set_at(layers, 'mamba2', 'head_dim')}`)")
+    heads = inner // int(o["head_dim"])
+    if heads % int(o["n_groups"]):
+        raise ConfigError(f"{where}: mamba2.n_groups {o['n_groups']} does not divide its {heads} heads "
+                          f"(config key `{_set_at(layers, 'mamba2', 'n_groups')}`)")
+    if int(m["seq_length"]) % int(o["chunk_size"]):  # the scan would pad every sequence: uncounted FLOPs
+        raise ConfigError(f"{where}: mamba2.chunk_size {o['chunk_size']} does not divide seq_length {m['seq_length']} "
+                          f"(config key `{_set_at(layers, 'mamba2', 'chunk_size')}`)")
+
+
 def parallel_layout(config: dict[str, Any]) -> dict[str, Any]:
     """The pretraining job's parallel layout (``pretrain.parallel``), with the derived sizes.
 
@@ -134,10 +198,14 @@ def parallel_layout(config: dict[str, Any]) -> dict[str, Any]:
     return {**layout, "world_size": world, "data_parallel": world // tp, "pipeline_parallel": 1}
 
 
-def cell_layout(layout: dict[str, Any], model: dict[str, Any], where: str) -> dict[str, Any]:
+def cell_layout(layout: dict[str, Any], model: dict[str, Any], where: str, precision: str = "fp32") -> dict[str, Any]:
     """A cell's own layout: expert parallelism applies to MoE cells only (a dense cell's settings,
-    and so its results, do not change with it), and must divide the cell's expert count."""
+    and so its results, do not change with it), and must divide the cell's expert count. A
+    transformers family (GPT-NeoX, Mamba-2, RWKV) in bf16 keeps its optimizer state whole: sharding
+    bf16 state is megatron's distributed optimizer, which wraps megatron's own models only."""
     moe, ep = model["moe"], layout["expert_parallel"]
+    if family(model) != GPT and precision == "bf16" and layout.get("optimizer_sharding", "none") != "none":
+        return {**layout, "expert_parallel": 1, "optimizer_sharding": "none"}
     if not moe:
         return {**layout, "expert_parallel": 1}
     if moe["num_experts"] % ep:
@@ -170,7 +238,7 @@ def pretrain_settings(config: dict[str, Any], size: str, technique: str) -> dict
         "technique": technique,
         "model": model,
         "training": training,
-        "parallel": cell_layout(layout, model, f"pretrain cell {size}/{technique}"),
+        "parallel": cell_layout(layout, model, f"pretrain cell {size}/{technique}", training["precision"]),
         "device": config["device"],
         "seed": config["seed"],
         "measure": config["measure"],

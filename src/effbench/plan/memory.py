@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from . import families
 from .params import expert_parameters, num_query_groups, parameter_counts
 from .stack import megatron_selected
 
@@ -161,8 +162,11 @@ def activation_bytes(model: dict[str, Any], vocab_size: int, micro_batch: int, p
     L, H = int(model["num_layers"]), int(model["hidden_size"])
     # Measured: torch's CPU flash kernel needs equal q/k and v head dims, so MLA falls back
     # to the math path on a CPU; CUDA's memory-efficient kernel takes MLA's shapes.
-    math_kernel = device == "cpu" and model["attention"] == "mla"
-    layer = attention_elements(model, math_kernel, recompute) + mlp_elements(model)
+    if families.family(model) != families.GPT:
+        layer = families.layer_activation_elements(model)
+    else:
+        math_kernel = device == "cpu" and model["attention"] == "mla"
+        layer = attention_elements(model, math_kernel, recompute) + mlp_elements(model)
     per_layer = H if recompute == "full" else layer  # full: only each layer's input stays
     head = _norm(H) + H + 4  # final norm, output_layer input; ids, labels, mask, loss
     # fp32 softmax (4 B) always; in bf16 the bf16 logits (forward) or their bf16 gradient

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import families
+
 
 def num_query_groups(model: dict[str, Any]) -> int:
     """KV head count: 1 for MQA, num_query_groups for GQA, the head count for MHA / MLA."""
@@ -51,7 +53,10 @@ def parameter_counts(model: dict[str, Any], vocab_size: int = 0) -> dict[str, in
     Returns total, embedding (token table + untied output layer), non_embedding,
     active_non_embedding (routed experts scaled to top-k of E) and output_projection
     (vocab x hidden, tied or not): the same keys as `pretrain.model.count_parameters`.
+    A transformers family (GPT-NeoX, Mamba-2, RWKV) is counted by `plan.families`.
     """
+    if families.family(model) != families.GPT:
+        return families.parameter_counts(model, vocab_size)
     L, H = int(model["num_layers"]), int(model["hidden_size"])
     attn = _attention_params(model)
     moe = model.get("moe")
@@ -104,6 +109,8 @@ def flops_per_token(
     """
     counts = parameter_counts(settings, vocab_size or 0)
     n_active = counts["active_non_embedding"] + (counts["output_projection"] if vocab_size else 0)
+    if families.family(settings) != families.GPT:  # its own token-mixing term (docs/pretrain-families.md)
+        return float(6 * n_active + families.mixing_flops(settings, seq_length))
     L, H = int(settings["num_layers"]), int(settings["hidden_size"])
     n = int(settings["num_attention_heads"])
     if settings["attention"] == "mla":

@@ -10,6 +10,8 @@ Families (each an exact mapping: the exported model computes the megatron model'
 - MLA, dense MLP -> DeepseekV3ForCausalLM (every layer dense: first_k_dense_replace = layers)
 - MoE (softmax top-k router, no shared expert) with MHA / MQA / GQA, no q/k/v bias
   -> MixtralForCausalLM
+- the transformers families (GPT-NeoX, Mamba-2, RWKV) are trained as their own classes
+  (`pretrain.families`): GPTNeoXForCausalLM, Mamba2ForCausalLM, RwkvForCausalLM as they are
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 EXPORTABLE = (
     "dense mha/mqa/gqa -> LlamaForCausalLM (Qwen2ForCausalLM with q/k/v bias); "
     "mla with q-LoRA (latent norms) -> DeepseekV3ForCausalLM; "
-    "moe with mha/mqa/gqa, no q/k/v bias -> MixtralForCausalLM; all with RoPE and RMSNorm"
+    "moe with mha/mqa/gqa, no q/k/v bias -> MixtralForCausalLM; all with RoPE and RMSNorm; "
+    "family gpt_neox / mamba2 / rwkv -> its own transformers class"
 )
 
 # DeepseekV3's q_a/kv_a latent RMSNorms use transformers' default eps whatever the config says
@@ -35,7 +38,10 @@ def mla_has_latent_norms(settings: dict[str, Any]) -> bool:
 
 
 def family(settings: dict[str, Any]) -> str:
-    """'llama', 'qwen2', 'deepseek_v3' or 'mixtral' (whether or not it is exportable)."""
+    """'llama', 'qwen2', 'deepseek_v3' or 'mixtral' (whether or not it is exportable), or the
+    transformers family a model was trained as ('gpt_neox', 'mamba2', 'rwkv')."""
+    if settings.get("family") not in (None, "gpt"):
+        return str(settings["family"])
     if settings.get("attention") == "mla":
         return "deepseek_v3"
     if settings.get("moe"):
@@ -45,6 +51,8 @@ def family(settings: dict[str, Any]) -> str:
 
 def exportable(settings: dict[str, Any]) -> str | None:
     """None when the model maps exactly onto a Hugging Face class; otherwise the reason."""
+    if settings.get("family") not in (None, "gpt"):
+        return None  # trained as a transformers class already
     kind = settings.get("attention")
     moe = settings.get("moe")
     what = f"{kind}{' + moe' if moe else ''}"

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from effbench.plan.families import HF_FAMILIES
 from effbench.plan.params import num_query_groups
 from effbench.pretrain import export_common as common
 from effbench.pretrain.export_families import EXPORTABLE, exportable, family
@@ -73,6 +74,10 @@ def export_to_hf(
         raise ValueError(f"technique ({what}) not exportable: {reason}; "
                          "leave this technique out of pretrain.export_hf")
     fam = family(settings)
+    if fam in HF_FAMILIES:
+        from effbench.pretrain.families import export
+
+        return export(model, out_dir, tokenizer_dir)  # type: ignore[arg-type]
     if fam == "deepseek_v3":
         from effbench.pretrain import export_mla
 

@@ -33,11 +33,11 @@ from ..measure.training import ENERGY_FLAGS, boundary_steps, training_figures
 from ..progress import Progress
 from ..record import WINDOW_FIGURES, settings_json
 from ..torch_device import apply_host_memory_cap, cuda_sync_or_none, pick_device
-from . import megatron_stack, sharding
+from . import families, megatron_stack, sharding
 from .evaluate import Validation, evaluate
 from .experts import full_state_dict as full_model_state
 from .mixed_precision import MasterWeightAdamW
-from .model import analytic_parameter_counts, build_gpt_model, count_parameters, flops_per_token
+from .model import analytic_parameter_counts, count_parameters, flops_per_token
 from .parallel import NodeSum, init_single_process, is_node_leader, sum_over_nodes
 # _save and _same_on_every_rank are imported from here by the tests of the disk-full and agreement faults
 from .resume import Resumed, _save, _same_on_every_rank, clear_resume, resume, save_resume  # noqa: F401
@@ -193,9 +193,12 @@ def set_up(settings: dict[str, Any], data_dir: Path, resume_dir: Path) -> Job:
         raise RuntimeError("pretrain.training.precision bf16 needs a GPU; use fp32 on a CPU")
     # bf16: bf16 parameters and activations, fp32 master weights in the optimizer.
     dtype = "bfloat16" if t["precision"] == "bf16" else "float32"
-    model = build_gpt_model({**m, "params_dtype": dtype, "expert_parallel": ep}, vocab, device)
+    model = families.build_model({**m, "params_dtype": dtype, "expert_parallel": ep}, vocab, device)
     # Split experts: this rank's model holds 1/ep of them; the counts are the whole model's.
-    params = count_parameters(model, m) if ep == 1 else analytic_parameter_counts(m, vocab)
+    if families.family(m) != families.GPT:
+        params = families.check_counts(model, m, vocab)
+    else:
+        params = count_parameters(model, m) if ep == 1 else analytic_parameter_counts(m, vocab)
     megatron = megatron_stack.uses_megatron_stack(settings, device)
     if megatron:
         train_model, opt = megatron_stack.wrap(model, settings)
@@ -354,6 +357,8 @@ def figures(job: Job, trained: Trained, nodes: NodeSum, validation: Validation, 
     rate = fig["tokens_per_s"]
     return {
         "precision": t["precision"],
+        "model_family": families.family(m),
+        "kernel_path": families.kernel_path(m, job.device),
         **{k: fig[k] for k in (*WINDOW_FIGURES, *ENERGY_FLAGS, "al_s_per_iter", "tt_tokens_per_param_s",
                                "tokens_per_s", "energy_j_per_token")},
         "mfu_frac": replace(rate.derive(lambda r: formulas.mfu(fpt, r, 1.0, peak * world)),
