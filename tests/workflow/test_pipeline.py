@@ -229,11 +229,17 @@ def test_bad_config_stops_before_any_job(tmp_path):
 def test_paper_config_builds_the_full_grid_in_a_dry_run(tmp_path):
     config = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     config["results"] = str(tmp_path / "results")
-    jobs = planned_jobs(snakemake(tmp_path, config, "-n").stdout)
+    p = snakemake(tmp_path, config, "-n")
+    jobs, out = planned_jobs(p.stdout), p.stdout + p.stderr
     cells = [j for j in jobs if j.startswith("pretrain[")]
-    assert len(cells) == 13  # mqa, gqa, mla at 3 sizes; moe at 0.5B and 1.5B (sharded); abs, nope at 1.5B
+    # mqa, gqa, mla at 3 sizes; moe at 0.5B and 1.5B (sharded); abs, nope at 1.5B; Table 6's
+    # pythia, mamba, rwkv at 0.5B and 1.5B, each with its planned memory in the plan's report
+    assert len(cells) == 19
     assert "pretrain[size=1.5b, technique=moe]" in cells and "pretrain[size=3b, technique=mla]" in cells
     assert "pretrain[size=1.5b, technique=abs]" in cells and "pretrain[size=1.5b, technique=nope]" in cells
+    for t in ("pythia", "mamba", "rwkv"):
+        assert f"pretrain[size=1.5b, technique={t}]" in cells and f"pretrain[size=0.5b, technique={t}]" in cells
+        assert re.search(rf"1\.5b/{t}: [\d.]+ of 96 GB", out), t
     ft = [j for j in jobs if j.startswith("finetune[")]
     assert len(ft) == 7 * 7 * 2  # models × methods × datasets
     assert "finetune[model=qwen2.5-14b, task=openo1, method=rslora]" in ft
@@ -277,7 +283,7 @@ def test_paper_config_on_the_slurm_profile(tmp_path):
     out = snakemake(tmp_path, config, "-n", "--profile", str(ROOT / "profiles" / "slurm")).stdout
     jobs = re.findall(r"\n(?:local)?rule (\w+):\n((?:\s+.*\n)+?)\s+resources: (.*)", out)
     cells = [(rule, res) for rule, _, res in jobs if rule == "pretrain"]
-    assert len(cells) == 13
+    assert len(cells) == 19
     assert all("slurm_partition=gh200" in r and "gpu=4" in r and "cpus_per_gpu=" in r for _, r in cells)
     ft = [(rule, res) for rule, _, res in jobs if rule == "finetune"]
     assert len(ft) == 98 and all("slurm_partition=gh200" in r and "gpu=4" in r for _, r in ft)  # finetune.parallel
