@@ -20,6 +20,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Positional encodings (megatron-core's position_embedding_type): a learned table, none (NoPE).
     "abs": {"attention": "gqa", "num_query_groups": 2, "position_embedding": "learned_absolute"},
     "nope": {"attention": "gqa", "num_query_groups": 2, "position_embedding": "none"},
+    "sinusoidal": {"attention": "gqa", "num_query_groups": 2, "position_embedding": "sinusoidal"},
 }
 
 
@@ -194,3 +195,25 @@ def test_position_embedding_modules(dist_env: Any, tiny_settings: Any, variant: 
     model = build_gpt_model(tiny_settings(**VARIANTS[variant]), VOCAB, "cpu")
     assert hasattr(model.embedding, "position_embeddings") == table
     assert hasattr(model, "rotary_pos_emb") == rotary
+
+
+def test_sinusoidal_positions_are_the_fixed_table_not_parameters(dist_env: Any, tiny_settings: Any) -> None:
+    """The paper's absolute (sinusoidal) encoding: Vaswani et al.'s table in megatron's absolute
+    slot, nothing trained or saved, and the model does use it."""
+    from effbench.plan.params import parameter_counts
+    from effbench.pretrain.model import build_gpt_model, count_parameters
+
+    s = tiny_settings(attention="gqa", num_query_groups=2, position_embedding="sinusoidal")
+    torch.manual_seed(0)
+    model = build_gpt_model(s, VOCAB, "cpu")
+    assert count_parameters(model, s) == parameter_counts(s, VOCAB)  # no table among the parameters
+    assert not any("position" in k for k in model.state_dict())
+    table, H = model.embedding.position_embeddings.table, s["hidden_size"]
+    for p, i in ((0, 0), (5, 3), (63, H // 2 - 1)):
+        assert float(table[p, 2 * i]) == pytest.approx(math.sin(p / 10000 ** (2 * i / H)), abs=1e-6)
+        assert float(table[p, 2 * i + 1]) == pytest.approx(math.cos(p / 10000 ** (2 * i / H)), abs=1e-6)
+    # One token repeated: without positions every place would see the same values (NoPE).
+    ids = torch.full((1, 8), 3)
+    with torch.no_grad():
+        logits = model(input_ids=ids, position_ids=torch.arange(8)[None], attention_mask=None)
+    assert not torch.allclose(logits[0, 0], logits[0, 5], atol=1e-4)

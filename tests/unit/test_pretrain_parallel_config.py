@@ -85,6 +85,7 @@ def test_position_embedding_default_and_errors():
     assert cells["1.5b/gqa"]["model"]["position_embedding"] == "rope"
     assert cells["1.5b/abs"]["model"]["position_embedding"] == "learned_absolute"
     assert cells["1.5b/nope"]["model"]["position_embedding"] == "none"
+    assert cells["1.5b/sinusoidal"]["model"]["position_embedding"] == "sinusoidal"
     # The embedded default has none of them (its run is over its time budget already).
     assert {m["position_embedding"] for m in (s["model"] for s in _cells(DEFAULT).values())} == {"rope"}
     bad = edited(DEFAULT, ("pretrain", "techniques", "mla", "position_embedding"), "none")
@@ -106,6 +107,8 @@ def test_learned_absolute_table_is_counted():
     rope, table = cells["1.5b/gqa"]["model"], cells["1.5b/abs"]["model"]
     extra = parameter_counts(table, VOCAB)["embedding"] - parameter_counts(rope, VOCAB)["embedding"]
     assert extra == 2048 * 1536  # seq_length × hidden
+    # The sinusoidal table is fixed: a buffer, no parameters (tests/pretrain/test_model_cpu.py).
+    assert parameter_counts(cells["1.5b/sinusoidal"]["model"], VOCAB) == parameter_counts(rope, VOCAB)
 
 
 def test_expert_parallel_divides_expert_states_only():

@@ -54,8 +54,27 @@ def uses_grouped_gemm(device: str | torch.device) -> bool:
     return _have_transformer_engine() or grouped_gemm_is_available()
 
 
-# megatron-core's position_embedding_type per `position_embedding` setting.
-POSITION_EMBEDDINGS = ("rope", "learned_absolute", "none")
+# megatron-core's position_embedding_type per `position_embedding` setting; "sinusoidal" is
+# megatron's absolute-position slot holding Vaswani et al.'s fixed table (`SinusoidalPositions`).
+POSITION_EMBEDDINGS = ("rope", "learned_absolute", "sinusoidal", "none")
+
+
+class SinusoidalPositions(torch.nn.Module):
+    """The fixed sinusoidal encoding (Vaswani et al. 2017): PE[p, 2i] = sin(p / 10000^(2i/H)),
+    PE[p, 2i+1] = cos(p / 10000^(2i/H)), added to the token embeddings. A buffer, not a parameter:
+    nothing to train, count or save."""
+
+    def __init__(self, positions: int, hidden: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        if hidden % 2:
+            raise ValueError(f"the sinusoidal encoding pairs sin and cos: hidden_size {hidden} must be even")
+        angle = torch.arange(positions, dtype=torch.float64)[:, None] / 10000.0 ** (
+            torch.arange(0, hidden, 2, dtype=torch.float64) / hidden)
+        table = torch.stack((angle.sin(), angle.cos()), dim=-1).reshape(positions, hidden)
+        self.register_buffer("table", table.to(dtype), persistent=False)
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(position_ids, self.table)
 
 
 def transformer_config_from_settings(
@@ -175,9 +194,12 @@ def build_gpt_model(settings: dict[str, Any], vocab_size: int, device: str) -> G
         post_process=True,
         share_embeddings_and_output_weights=bool(settings["tie_embeddings"]),
         # MLA applies its own decoupled RoPE whatever this says (the config allows rope only there).
-        position_embedding_type=position,
+        position_embedding_type="learned_absolute" if position == "sinusoidal" else position,
         rotary_base=float(settings["rotary_base"]),
     )
+    if position == "sinusoidal":  # megatron's embedding adds position_embeddings(position_ids)
+        model.embedding.position_embeddings = SinusoidalPositions(
+            int(settings["seq_length"]), int(settings["hidden_size"]), config.params_dtype)
     return model.to(dev)
 
 
