@@ -79,7 +79,7 @@ def test_export_rejects_mla_without_latent_norm(tiny_settings: Any, tmp_path: Pa
         export_to_hf(torch.nn.Linear(1, 1), settings, VOCAB, tmp_path)
 
 
-@pytest.mark.parametrize("position", ["learned_absolute", "sinusoidal", "none"])
+@pytest.mark.parametrize("position", ["learned_absolute", "sinusoidal", "relative", "none"])
 def test_export_refuses_positions_llama_cannot_hold(dist_env: Any, tiny_settings: Any, tmp_path: Path,
                                                     position: str) -> None:
     """Llama / Qwen2 have RoPE in every layer and no position table: another encoding would load

@@ -60,7 +60,8 @@ def test_flops_per_token_by_hand():
 def test_extended_config_resolves_each_family():
     cells = {c.technique: c.settings for c in cfg.plan(EXTENDED).pretrain}
     assert {t: families.family(s["model"]) for t, s in cells.items()} == {
-        "gqa": "gpt", "sinusoidal": "gpt", "pythia": "gpt_neox", "mamba": "mamba2", "rwkv": "rwkv"}
+        "gqa": "gpt", "abs": "gpt", "sinusoidal": "gpt", "relative": "gpt", "nope": "gpt",
+        "pythia": "gpt_neox", "mamba": "mamba2", "rwkv": "rwkv"}
     # megatron-only keys set on shared layers do not reach a family's settings (nor its hash).
     assert "attention" not in cells["mamba"]["model"] and "num_query_groups" not in cells["rwkv"]["model"]
     assert cells["pythia"]["model"]["rotary_base"] == 10000.0  # GPT-NeoX keeps its RoPE base

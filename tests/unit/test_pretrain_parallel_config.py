@@ -86,6 +86,7 @@ def test_position_embedding_default_and_errors():
     assert cells["1.5b/abs"]["model"]["position_embedding"] == "learned_absolute"
     assert cells["1.5b/nope"]["model"]["position_embedding"] == "none"
     assert cells["1.5b/sinusoidal"]["model"]["position_embedding"] == "sinusoidal"
+    assert cells["1.5b/relative"]["model"]["position_embedding"] == "relative"
     # The embedded default has none of them (its run is over its time budget already).
     assert {m["position_embedding"] for m in (s["model"] for s in _cells(DEFAULT).values())} == {"rope"}
     bad = edited(DEFAULT, ("pretrain", "techniques", "mla", "position_embedding"), "none")
@@ -109,6 +110,9 @@ def test_learned_absolute_table_is_counted():
     assert extra == 2048 * 1536  # seq_length × hidden
     # The sinusoidal table is fixed: a buffer, no parameters (tests/pretrain/test_model_cpu.py).
     assert parameter_counts(cells["1.5b/sinusoidal"]["model"], VOCAB) == parameter_counts(rope, VOCAB)
+    # T5's relative bias: 32 buckets × 12 heads, one table for the model.
+    relative = parameter_counts(cells["1.5b/relative"]["model"], VOCAB)
+    assert relative["non_embedding"] - parameter_counts(rope, VOCAB)["non_embedding"] == 32 * 12
 
 
 def test_expert_parallel_divides_expert_states_only():

@@ -165,16 +165,22 @@ def activation_bytes(model: dict[str, Any], vocab_size: int, micro_batch: int, p
     if families.family(model) != families.GPT:
         layer = families.layer_activation_elements(model)
     else:
-        math_kernel = device == "cpu" and model["attention"] == "mla"
+        # Measured too: an additive score bias (relative positions) sends torch's CPU SDPA to
+        # its math path, which keeps the probabilities.
+        math_kernel = device == "cpu" and (model["attention"] == "mla" or model.get("position_embedding") == "relative")
         layer = attention_elements(model, math_kernel, recompute) + mlp_elements(model)
     per_layer = H if recompute == "full" else layer  # full: only each layer's input stays
     head = _norm(H) + H + 4  # final norm, output_layer input; ids, labels, mask, loss
+    # T5's relative bias: one additive [1, n, s, s] score mask for the micro-batch, every layer's
+    # attention reading the same tensor (model.RelativeBiasGPTModel).
+    relative_mask = (int(model["num_attention_heads"]) * int(model["seq_length"]) ** 2
+                     if model.get("position_embedding") == "relative" else 0)
     # fp32 softmax (4 B) always; in bf16 the bf16 logits (forward) or their bf16 gradient
     # (backward) coexist with it.
     logit_bytes = 4 + (a if a < 4 else 0)
     return ActivationBytes(
         layers=tokens * L * per_layer * a,
-        head=tokens * head * a,
+        head=tokens * head * a + relative_mask * a,
         logits=tokens * vocab_size * logit_bytes,
         recompute_buffer=tokens * layer * a if recompute == "full" else 0.0,
     )

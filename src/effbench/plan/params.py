@@ -13,6 +13,10 @@ from typing import Any
 
 from . import families
 
+# T5's relative position bias (position_embedding: relative): 32 buckets of distance, exact up to
+# 16 tokens and logarithmic up to 128 (one direction: causal), one scalar per head and bucket.
+RELATIVE_BUCKETS, RELATIVE_MAX_DISTANCE = 32, 128
+
 
 def num_query_groups(model: dict[str, Any]) -> int:
     """KV head count: 1 for MQA, num_query_groups for GQA, the head count for MHA / MLA."""
@@ -68,8 +72,10 @@ def parameter_counts(model: dict[str, Any], vocab_size: int = 0) -> dict[str, in
     else:
         mlp = mlp_active = 3 * H * int(model["ffn_hidden_size"])
     norms = 2 * H  # input + pre-MLP RMSNorm
-    non_emb = L * (attn + mlp + norms) + H  # + final norm
-    active = L * (attn + mlp_active + norms) + H
+    # T5's relative bias: one scalar per head and distance bucket, shared by the layers.
+    relative = RELATIVE_BUCKETS * int(model["num_attention_heads"]) if model.get("position_embedding") == "relative" else 0
+    non_emb = L * (attn + mlp + norms) + H + relative  # + final norm
+    active = L * (attn + mlp_active + norms) + H + relative
     emb = vocab_size * H * (1 if model.get("tie_embeddings") else 2)
     if model.get("position_embedding") == "learned_absolute":  # megatron's embedding.position_embeddings
         emb += int(model["seq_length"]) * H

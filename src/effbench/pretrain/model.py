@@ -19,7 +19,7 @@ from megatron.core.models.gpt.gpt_layer_specs import (
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
 
-from effbench.plan.params import num_query_groups
+from effbench.plan.params import RELATIVE_BUCKETS, RELATIVE_MAX_DISTANCE, num_query_groups
 from effbench.plan.params import flops_per_token  # noqa: F401 - re-exported (train.py imports it from here)
 from effbench.plan.params import parameter_counts as analytic_parameter_counts
 from effbench.pretrain.compat_cpu import apply_cpu_compat, apply_missing_te_fixes
@@ -55,22 +55,57 @@ def uses_grouped_gemm(device: str | torch.device) -> bool:
 
 
 # megatron-core's position_embedding_type per `position_embedding` setting; "sinusoidal" is
-# megatron's absolute-position slot holding Vaswani et al.'s fixed table (`SinusoidalPositions`).
-POSITION_EMBEDDINGS = ("rope", "learned_absolute", "sinusoidal", "none")
+# megatron's absolute-position slot holding Vaswani et al.'s fixed table (`SinusoidalPositions`),
+# "relative" T5's bucketed bias on the attention scores (`RelativeBiasGPTModel`).
+POSITION_EMBEDDINGS = ("rope", "learned_absolute", "sinusoidal", "relative", "none")
+
+
+class RelativeBiasGPTModel(GPTModel):
+    """GPTModel with T5's relative position bias (Raffel et al. 2020): megatron-core's own
+    `RelativePositionEmbedding` (causal, so one direction), one learned scalar per head and
+    distance bucket, shared by every layer (as T5 shares it) and added to the attention scores.
+    The forward builds the additive mask once, bias plus causal -inf, and hands it to every
+    layer's core attention through megatron's `attention_bias`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from megatron.core.models.common.embeddings.relative_pos_embedding import RelativePositionEmbedding
+
+        self.relative_position = RelativePositionEmbedding(
+            bidirectional=False, init_method=self.config.init_method,
+            num_attention_heads=self.config.num_attention_heads,
+            relative_attention_num_buckets=RELATIVE_BUCKETS, relative_attention_max_distance=RELATIVE_MAX_DISTANCE)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                *args: Any, extra_block_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> torch.Tensor:
+        if attention_mask is not None:
+            raise NotImplementedError("the relative bias builds its own causal mask; pass attention_mask=None")
+        s = input_ids.size(1)
+        bias = self.relative_position(s, s).to(self.config.params_dtype)  # [1, n, s, s]
+        future = torch.ones(s, s, dtype=torch.bool, device=bias.device).triu(1)
+        scores_bias = bias.masked_fill(future, float("-inf"))
+        return super().forward(input_ids, position_ids, attention_mask, *args,
+                               extra_block_kwargs={**(extra_block_kwargs or {}), "attention_bias": scores_bias},
+                               **kwargs)
 
 
 class SinusoidalPositions(torch.nn.Module):
     """The fixed sinusoidal encoding (Vaswani et al. 2017): PE[p, 2i] = sin(p / 10000^(2i/H)),
     PE[p, 2i+1] = cos(p / 10000^(2i/H)), added to the token embeddings. A buffer, not a parameter:
-    nothing to train, count or save."""
+    nothing to train, count or save.
 
-    def __init__(self, positions: int, hidden: int, dtype: torch.dtype) -> None:
+    Scaled by `scale`, the token embeddings' init std: Vaswani et al. multiply the embeddings by
+    √H (unit variance) against the table's RMS of 1/√2; megatron leaves them at init_method_std
+    (0.02), under which the unscaled table drowned the tokens (the xs cell reached PPL 174
+    against RoPE's 4.9). Scaled, position and token keep Vaswani et al.'s ratio."""
+
+    def __init__(self, positions: int, hidden: int, dtype: torch.dtype, scale: float = 1.0) -> None:
         super().__init__()
         if hidden % 2:
             raise ValueError(f"the sinusoidal encoding pairs sin and cos: hidden_size {hidden} must be even")
         angle = torch.arange(positions, dtype=torch.float64)[:, None] / 10000.0 ** (
             torch.arange(0, hidden, 2, dtype=torch.float64) / hidden)
-        table = torch.stack((angle.sin(), angle.cos()), dim=-1).reshape(positions, hidden)
+        table = torch.stack((angle.sin(), angle.cos()), dim=-1).reshape(positions, hidden) * scale
         self.register_buffer("table", table.to(dtype), persistent=False)
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
@@ -185,7 +220,7 @@ def build_gpt_model(settings: dict[str, Any], vocab_size: int, device: str) -> G
     position = settings.get("position_embedding", "rope")
     if position not in POSITION_EMBEDDINGS:
         raise ValueError(f"position_embedding must be one of {POSITION_EMBEDDINGS}, got {position!r}")
-    model = GPTModel(
+    model = (RelativeBiasGPTModel if position == "relative" else GPTModel)(
         config=config,
         transformer_layer_spec=layer_spec(config, dev),
         vocab_size=int(vocab_size),
@@ -194,12 +229,13 @@ def build_gpt_model(settings: dict[str, Any], vocab_size: int, device: str) -> G
         post_process=True,
         share_embeddings_and_output_weights=bool(settings["tie_embeddings"]),
         # MLA applies its own decoupled RoPE whatever this says (the config allows rope only there).
-        position_embedding_type="learned_absolute" if position == "sinusoidal" else position,
+        position_embedding_type={"sinusoidal": "learned_absolute", "relative": "none"}.get(position, position),
         rotary_base=float(settings["rotary_base"]),
     )
     if position == "sinusoidal":  # megatron's embedding adds position_embeddings(position_ids)
         model.embedding.position_embeddings = SinusoidalPositions(
-            int(settings["seq_length"]), int(settings["hidden_size"]), config.params_dtype)
+            int(settings["seq_length"]), int(settings["hidden_size"]), config.params_dtype,
+            scale=float(settings["init_method_std"]))
     return model.to(dev)
 
 

@@ -72,8 +72,6 @@ class SDPAttention(MegatronModule):
     ) -> Tensor:
         if packed_seq_params is not None:
             raise NotImplementedError("packed sequences (THD) are not supported by SDPAttention")
-        if attention_bias is not None:
-            raise NotImplementedError("attention_bias is not supported by SDPAttention")
         mask_type = attn_mask_type if attn_mask_type is not None else self.attn_mask_type
         sq, sk = query.size(0), key.size(0)
         n_q, n_kv = query.size(2), key.size(2)
@@ -83,7 +81,13 @@ class SDPAttention(MegatronModule):
 
         is_causal = False
         attn_mask: Tensor | None = None
-        if attention_mask is not None:
+        if attention_bias is not None:
+            # An additive [1 or b, n, sq, sk] bias that already holds the causal mask as -inf
+            # (model.RelativeBiasGPTModel); SDPA adds it to the scaled scores.
+            if attention_mask is not None:
+                raise NotImplementedError("SDPAttention takes an attention_bias or an attention_mask, not both")
+            attn_mask = attention_bias
+        elif attention_mask is not None:
             # megatron masks are True where attention is *forbidden*; SDPA's bool mask is the
             # opposite. Broadcasts from [b or 1, 1, sq, sk].
             attn_mask = ~attention_mask.bool()
