@@ -172,7 +172,8 @@ PRETRAIN = StageSpec(
     group_by=("size",),
     leaderboard=("ppl", "amu_gb", "al_s_per_iter", "tt_tokens_per_param_s", "aec_w"),
     pareto=(("amu_gb", "ppl"), ("al_s_per_iter", "ppl"), ("aec_w", "ppl")),
-    key_order=(("technique", ("mha", "mqa", "gqa", "mla", "nsa", "moe", "pythia", "mamba", "rwkv")),),
+    key_order=(("technique", ("mha", "mqa", "gqa", "mla", "nsa", "moe", "abs", "sinusoidal", "relative", "nope",
+                              "pythia", "mamba", "rwkv")),),
 )
 
 FINETUNE = StageSpec(
