@@ -260,3 +260,39 @@ def test_relative_bias_is_causal_shared_and_counted(dist_env: Any, tiny_settings
     torch.testing.assert_close(after[0, :12], logits[0, :12])
     assert not torch.allclose(after[0, 12:], logits[0, 12:])
     assert not torch.allclose(unbiased[0, 1:], logits[0, 1:], atol=1e-4)  # position 0 sees itself only
+
+
+NSA = {"sliding_window_size": 16, "compress_block_size": 16, "compress_block_sliding_stride": 8,
+       "selection_block_size": 16, "num_selected_blocks": 2, "compress_mlp_expand_factor": 0.0625}
+
+
+def test_nsa_is_causal_counted_and_trains(dist_env: Any, tiny_settings: Any) -> None:
+    """Native sparse attention (native_sparse_attention_pytorch) as megatron's self-attention:
+    the planner's parameter count is the built model's, a later token never changes an earlier
+    position's logits, and one batch is learned."""
+    from effbench.plan.params import parameter_counts
+    from effbench.pretrain.model import build_gpt_model, count_parameters
+
+    s = tiny_settings(attention="nsa", num_query_groups=2, nsa=NSA)
+    torch.manual_seed(0)
+    model = build_gpt_model(s, VOCAB, "cpu")
+    assert count_parameters(model, s) == parameter_counts(s, VOCAB)
+    ids, pos, labels = _batch()
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=ids, position_ids=pos, attention_mask=None)
+        changed = ids.clone()
+        changed[:, 40:] = (changed[:, 40:] + 1) % VOCAB
+        after = model(input_ids=changed, position_ids=pos, attention_mask=None)
+    torch.testing.assert_close(after[:, :40], logits[:, :40])
+    assert not torch.allclose(after[:, 40:], logits[:, 40:])
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(15):
+        loss = model(input_ids=ids, position_ids=pos, attention_mask=None, labels=labels).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(math.log(VOCAB), abs=0.5) and losses[-1] < 0.5 * losses[0], losses

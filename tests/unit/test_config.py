@@ -27,7 +27,7 @@ def test_shipped_configs_are_valid():
     assert {c.settings["model_source"]["pretrained"] for c in ft} <= {c.name for c in export}
     paper_plan = cfg.plan(PAPER)
     paper, paper_ft = paper_plan.pretrain, paper_plan.finetune
-    assert len(paper) == 21  # mqa, gqa, mla at 3 sizes; moe at 0.5B and 1.5B (sharded); abs, sinusoidal, relative, nope at 1.5B;
+    assert len(paper) == 23  # mqa, gqa, mla at 3 sizes; nsa at 0.5B and 1.5B; moe at 0.5B and 1.5B (sharded); abs, sinusoidal, relative, nope at 1.5B;
     # pythia, mamba, rwkv at 0.5B and 1.5B
     assert len(paper_ft) == 7 * 7 * 2
 

@@ -57,10 +57,26 @@ def test_flops_per_token_by_hand():
     assert families.recurrent_state_elements(NEOX) == 0
 
 
+def test_nsa_flops_and_parameters_by_hand():
+    """NSA on GQA heads (L 2, H 8, 2 heads of 4, 1 kv head; blocks of 4 every 2 tokens, 2 selected
+    blocks of 4, a window of 4, the compression MLP one head wide: hidden int(0.25 · 16) = 4)."""
+    nsa = {**SHAPE, "attention": "nsa", "num_query_groups": 1, "add_qkv_bias": False, "mla": None, "moe": None,
+           "nsa": {"sliding_window_size": 4, "compress_block_size": 4, "compress_block_sliding_stride": 2,
+                   "selection_block_size": 4, "num_selected_blocks": 2, "compress_mlp_expand_factor": 0.25}}
+    # Compression MLPs, keys and values: 2 · (16·4 + 4 + 4·4 + 4) = 176.
+    # Attention: qkv 8·(2 + 2)·4 = 128, output 8·8 = 64, gate 8·6 + 6 = 54, memory kv 8,
+    # intra-block positions 2·4·4 = 32, compression 176, rotary frequencies 2 -> 464.
+    # Layer: 464 + SwiGLU 3·8·16 = 384 + norms 16 = 864; two layers + final norm 8 = 1736.
+    assert parameter_counts(nsa, 10)["non_embedding"] == 1736
+    # Keys a query attends at S = 32: 32/2 compressed + 2·4 selected + 4 in the window = 28.
+    # 6 · (1736 + 80) + 12·L·H·28 + 6·L·(176·1/2 − 176): the MLPs run once per 2 tokens.
+    assert flops_per_token(nsa, 32, vocab_size=10) == 6 * 1816 + 12 * 2 * 8 * 28 + 6 * 2 * (88 - 176)
+
+
 def test_extended_config_resolves_each_family():
     cells = {c.technique: c.settings for c in cfg.plan(EXTENDED).pretrain}
     assert {t: families.family(s["model"]) for t, s in cells.items()} == {
-        "gqa": "gpt", "abs": "gpt", "sinusoidal": "gpt", "relative": "gpt", "nope": "gpt",
+        "gqa": "gpt", "nsa": "gpt", "abs": "gpt", "sinusoidal": "gpt", "relative": "gpt", "nope": "gpt",
         "pythia": "gpt_neox", "mamba": "mamba2", "rwkv": "rwkv"}
     # megatron-only keys set on shared layers do not reach a family's settings (nor its hash).
     assert "attention" not in cells["mamba"]["model"] and "num_query_groups" not in cells["rwkv"]["model"]
@@ -83,6 +99,15 @@ def test_extended_config_resolves_each_family():
         (("pretrain", "techniques", "mamba", "mamba2", "chunk_size"), 48, "pretrain.techniques.mamba.mamba2.chunk_size"),
         (("pretrain", "techniques", "mamba", "mamba2", "head_dim"), 96, "pretrain.techniques.mamba.mamba2.head_dim"),
         (("pretrain", "techniques", "mamba", "mamba2"), DELETE, "pretrain.techniques.mamba"),
+        # NSA: blocks that do not tile the sequence, its options on another attention, no options
+        (("pretrain", "techniques", "nsa", "nsa", "selection_block_size"), 48, "pretrain.techniques.nsa.nsa.selection_block_size"),
+        (("pretrain", "techniques", "nsa", "nsa", "compress_block_sliding_stride"), 5,
+         "pretrain.techniques.nsa.nsa.compress_block_sliding_stride"),
+        (("pretrain", "techniques", "gqa", "nsa"), {"sliding_window_size": 32, "compress_block_size": 16,
+                                                   "compress_block_sliding_stride": 8, "selection_block_size": 16,
+                                                   "num_selected_blocks": 2}, "pretrain.techniques.gqa.nsa"),
+        (("pretrain", "techniques", "nsa", "nsa"), DELETE, "pretrain.techniques.nsa.nsa"),
+        (("pretrain", "techniques", "nsa", "position_embedding"), "none", "pretrain.techniques.nsa.position_embedding"),
     ],
 )
 def test_family_errors_name_the_key(path, value, key):

@@ -232,9 +232,9 @@ def test_paper_config_builds_the_full_grid_in_a_dry_run(tmp_path):
     p = snakemake(tmp_path, config, "-n")
     jobs, out = planned_jobs(p.stdout), p.stdout + p.stderr
     cells = [j for j in jobs if j.startswith("pretrain[")]
-    # mqa, gqa, mla at 3 sizes; moe at 0.5B and 1.5B (sharded); abs, sinusoidal, relative, nope at 1.5B; Table 6's
+    # mqa, gqa, mla at 3 sizes; nsa at 0.5B and 1.5B; moe at 0.5B and 1.5B (sharded); abs, sinusoidal, relative, nope at 1.5B; Table 6's
     # pythia, mamba, rwkv at 0.5B and 1.5B, each with its planned memory in the plan's report
-    assert len(cells) == 21
+    assert len(cells) == 23
     assert "pretrain[size=1.5b, technique=moe]" in cells and "pretrain[size=3b, technique=mla]" in cells
     assert "pretrain[size=1.5b, technique=abs]" in cells and "pretrain[size=1.5b, technique=nope]" in cells
     for t in ("pythia", "mamba", "rwkv"):
@@ -283,7 +283,7 @@ def test_paper_config_on_the_slurm_profile(tmp_path):
     out = snakemake(tmp_path, config, "-n", "--profile", str(ROOT / "profiles" / "slurm")).stdout
     jobs = re.findall(r"\n(?:local)?rule (\w+):\n((?:\s+.*\n)+?)\s+resources: (.*)", out)
     cells = [(rule, res) for rule, _, res in jobs if rule == "pretrain"]
-    assert len(cells) == 21
+    assert len(cells) == 23
     assert all("slurm_partition=gh200" in r and "gpu=4" in r and "cpus_per_gpu=" in r for _, r in cells)
     ft = [(rule, res) for rule, _, res in jobs if rule == "finetune"]
     assert len(ft) == 98 and all("slurm_partition=gh200" in r and "gpu=4" in r for _, r in ft)  # finetune.parallel

@@ -88,11 +88,20 @@ def resolve_model(config: dict[str, Any], size: str, technique: str) -> dict[str
                 f"{where}: gqa needs num_query_groups strictly between 1 and num_attention_heads ({heads}) "
                 f"that divides it, got {g!r} (config key `{_set_at(layers, 'num_query_groups')}`)"
             )
+    elif attention == "nsa":
+        _check_nsa(m, layers, where, technique)
     elif attention == "mla":
         m["num_query_groups"] = None
         if not m.get("mla"):
             raise ConfigError(f"{where}: attention mla needs its settings "
                               f"(config key `pretrain.techniques.{technique}.mla`)")
+    if attention != "nsa" and m.get("nsa"):
+        raise ConfigError(f"{where}: `nsa` options on attention {attention!r} (config key `{_set_at(layers, 'nsa')}`); "
+                          "set attention: nsa to use them")
+    if attention == "nsa" and m.get("position_embedding", "rope") != "rope":
+        raise ConfigError(f"{where}: nsa rotates its queries and keys itself (RoPE); position_embedding "
+                          f"{m['position_embedding']!r} needs another attention "
+                          f"(config key `{_set_at(layers, 'position_embedding')}`)")
     if attention != "mla":
         m["mla"] = None
     elif m.get("position_embedding", "rope") != "rope":
@@ -152,6 +161,26 @@ def _resolve_family(m: dict[str, Any], layers: list[tuple[str, dict[str, Any]]],
 
 
 _ALL_BLOCKS = tuple(sorted({b for blocks in OPTION_BLOCKS.values() for b in blocks}))
+
+
+def _check_nsa(m: dict[str, Any], layers: list[tuple[str, dict[str, Any]]], where: str, technique: str) -> None:
+    """NSA's blocks must tile the sequence, and its key/value heads divide the query heads."""
+    o = m.get("nsa")
+    if not o:
+        raise ConfigError(f"{where}: attention nsa needs its settings (config key `pretrain.techniques.{technique}.nsa`)")
+    heads, g = int(m["num_attention_heads"]), m.get("num_query_groups")
+    if g and heads % int(g):
+        raise ConfigError(f"{where}: nsa shares key/value heads like gqa: num_query_groups {g} must divide "
+                          f"{heads} heads (config key `{_set_at(layers, 'num_query_groups')}`)")
+    seq = int(m["seq_length"])
+    for key in ("compress_block_size", "selection_block_size"):
+        if seq % int(o[key]):
+            raise ConfigError(f"{where}: nsa.{key} {o[key]} does not divide seq_length {seq} "
+                              f"(config key `{_set_at(layers, 'nsa', key)}`)")
+    if int(o["compress_block_size"]) % int(o["compress_block_sliding_stride"]):
+        raise ConfigError(f"{where}: nsa.compress_block_sliding_stride {o['compress_block_sliding_stride']} does not "
+                          f"divide compress_block_size {o['compress_block_size']} "
+                          f"(config key `{_set_at(layers, 'nsa', 'compress_block_sliding_stride')}`)")
 
 
 def _check_mamba2(m: dict[str, Any], layers: list[tuple[str, dict[str, Any]]], where: str, technique: str) -> None:

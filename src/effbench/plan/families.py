@@ -14,10 +14,10 @@ GPT = "gpt"  # megatron-core's GPTModel: MHA / MQA / GQA / MLA, dense or MoE (pl
 HF_FAMILIES = ("gpt_neox", "mamba2", "rwkv")
 FAMILIES = (GPT, *HF_FAMILIES)
 # The option block each family takes (a block given to another family is refused at DAG build).
-OPTION_BLOCKS = {"gpt": ("mla", "moe"), "gpt_neox": ("gpt_neox",), "mamba2": ("mamba2",), "rwkv": ()}
+OPTION_BLOCKS = {"gpt": ("mla", "moe", "nsa"), "gpt_neox": ("gpt_neox",), "mamba2": ("mamba2",), "rwkv": ()}
 # Model keys only megatron's GPT reads: set on a technique of another family, they are refused.
 GPT_ONLY_KEYS = ("attention", "num_query_groups", "add_qkv_bias", "position_embedding", "normalization",
-                 "rotary_base", "mla", "moe")
+                 "rotary_base", "mla", "moe", "nsa")
 # Keys each family needs beyond the shared num_layers, hidden_size, seq_length, norm_epsilon,
 # tie_embeddings and init_method_std.
 FAMILY_KEYS = {"gpt_neox": ("num_attention_heads", "ffn_hidden_size", "rotary_base"),

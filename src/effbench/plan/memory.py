@@ -109,6 +109,17 @@ def attention_elements(model: dict[str, Any], math_kernel: bool, recompute: str)
     core = n * s if math_kernel else n  # probabilities or log-sum-exp
     if recompute != "none":
         core = 0  # selective: core attention is recomputed, only its inputs stay
+    if model["attention"] == "nsa":
+        # A model, not a tensor-by-tensor count (docs/pretrain-families.md): q/k/v input and
+        # output, rotated q and k, per branch its probabilities (compressed, selected, window
+        # keys per query per head) and its output, the gate, the output projection's input.
+        from .params import nsa_attended_keys
+
+        d, g, o = H // n, num_query_groups(model), model["nsa"]
+        probs = n * nsa_attended_keys(model, s)
+        # The reference path gathers every query's selected key and value blocks (GQA heads).
+        gathered = 2 * g * int(o["num_selected_blocks"]) * int(o["selection_block_size"]) * d
+        return _norm(H) + H + (n + 2 * g) * d + n * d + g * d + probs + gathered + 3 * n * d + 3 * n + n * d
     if model["attention"] == "mla":
         m = model["mla"]
         qk, pe, v = int(m["qk_head_dim"]), int(m["qk_pos_emb_head_dim"]), int(m["v_head_dim"])

@@ -19,12 +19,15 @@ RELATIVE_BUCKETS, RELATIVE_MAX_DISTANCE = 32, 128
 
 
 def num_query_groups(model: dict[str, Any]) -> int:
-    """KV head count: 1 for MQA, num_query_groups for GQA, the head count for MHA / MLA."""
+    """KV head count: 1 for MQA, num_query_groups for GQA (and NSA, whose branches share GQA's
+    key/value heads; all heads without it), the head count for MHA / MLA."""
     heads = int(model["num_attention_heads"])
     kind = model["attention"]
     groups = model.get("num_query_groups")
     if kind == "mqa":
         return 1
+    if kind == "nsa":
+        return int(groups) if groups else heads
     if kind == "gqa":
         if not groups or heads % int(groups):
             raise ValueError(f"gqa needs num_query_groups dividing {heads} heads, got {groups}")
@@ -34,8 +37,39 @@ def num_query_groups(model: dict[str, Any]) -> int:
     return heads
 
 
+def nsa_compress_params(model: dict[str, Any]) -> int:
+    """NSA's two compression MLPs (keys, values; native_sparse_attention_pytorch's, shared by the
+    kv heads): block·d -> int(expand · block·d) -> d with biases, ReLU between."""
+    d = int(model["hidden_size"]) // int(model["num_attention_heads"])
+    bd = int(model["nsa"]["compress_block_size"]) * d
+    hidden = int(float(model["nsa"]["compress_mlp_expand_factor"]) * bd)
+    return 2 * (bd * hidden + hidden + hidden * d + d)
+
+
+def _nsa_params(model: dict[str, Any]) -> int:
+    """native_sparse_attention_pytorch.SparseAttention (norm off): q/k/v (GQA) and output
+    projections without bias, the per-head gate over the three branches (with bias), learned
+    memory key/value and intra-block positions for the compressed branch, the compression MLPs,
+    and its rotary embedding's d/2 frequencies (a parameter, not trained)."""
+    H, n = int(model["hidden_size"]), int(model["num_attention_heads"])
+    d, g, b = H // n, num_query_groups(model), int(model["nsa"]["compress_block_size"])
+    return (H * (n + 2 * g) * d + n * d * H + (H * 3 * n + 3 * n) + 2 * g * d + 2 * g * b * d
+            + nsa_compress_params(model) + d // 2)
+
+
+def nsa_attended_keys(model: dict[str, Any], seq_length: int) -> int:
+    """Keys a query attends in NSA's three branches (no causal discount, as for dense attention):
+    the compressed blocks of the sequence, the selected blocks, the sliding window."""
+    o = model["nsa"]
+    compressed = seq_length // int(o["compress_block_sliding_stride"])
+    selected = min(seq_length, int(o["num_selected_blocks"]) * int(o["selection_block_size"]))
+    return compressed + selected + min(seq_length, int(o["sliding_window_size"]))
+
+
 def _attention_params(model: dict[str, Any]) -> int:
     H, n = int(model["hidden_size"]), int(model["num_attention_heads"])
+    if model["attention"] == "nsa":
+        return _nsa_params(model)
     if model["attention"] == "mla":
         m = model["mla"]
         qk, pe, v = int(m["qk_head_dim"]), int(m["qk_pos_emb_head_dim"]), int(m["v_head_dim"])
@@ -119,6 +153,14 @@ def flops_per_token(
         return float(6 * n_active + families.mixing_flops(settings, seq_length))
     L, H = int(settings["num_layers"]), int(settings["hidden_size"])
     n = int(settings["num_attention_heads"])
+    if settings["attention"] == "nsa":
+        # Only the attended keys (docs/pretrain-families.md); the compression MLPs run once per
+        # kv head and stride, not per token: their 6·N share is replaced by that rate.
+        o = settings["nsa"]
+        compress = nsa_compress_params(settings)
+        per_token = compress * num_query_groups(settings) / int(o["compress_block_sliding_stride"])
+        attn = 12 * L * H * nsa_attended_keys(settings, seq_length) + 6 * L * (per_token - compress)
+        return float(6 * n_active + attn)
     if settings["attention"] == "mla":
         m = settings["mla"]
         head_dims = int(m["qk_head_dim"]) + int(m["qk_pos_emb_head_dim"]) + int(m["v_head_dim"])

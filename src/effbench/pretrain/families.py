@@ -120,6 +120,8 @@ def kernel_path(settings: dict[str, Any], device: str) -> str:
     if fam == GPT:
         from .model import uses_transformer_engine
 
+        if settings.get("attention") == "nsa":  # its own module, on every device (nsa_attention.py)
+            return "megatron-core local + native_sparse_attention_pytorch reference PyTorch"
         return "megatron-core transformer-engine" if uses_transformer_engine(device) else "megatron-core local + torch SDPA"
     if fam == "gpt_neox":
         return "transformers GPTNeoX + torch SDPA"

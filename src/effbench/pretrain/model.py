@@ -25,7 +25,7 @@ from effbench.plan.params import parameter_counts as analytic_parameter_counts
 from effbench.pretrain.compat_cpu import apply_cpu_compat, apply_missing_te_fixes
 from effbench.pretrain.sdpa_attention import SDPAttention
 
-ATTENTION_KINDS = ("mha", "mqa", "gqa", "mla")
+ATTENTION_KINDS = ("mha", "mqa", "gqa", "mla", "nsa")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -194,14 +194,21 @@ def transformer_config_from_settings(
     return TransformerConfig(**kwargs)
 
 
-def layer_spec(config: TransformerConfig, device: str | torch.device) -> ModuleSpec:
-    """TE spec on GPU when transformer_engine imports; otherwise the local spec with SDPA."""
+def layer_spec(config: TransformerConfig, device: str | torch.device, nsa: dict[str, Any] | None = None) -> ModuleSpec:
+    """TE spec on GPU when transformer_engine imports; otherwise the local spec with SDPA. With
+    `nsa`, native sparse attention replaces the whole self-attention (`nsa_attention.py`)."""
     moe_kwargs = dict(
         num_experts=config.num_moe_experts,
         moe_grouped_gemm=bool(config.moe_grouped_gemm),
         qk_layernorm=bool(config.qk_layernorm),
         multi_latent_attention=bool(config.multi_latent_attention),
     )
+    if nsa is not None:
+        from .nsa_attention import NSASelfAttention
+
+        spec = get_gpt_layer_local_spec(**moe_kwargs, normalization=config.normalization)
+        spec.submodules.self_attention = ModuleSpec(module=NSASelfAttention, params={"nsa": nsa})
+        return spec
     if uses_transformer_engine(device):
         return get_gpt_layer_with_transformer_engine_spec(**moe_kwargs)
     spec = get_gpt_layer_local_spec(**moe_kwargs, normalization=config.normalization)
@@ -222,14 +229,16 @@ def build_gpt_model(settings: dict[str, Any], vocab_size: int, device: str) -> G
         raise ValueError(f"position_embedding must be one of {POSITION_EMBEDDINGS}, got {position!r}")
     model = (RelativeBiasGPTModel if position == "relative" else GPTModel)(
         config=config,
-        transformer_layer_spec=layer_spec(config, dev),
+        transformer_layer_spec=layer_spec(config, dev, settings.get("nsa") if settings["attention"] == "nsa" else None),
         vocab_size=int(vocab_size),
         max_sequence_length=int(settings["seq_length"]),
         pre_process=True,
         post_process=True,
         share_embeddings_and_output_weights=bool(settings["tie_embeddings"]),
         # MLA applies its own decoupled RoPE whatever this says (the config allows rope only there).
-        position_embedding_type={"sinusoidal": "learned_absolute", "relative": "none"}.get(position, position),
+        # NSA rotates its own queries and keys (its rotary embedding), so megatron builds none.
+        position_embedding_type="none" if settings["attention"] == "nsa" else
+        {"sinusoidal": "learned_absolute", "relative": "none"}.get(position, position),
         rotary_base=float(settings["rotary_base"]),
     )
     if position == "sinusoidal":  # megatron's embedding adds position_embeddings(position_ids)
