@@ -12,7 +12,8 @@ from effbench.pretrain.train import train_cell
 from effbench.runner import cell_job, run_cell
 from effbench.torch_device import cuda_sync_or_none, free_cuda
 
-LIBRARIES = ["torch", "megatron-core", "numpy", "nvidia-ml-py", "psutil", "pyarrow", "transformer-engine"]
+LIBRARIES = ["torch", "megatron-core", "transformers", "native-sparse-attention-pytorch", "numpy", "nvidia-ml-py", "psutil",
+             "pyarrow", "transformer-engine"]
 
 
 def main() -> None:
