@@ -1,4 +1,4 @@
-"""GPU check of the transformers pretraining families (Pythia / GPT-NeoX, Mamba-2, RWKV) at the
+"""GPU check of the pretraining rows beyond the dense GPT (NSA, Pythia / GPT-NeoX, Mamba-2, RWKV) at the
 paper config's 0.5B shapes (config/paper.yaml: sequence 2048, micro-batch 2, bf16 weights over
 fp32 masters, clipping 1.0), with megatron's GQA at the same shape as the reference row.
 
@@ -10,7 +10,7 @@ the memory planner's `counted` bytes (its peak less the runtime allowance), and 
 that ran. Data are random tokens over Qwen2.5's vocabulary: the timing is the shape's, the
 losses mean nothing.
 
-    python benchmarks/gpu_pretrain_families.py --out $OUT [--families gqa pythia mamba rwkv]
+    python benchmarks/gpu_pretrain_families.py --out $OUT [--families gqa nsa pythia mamba rwkv]
 
 A family's error is its row; the others still run. Rows are skipped (and say so) once
 --budget-s is spent. The JSON is rewritten after every row.
@@ -90,7 +90,7 @@ def measure(settings: dict[str, Any], warmup: int, steps: int) -> dict[str, Any]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    p.add_argument("--families", nargs="+", default=["gqa", "pythia", "mamba", "rwkv"])
+    p.add_argument("--families", nargs="+", default=["gqa", "nsa", "pythia", "mamba", "rwkv"])
     p.add_argument("--size", default="0.5b")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
