@@ -55,6 +55,10 @@ def test_flops_per_token_by_hand():
     assert families.recurrent_state_elements(MAMBA2) == 2 * (16 * 4 + 2 * 24)
     assert families.recurrent_state_elements(RWKV) == 2 * 5 * 8
     assert families.recurrent_state_elements(NEOX) == 0
+    # Training keeps Mamba-2's SSM state at every chunk boundary: I·N / chunk per token
+    # (16·4/8 = 8 at chunks of 8, 4 at chunks of 16).
+    longer = {**MAMBA2, "mamba2": {**MAMBA2["mamba2"], "chunk_size": 16}}
+    assert families.layer_activation_elements(MAMBA2) - families.layer_activation_elements(longer) == 8 - 4
 
 
 def test_nsa_flops_and_parameters_by_hand():

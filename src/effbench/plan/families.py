@@ -124,11 +124,15 @@ def layer_activation_elements(model: dict[str, Any]) -> float:
     if fam == "mamba2":
         d = mamba2_dims(model)
         # in_proj input, its output, conv output (SiLU input and output), dt, scan output, gated
-        # norm input and gate, out_proj input
-        return norm + H + d["in_proj"] + 2 * d["conv_dim"] + d["heads"] + d["inner"] + 2 * d["inner"] + d["inner"]
+        # norm input and gate, out_proj input; and the SSM state the chunked scan keeps at every
+        # chunk boundary (heads × head_dim × N per chunk: I·N / chunk_size per token).
+        chunk_states = d["inner"] * d["state"] / int(model["mamba2"]["chunk_size"])
+        return (norm + H + d["in_proj"] + 2 * d["conv_dim"] + d["heads"] + d["inner"] + 2 * d["inner"] + d["inner"]
+                + chunk_states)
     if fam == "rwkv":
         F = int(model["ffn_hidden_size"])
         # time mix: 3 mixed inputs, k, v, r, wkv output, output input; channel mix: 2 mixed
-        # inputs, key output (relu² input), value input, receptance output
+        # inputs, key output (relu² input), value input, receptance output. The WKV kernel's
+        # backward recomputes its recurrent state (3 accumulators per channel) from k and v.
         return 2 * norm + 3 * H + 3 * H + H + H + 2 * H + F + F + H
     raise ValueError(f"not a transformers family: {fam!r}")
