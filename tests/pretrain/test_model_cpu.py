@@ -24,6 +24,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _fit_one_batch(model: torch.nn.Module, steps: int = 15) -> list[float]:
+    """The losses of `steps` AdamW steps on `_batch()` (the model learning one batch)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    ids, pos, labels = _batch()
+    losses = []
+    for _ in range(steps):
+        loss = model(input_ids=ids, position_ids=pos, attention_mask=None, labels=labels).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def _batch(seq: int = 64, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, VOCAB, (batch, seq), generator=g)
@@ -221,15 +235,7 @@ def test_sinusoidal_positions_are_the_fixed_table_not_parameters(dist_env: Any, 
     # It learns, if more slowly than the variants above on one batch (0.57 of the first loss after
     # 15 steps, against < 0.5 for RoPE, learned and none): at every position the table's
     # low-frequency cosines add nearly the same vector, a common offset the tokens must outgrow.
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    ids, pos, labels = _batch()
-    losses = []
-    for _ in range(15):
-        loss = model(input_ids=ids, position_ids=pos, attention_mask=None, labels=labels).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = _fit_one_batch(model)
     assert losses[-1] < 0.75 * losses[0], losses
 
 
@@ -287,12 +293,5 @@ def test_nsa_is_causal_counted_and_trains(dist_env: Any, tiny_settings: Any) -> 
     torch.testing.assert_close(after[:, :40], logits[:, :40])
     assert not torch.allclose(after[:, 40:], logits[:, 40:])
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(15):
-        loss = model(input_ids=ids, position_ids=pos, attention_mask=None, labels=labels).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = _fit_one_batch(model)
     assert losses[0] == pytest.approx(math.log(VOCAB), abs=0.5) and losses[-1] < 0.5 * losses[0], losses
