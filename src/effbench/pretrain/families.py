@@ -73,10 +73,9 @@ class FamilyLM(torch.nn.Module):
     tokens, as the stage's sampler yields them), the per-token cross entropy [b, s]; without,
     the logits. Positions are the model's own (every family here encodes them itself)."""
 
-    def __init__(self, hf: torch.nn.Module, settings: dict[str, Any]) -> None:
+    def __init__(self, hf: torch.nn.Module) -> None:
         super().__init__()
         self.hf = hf
-        self.settings = settings
         self.config = hf.config
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
@@ -99,7 +98,7 @@ def build_model(settings: dict[str, Any], vocab_size: int, device: str) -> torch
         raise ValueError("params_dtype bfloat16 is only supported on GPU")
     hf = _hf_class(fam)(hf_config(settings, vocab_size))
     dtype = torch.bfloat16 if settings.get("params_dtype") == "bfloat16" else torch.float32
-    return FamilyLM(hf.to(dtype), settings).to(device)
+    return FamilyLM(hf.to(dtype)).to(device)
 
 
 def count_parameters(model: FamilyLM, vocab_size: int) -> dict[str, int]:
