@@ -22,7 +22,7 @@ from effbench.aggregate.stage import aggregate_stage
 from effbench.aggregate.summary import write_summary
 from effbench.atomic import NoSpaceError
 from effbench.measure.figure import Figure
-from effbench.record import SchemaError, read_record, write_record
+from effbench.record import SCHEMA_VERSION, SchemaError, read_record, write_record
 
 
 def _records(d: Path) -> dict[tuple[str, str], Path]:
@@ -146,7 +146,7 @@ def _rewrite(p: Path, column: str, values: list, type_: pa.DataType | None = Non
     ("pcu_frac", 1.5, r"column pcu_frac is 1\.5, above its maximum 1"),
     ("params_total", -5, r"column params_total is -5, below its minimum 0"),
     ("device_kind", "tpu", r"column device_kind 'tpu' not in"),
-    ("schema_version", 99, r"column schema_version is 99 but the file's schema version is 4"),
+    ("schema_version", 99, rf"column schema_version is 99 but the file's schema version is {SCHEMA_VERSION}"),
     ("amu_gb__ci_low", 50.0, r"column amu_gb__ci_low 50\.0 is above amu_gb__ci_high"),
 ])
 def test_an_impossible_value_is_refused_on_read_naming_the_file_and_the_column(
