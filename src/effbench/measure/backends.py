@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from . import energy_scope
+
 Row = tuple[int, str, float]
 
 # NVML's total-energy counter advances in steps about 12 times a second (it is refreshed with
@@ -30,7 +32,8 @@ class Backend(Protocol):
     mem_source: str
     util_source: str
     energy_source: str | None  # None: this backend has no energy counter
-    # optional: energy_update_hz (float | None), how often the counter updates
+    # optional: energy_update_hz (float | None), how often the counter updates;
+    # energy_missing_reason (str | None), why there is no counter
 
     def read(self) -> list[Row]: ...
 
@@ -38,7 +41,10 @@ class Backend(Protocol):
         """Total energy counter in J summed over the measured devices, or None."""
         ...
 
-    def describe(self) -> dict[str, object]: ...
+    def describe(self) -> dict[str, object]:
+        """device_kind, device_name, device_count, driver_version and energy_scope (what the
+        energy figures cover: :mod:`.energy_scope`; None without energy) for the record."""
+        ...
 
     def close(self) -> None: ...
 
@@ -63,6 +69,7 @@ class NvmlBackend:
     util_source: str = "nvml_utilization"
     energy_source: str | None = "nvml_energy_counter"
     energy_update_hz: float | None = NVML_ENERGY_UPDATE_HZ
+    energy_missing_reason: str | None = None
     _handles: list[object] = field(default_factory=list)
     _energy_ok: bool = True
 
@@ -95,6 +102,7 @@ class NvmlBackend:
             self._energy_ok = False
             self.energy_source = None
             self.energy_update_hz = None
+            self.energy_missing_reason = "this GPU has no total-energy counter (pre-Volta)"
 
     def read(self) -> list[Row]:
         nv = self._nvml
@@ -125,7 +133,24 @@ class NvmlBackend:
             "device_name": names[0],
             "device_count": len(self._handles),
             "driver_version": driver.decode() if isinstance(driver, bytes) else driver,
+            "energy_scope": self._scope(self._handles[0], names[0]),
         }
+
+    def _scope(self, handle: object, name: str) -> str:
+        """What the energy figures cover (the counter's; without one, the polled board power's)."""
+        nv = self._nvml
+        arch = c2c = None
+        try:
+            arch = int(nv.nvmlDeviceGetArchitecture(handle))
+        except Exception:  # noqa: BLE001 - an old driver or pynvml: the name alone decides
+            pass
+        if arch in energy_scope.GRACE_PARTNER_ARCHS:
+            try:
+                c2c = bool(nv.nvmlDeviceGetC2cModeInfoV(handle).isC2cEnabled)
+            except Exception:  # noqa: BLE001 - not supported off a superchip, or by this pynvml
+                pass
+        return energy_scope.nvidia_scope(name, arch, energy_scope.host_machine(),
+                                         grace_cpu=energy_scope.host_has_grace(), c2c_enabled=c2c)
 
     def close(self) -> None:
         try:
@@ -250,6 +275,7 @@ class HostBackend:
             "device_name": _cpu_model(),
             "device_count": 1,
             "driver_version": None,
+            "energy_scope": energy_scope.CPU_PACKAGE if self._rapl is not None else None,
         }
 
     def close(self) -> None:

@@ -39,6 +39,17 @@ computed from a silently truncated series. The monitor records the first failure
 it reports the affected figures missing with that reason: ``read()`` failing takes memory,
 utilisation and polled power; ``energy_j()`` failing takes energy and AEC.
 
+Reading the counter outside windows (:mod:`.phase_energy`). A serving loop that attributes energy
+to engine steps reads the counter at each step's edges itself::
+
+    read = mon.energy_reader()            # cheap; safe from the serving loop's thread
+    e0 = read(); step(); e1 = read()      # J, as the windows' energy; None without a counter
+    phase_energy.attribute(steps, mon.energy_update_period_s, mon.energy_missing_reason)
+
+The reader shares the monitor's fault handling: its first failure is the energy counter's
+failure (windows ending after it lose their energy too), and it returns None from then on.
+Read ``energy_missing_reason`` after the steps, so a failure during them is named.
+
 Foreign load. At each window's edges the monitor also reads the host's busy CPU time and its
 job's process tree's (:func:`effbench.isolation.cpu_snapshot`; the tree is ``tree_pid`` and its
 descendants, by default this process): :meth:`Window.foreign_cpu` gives the CPU time the rest of
@@ -97,6 +108,9 @@ class Monitor:
         self._sync = sync
         self._rows: list[tuple[float, int, str, float]] = []
         self._lock = threading.Lock()
+        # One energy read at a time: the edges (this thread) and an energy_reader() (a serving
+        # loop's thread) may read at once, and a RAPL read updates the backend's running total.
+        self._energy_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._open: dict[str, Mark] = {}
@@ -136,13 +150,38 @@ class Monitor:
         return t
 
     def _energy_now(self, t: float) -> float | None:
+        with self._energy_lock:
+            if self.energy_failure is not None:
+                return None
+            try:
+                return self.backend.energy_j()
+            except Exception as exc:  # noqa: BLE001 - as in sample_now
+                self.energy_failure = self._fail("energy counter", t, exc)
+                return None
+
+    def energy_reader(self) -> Callable[[], float | None]:
+        """A function reading the backend's cumulative energy counter now, in J (the windows'
+        units); None without a counter or after the counter failed (the failure is recorded as
+        the edges' is: see the module doc). Cheap (one counter read) and thread-safe."""
+        return lambda: self._energy_now(self._clock())
+
+    @property
+    def energy_update_period_s(self) -> float | None:
+        """Seconds between the energy counter's updates (1 / its rate); None if unknown or no counter."""
+        hz = getattr(self.backend, "energy_update_hz", None)
+        if not hz or self.backend.energy_source is None:
+            return None
+        return 1.0 / hz
+
+    @property
+    def energy_missing_reason(self) -> str | None:
+        """Why there is no energy counter to read, in the windows' words (its failure, or the
+        backend's reason); None while a counter works."""
         if self.energy_failure is not None:
-            return None
-        try:
-            return self.backend.energy_j()
-        except Exception as exc:  # noqa: BLE001 - as in sample_now
-            self.energy_failure = self._fail("energy counter", t, exc)
-            return None
+            return self.energy_failure.reason
+        if self.backend.energy_source is None:
+            return getattr(self.backend, "energy_missing_reason", None) or "no energy counter on this host"
+        return None
 
     def _run(self) -> None:
         next_t = self._clock()
