@@ -34,8 +34,9 @@ def main() -> None:
     start_job()
     points = json.loads(a.settings)
     first = next(iter(points.values()))
-    # One copy of this model × precision at a time (its load points' records), before the engine loads.
-    claim_cell(a.out_dir, f"inference/{first['model']}/{first['precision']}")
+    # One copy of this job at a time (its load points' records), before the engine loads; the lock is
+    # in its first point's folder: the closed- and open-loop jobs of a model × precision are two jobs.
+    claim_cell(a.out_dir / next(iter(points)), f"inference/{first['model']}/{first['precision']}/{next(iter(points))}")
     model_dirs = {p: None for p in a.model_precisions}  # the others' checkpoints: judged by name
     model_dirs[first["precision"]] = a.model_dir
     shared = SharedEngine(first, a.model_dir, pick_device(first["device"]),

@@ -26,6 +26,8 @@ FINETUNE_DIR = RESULTS / "finetune"
 CONFIG_HASH = PLAN.config_hash
 SEED = PLAN.config["seed"]
 LOAD_POINTS = SERVE.load_points
+CLOSED_POINTS = SERVE.points(open_loop=False)  # served by rule inference
+OPEN_POINTS = SERVE.points(open_loop=True)  # served by rule inference_open_loop
 # Every config value reaches a shell quoted: rules write `{x:q}`; the few shell fragments built
 # here (DRIVER_PYTHON, STAGE_PYTHON, stage_launch, *_arg) quote their parts with shlex.quote and
 # go in unquoted (tests/workflow/test_hostile_values.py).
@@ -163,8 +165,13 @@ def task_settings(wildcards):
 
 
 def serving_job_settings(wildcards):
-    """Every load point of one model × precision (one engine load serves them all)."""
+    """Every closed-loop load point of one model × precision (one engine load serves them all)."""
     return settings_json(SERVE.serving_job(wildcards.model, wildcards.precision))
+
+
+def open_loop_job_settings(wildcards):
+    """Every open-loop load point of one model × precision (one engine load serves them all)."""
+    return settings_json(SERVE.serving_job(wildcards.model, wildcards.precision, open_loop=True))
 
 
 def folder_of(files, name=0):

@@ -41,17 +41,17 @@ rule evaluate:
 
 
 rule inference:
-    """Serve every load point of one model × precision with one engine load; one record per point.
-    The engine is decided per model from all its served precisions (one engine per model): this
-    precision's checkpoint, the others by name, so serving neither waits for nor re-runs with
-    the model's other checkpoints."""
+    """Serve every closed-loop load point of one model × precision with one engine load; one record
+    per point. The engine is decided per model from all its served precisions (one engine per
+    model): this precision's checkpoint, the others by name, so serving neither waits for nor
+    re-runs with the model's other checkpoints."""
     input:
         model=rules.quantize.output.model,
     output:
         records=expand(RESULTS / "inference" / "{{model}}" / "{{precision}}" / "{load_point}" / "record.parquet",
-                       load_point=LOAD_POINTS),
+                       load_point=CLOSED_POINTS),
         samples=expand(RESULTS / "inference" / "{{model}}" / "{{precision}}" / "{load_point}" / "samples.parquet",
-                       load_point=LOAD_POINTS),
+                       load_point=CLOSED_POINTS),
     params:
         env=stage_env("inference"),
         settings=serving_job_settings,
@@ -62,6 +62,38 @@ rule inference:
         LOGS / "inference" / "{model}" / "{precision}.log",
     benchmark:
         BENCH / "inference" / "{model}" / "{precision}.tsv"
+    threads: stage_threads("inference")
+    priority: MEASURED_PRIORITY
+    resources:
+        **stage_resources("inference"),
+    shell:
+        "{STAGE_PYTHON[inference]} {SCRIPTS:q}/inference.py --settings {params.settings:q} --config-hash {CONFIG_HASH:q}"
+        " --model-dir {params.model_dir:q} --model-precisions {params.precisions} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule inference_open_loop:
+    """Serve the open-loop load points (requests arriving at a rate; a sweep's rates) of one model ×
+    precision of inference.open_loop, with one engine load of its own: one record per point."""
+    input:
+        model=rules.quantize.output.model,
+    output:
+        records=expand(RESULTS / "inference" / "{{model}}" / "{{precision}}" / "{load_point}" / "record.parquet",
+                       load_point=OPEN_POINTS),
+        samples=expand(RESULTS / "inference" / "{{model}}" / "{{precision}}" / "{load_point}" / "samples.parquet",
+                       load_point=OPEN_POINTS),
+    wildcard_constraints:
+        model="|".join(re.escape(m) for m in SERVE.open_loop_names("model")) or "(?!)",
+        precision="|".join(re.escape(p) for p in SERVE.open_loop_names("precision")) or "(?!)",
+    params:
+        env=stage_env("inference"),
+        settings=open_loop_job_settings,
+        model_dir=folder_of("input", "model"),
+        precisions=" ".join(shlex.quote(p) for p in SERVE.served_precisions),
+        out_dir=lambda w: RESULTS / "inference" / w.model / w.precision,
+    log:
+        LOGS / "inference" / "{model}" / "{precision}.open_loop.log",
+    benchmark:
+        BENCH / "inference" / "{model}" / "{precision}.open_loop.tsv"
     threads: stage_threads("inference")
     priority: MEASURED_PRIORITY
     resources:

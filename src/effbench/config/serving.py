@@ -9,14 +9,16 @@ from typing import Any
 
 from ..quantize.families import int4_group_problems, int4_ignore, int4_refusal  # pure: no torch
 from .errors import ConfigError
+from .load_points import expand_load_points, is_open_loop
 from .model_ref import ModelSource, resolve_model_ref
 from .pretrain import PretrainCell
 from .schema import defaults_of
 
 # Nominal bits per weight of each precision (MCR's nominal size ratio).
-WEIGHT_BITS = {"bf16": 16, "fp16": 16, "int4": 4}
+WEIGHT_BITS = {"bf16": 16, "fp16": 16, "int4": 4, "fp8": 8, "int8": 8}
+QUANTIZED = ("int4", "fp8", "int8")  # served with inference.int4_dtype activations outside the quantized layers
 GROUP_SIZES = (32, 64, 128)  # quantize.int4.group_size's schema enum
-CALIBRATED = ("gptq", "awq")  # int4 methods that calibrate on the pipeline's own corpus
+CALIBRATED = ("gptq", "awq", "smoothquant_gptq", "smoothquant_rtn")  # methods that calibrate on the pipeline's corpus
 # The offline multiple-choice tasks the pipeline makes (one per kind of item).
 LOCAL_TASKS = {"effbench_mc_fact": "fact", "effbench_mc_context": "context", "effbench_mc_arithmetic": "arithmetic",
                "effbench_mc_relation": "relation"}
@@ -45,9 +47,22 @@ class ServeCells:
     baseline: str = ""  # the precision MCR compares with
     table_load_point: str = ""  # the load point the paper's table reports
 
-    def serving_job(self, model: str, precision: str) -> dict[str, dict[str, Any]]:
-        """Settings of every load point of one model × precision: one engine load serves them all."""
-        return {c.load_point: c.settings for c in self.inference if (c.model, c.precision) == (model, precision)}
+    beyond_paper: tuple[str, ...] = ()  # quantize.beyond_paper: served beside the paper's precisions
+
+    def serving_job(self, model: str, precision: str, open_loop: bool = False) -> dict[str, dict[str, Any]]:
+        """Settings of the closed-loop (or, ``open_loop``, the open-loop) load points of one model ×
+        precision: one engine load serves them all."""
+        return {c.load_point: c.settings for c in self.inference
+                if (c.model, c.precision) == (model, precision) and is_open_loop(c.settings["point"]) == open_loop}
+
+    def points(self, open_loop: bool) -> list[str]:
+        """The closed-loop or the open-loop load points (a sweep's points included), in config order."""
+        return [p for p in self.load_points
+                if is_open_loop(next(c for c in self.inference if c.load_point == p).settings["point"]) == open_loop]
+
+    def open_loop_names(self, kind: str) -> list[str]:
+        """The models (``kind`` "model") or precisions ("precision") that serve the open-loop points."""
+        return sorted({getattr(c, kind) for c in self.inference if is_open_loop(c.settings["point"])})
 
     @property
     def served_precisions(self) -> list[str]:
@@ -87,7 +102,10 @@ def _quantize_settings(config: dict[str, Any], model: str, precision: str, sourc
         "device": config["device"],
         "seed": config["seed"],
         "measure": config["measure"],
+        **_beyond_paper(config, precision),
     }
+    if precision in ("fp8", "int8"):
+        s[precision] = _w8a8_settings(q, model, precision, source)
     if precision == "int4":
         int4 = copy.deepcopy(q["int4"])
         if int4["method"] in CALIBRATED:
@@ -95,6 +113,29 @@ def _quantize_settings(config: dict[str, Any], model: str, precision: str, sourc
         _check_groups(int4, model, source)
         s["int4"] = int4
     return s
+
+
+def _beyond_paper(config: dict[str, Any], precision: str) -> dict[str, str]:
+    """``precision_set: beyond_paper`` for a precision of quantize.beyond_paper; nothing for the paper's
+    own (their settings, hence their cells, stay as they were before the key existed)."""
+    return {"precision_set": "beyond_paper"} if precision in config["quantize"].get("beyond_paper", ()) else {}
+
+
+def _w8a8_settings(q: dict[str, Any], model: str, precision: str, source: ModelSource) -> dict[str, Any]:
+    """quantize.fp8 / quantize.int8, checked against the model's shape where it is known here
+    (:func:`effbench.quantize.families.w8a8_refusal`: the scheme's kernels tile every quantized layer)."""
+    block = copy.deepcopy(q[precision])
+    if block.get("method") in CALIBRATED:
+        _within_context(f"quantize.{precision}.calibration.seq_length", block["calibration"]["seq_length"], model,
+                        source)
+    c = source.hf_config()
+    if c:
+        from ..quantize.families import w8a8_refusal  # pure: no torch
+
+        why = w8a8_refusal(c, precision, block, f"model {model!r} ({source.described})")
+        if why:
+            raise ConfigError(f"config key `quantize.beyond_paper`: {why}")
+    return block
 
 
 def _check_groups(int4: dict[str, Any], model: str, source: ModelSource) -> None:
@@ -125,7 +166,7 @@ def _serving(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _serve_dtype(config: dict[str, Any], precision: str) -> str:
-    return _serving(config)["int4_dtype"] if precision == "int4" else precision
+    return _serving(config)["int4_dtype"] if precision in QUANTIZED else precision
 
 
 def _eval_settings(config: dict[str, Any], model: str, precision: str, source: ModelSource) -> dict[str, Any]:
@@ -156,19 +197,11 @@ def _eval_settings(config: dict[str, Any], model: str, precision: str, source: M
     }
 
 
-def _inference_settings(config: dict[str, Any], model: str, precision: str, point: str,
+def _inference_settings(config: dict[str, Any], model: str, precision: str, point: str, lp: dict[str, Any],
                         source: ModelSource) -> dict[str, Any]:
+    """One inference cell's settings; ``lp``: the load point resolved by :func:`.load_points.expand_load_points`."""
     inf = config["inference"]
-    lp = dict(inf["load_points"][point])
-    key = f"inference.load_points.{point}"
-    if lp["mode"] == "offline":
-        if "concurrency" in lp:
-            raise ConfigError(f"config key `{key}.concurrency`: an offline load point submits every request at "
-                              "once (the engine batches up to inference.vllm.max_num_seqs); use mode: concurrency")
-        lp["concurrency"] = lp["requests"]
-    elif lp["concurrency"] > lp["requests"]:
-        raise ConfigError(f"config key `{key}.concurrency`: {lp['concurrency']} is more than requests "
-                          f"({lp['requests']})")
+    key = f"inference.load_points.{lp.get('sweep_of', point)}"
     vllm = copy.deepcopy(inf["vllm"])
     total = lp["prompt_len"] + lp["output_len"]
     if total > vllm["max_model_len"]:
@@ -182,10 +215,11 @@ def _inference_settings(config: dict[str, Any], model: str, precision: str, poin
         "precision": precision,
         "load_point": point,
         "point": lp,
+        **_beyond_paper(config, precision),
         "engine": inf["engine"],
         "dtype": _serve_dtype(config, precision),
         "warmup_requests": inf["warmup_requests"],
-        "repeats": inf["repeats"],
+        "repeats": lp.pop("repeats"),
         "min_seconds": inf["min_seconds"],
         "vllm": vllm,
         "threads": inf["threads"],
@@ -204,22 +238,40 @@ def serve_cells(config: dict[str, Any], exported: list[PretrainCell]) -> ServeCe
         raise ConfigError(f"config key `quantize.baseline`: {q['baseline']!r} is not in quantize.precisions "
                           f"{q['precisions']} (MCR compares every precision with it)")
     sources = {m: resolve_model_ref(f"quantize.models.{m}", ref, exported) for m, ref in q["models"].items()}
-    pairs = [(m, p) for m in q["models"] for p in q["precisions"]]
+    beyond = [p for p in q.get("beyond_paper", ()) if p not in q["precisions"]]
+    pairs = [(m, p) for m in q["models"] for p in (*q["precisions"], *beyond)]
     quant = [ServeCell(m, p, _quantize_settings(config, m, p, sources[m]), source=sources[m]) for m, p in pairs]
     ev = [ServeCell(m, p, _eval_settings(config, m, p, sources[m]), source=sources[m]) for m, p in pairs] \
         if config.get("eval") else []
     inf, table_point = [], ""
     if config.get("inference"):
-        points = config["inference"]["load_points"]
+        points = expand_load_points(config["inference"]["load_points"], config["inference"]["repeats"])
         table_point = config["inference"]["table_load_point"]
         if table_point not in points:
             raise ConfigError(f"config key `inference.table_load_point`: {table_point!r} is not one of "
                               f"inference.load_points {sorted(points)}")
-        inf = [ServeCell(m, p, _inference_settings(config, m, p, lp, sources[m]), lp, sources[m])
-               for m, p in pairs for lp in points]
-    return ServeCells(quant, ev, inf, q["baseline"], table_point)
+        serves = _open_loop_pairs(config["inference"].get("open_loop") or {}, pairs)
+        inf = [ServeCell(m, p, _inference_settings(config, m, p, name, copy.deepcopy(lp), sources[m]), name, sources[m])
+               for m, p in pairs for name, lp in points.items() if not is_open_loop(lp) or (m, p) in serves]
+    return ServeCells(quant, ev, inf, q["baseline"], table_point, tuple(beyond))
+
+
+def _open_loop_pairs(open_loop: dict[str, Any], pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The model × precision pairs that serve the open-loop points (inference.open_loop; default all)."""
+    models = {m for m, _ in pairs}
+    precisions = {p for _, p in pairs}
+    for kind, known in (("models", models), ("precisions", precisions)):
+        unknown = [x for x in open_loop.get(kind, ()) if x not in known]
+        if unknown:
+            raise ConfigError(f"config key `inference.open_loop.{kind}`: {unknown} are not served "
+                              f"(quantize.{'models' if kind == 'models' else 'precisions / beyond_paper'}: "
+                              f"{sorted(known)})")
+    want_m, want_p = set(open_loop.get("models", models)), set(open_loop.get("precisions", precisions))
+    return {(m, p) for m, p in pairs if m in want_m and p in want_p}
 
 
 def needs_calibration(settings: dict[str, Any]) -> bool:
-    """Whether a quantize cell calibrates on the pipeline's own corpus (GPTQ and AWQ int4)."""
-    return settings["precision"] == "int4" and settings["int4"]["method"] in CALIBRATED
+    """Whether a quantize cell calibrates on the pipeline's own corpus (GPTQ and AWQ int4; int8 with
+    SmoothQuant or GPTQ)."""
+    block = settings.get(settings["precision"])
+    return isinstance(block, dict) and block.get("method") in CALIBRATED
