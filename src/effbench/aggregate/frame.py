@@ -14,6 +14,7 @@ or, inside :func:`skipping_bad_records`, is left out and listed (docs/faults.md)
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -189,10 +190,16 @@ def order_rows(df: pd.DataFrame, spec: StageSpec) -> pd.DataFrame:
         else:
             sizes = tmp.groupby(tmp[k].fillna(""))[spec.band_of].min()
             tmp[f"_o_{k}"] = [_num(sizes.get("" if is_missing(v) else v)) for v in tmp[k]]
-        tmp[f"_n_{k}"] = tmp[k].fillna("").astype(str)
+        tmp[f"_n_{k}"] = [natural_key(v) for v in tmp[k].fillna("").astype(str)]
         sort_cols += [f"_o_{k}", f"_n_{k}"]
     tmp = tmp.sort_values(sort_cols + ["cell"], kind="stable")
     return tmp.drop(columns=[c for c in tmp.columns if c.startswith(("_o_", "_n_"))]).reset_index(drop=True)
+
+
+def natural_key(name: str) -> str:
+    """A sort key ordering the numbers inside a name by value: c4 before c16, poisson@4.5 before
+    poisson@10 (a swept load point is ``<name>@<rate>``)."""
+    return re.sub(r"\d+(?:\.\d+)?", lambda m: f"{float(m.group()):020.6f}", name)
 
 
 def _num(v: Any) -> float:

@@ -22,6 +22,10 @@ Noise (docs/noise.md). Where records carry 95 % intervals (``X__ci_low`` / ``X__
   Without intervals this is the plain competition rank.
 - The quality metric's difference from the group's best is marked "not significant" when it
   is within 2 combined standard errors (:func:`effbench.measure.spread.significant`).
+
+Energy scope (:mod:`.scopes`): an energy metric (AEC) whose rows in a group were counted over
+different hardware (``energy_scope``: gpu, module, ...) is neither scored nor ranked in that group;
+it is listed as excluded with the scopes, and each of its cells shows its own scope.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ import pandas as pd
 from ..atomic import atomic_path, write_text
 from ..measure import spread
 from .frame import group_keys, group_label, is_missing
-from .specs import LOWER, StageSpec
+from .scopes import MIXED_MARK, scopes_of
+from .specs import ENERGY_COLUMNS, LOWER, StageSpec
 from .tables import STATUS_TEXT, format_with_interval
 
 Bounds = tuple[float, float] | None  # a 95 % interval, or None when the noise is unknown
@@ -142,6 +147,12 @@ def compute_leaderboard(df: pd.DataFrame, spec: StageSpec) -> Leaderboard:
         norm_half: dict[str, list[float]] = {}  # metric -> each row's normalised half-width
         for m in spec.leaderboard:
             lower = spec.column(m).better == LOWER
+            scopes = scopes_of(ok, [m]) if m in ENERGY_COLUMNS else []
+            if len(scopes) > 1:  # counted over different hardware: never compared (module doc)
+                ok[m + "__rank"] = None
+                ok[m + "__norm"] = None
+                excluded[m] = f"{MIXED_MARK} ({', '.join(scopes)}): not comparable joule for joule"
+                continue
             present = [not is_missing(v) for v in ok[m]]
             have = [float(v) for v, p in zip(ok[m], present) if p]
             bounds = _bounds(ok, m)
@@ -321,7 +332,11 @@ def render_markdown(board: Leaderboard, spec: StageSpec) -> str:
                 else:
                     ns = " n.s." if m == spec.quality and r.get("quality_vs_best") == "not significant" else ""
                     text = format_with_interval(r[m], r.get(m + "__ci_low"), r.get(m + "__ci_high"), spec.column(m).fmt)
-                    cells.append(f"{text} (#{int(r[m + '__rank'])}){ns}")
+                    if is_missing(r.get(m + "__rank")):  # not ranked: energy of another scope than its group's
+                        scope = r.get("energy_scope")
+                        cells.append(f"{text} (not ranked; scope {'unknown' if is_missing(scope) else scope})")
+                    else:
+                        cells.append(f"{text} (#{int(r[m + '__rank'])}){ns}")
             lines.append(f"| {rank} | {r[spec.label_column]} | {score} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

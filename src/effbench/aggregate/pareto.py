@@ -5,6 +5,9 @@
 group with the non-dominated front as a step line, and writes PNG and SVG. A pair whose
 x or y is missing for every ok row is not drawn; the reason (from ``__missing``) is
 returned instead, so the summary can say e.g. "AEC not measured on host h: <reason>".
+A plot with an energy axis names the energy scopes of its points (``energy_scopes``) and, where they
+differ, carries the mixed-scope warning in its title and manifest entry (``energy_scope_flag``):
+its front then compares joules counted over different hardware (:mod:`.scopes`).
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from typing import Any
 import pandas as pd
 
 from ..atomic import atomic_path
+from ..measure.energy_scope import mixed_scope_flag
 from .frame import group_keys, group_label, is_missing
 from .plotpoints import legend_outside, place_labels, point_text, save_points
-from .specs import HIGHER, LOWER, StageSpec
+from .scopes import MIXED_MARK, scopes_of
+from .specs import ENERGY_COLUMNS, HIGHER, LOWER, StageSpec
 from .tables import FALLBACK_MARK
 
 _SIGN = {"min": 1.0, LOWER: 1.0, "max": -1.0, HIGHER: -1.0}
@@ -116,13 +121,20 @@ def write_pareto_plots(
         pts = ok[have]
         pgroups = [g for g, h in zip(groups, have) if h]
         rel = {ext: f"plots/{name}.{ext}" for ext in ("png", "svg")}
-        points = _draw(pts, pgroups, spec, x, y, out, rel)
-        written.append({**base, **rel, "left_out": left_out, "points": points})
+        energy = [a for a in (x, y) if a in ENERGY_COLUMNS]
+        scope = {}
+        if energy:
+            scopes = scopes_of(pts, energy)
+            flag = mixed_scope_flag(scopes)
+            scope = {"energy_scopes": scopes, **({"energy_scope_flag": flag} if flag else {})}
+        points = _draw(pts, pgroups, spec, x, y, out, rel, mixed="energy_scope_flag" in scope)
+        written.append({**base, **rel, "left_out": left_out, "points": points, **scope})
     return written, skipped
 
 
 def _draw(
-    pts: pd.DataFrame, groups: list[tuple[str, ...]], spec: StageSpec, x: str, y: str, out: Path, rel: dict[str, str]
+    pts: pd.DataFrame, groups: list[tuple[str, ...]], spec: StageSpec, x: str, y: str, out: Path, rel: dict[str, str],
+    mixed: bool = False,
 ) -> dict[str, Any]:
     """Draw and save the plot; return its points (pixel positions and hover texts) for the manifest."""
     import matplotlib
@@ -152,7 +164,7 @@ def _draw(
                linewidths=1.2, zorder=4, label="Pareto front (non-dominated)")
     ax.set_xlabel(xc.axis_label)
     ax.set_ylabel(yc.axis_label)
-    ax.set_title(f"{spec.stage}: {yc.header} vs {xc.header}")
+    ax.set_title(f"{spec.stage}: {yc.header} vs {xc.header}" + (f"\n[{MIXED_MARK}: not comparable]" if mixed else ""))
     ax.grid(True, alpha=0.3)
     legend_outside(ax)  # beside the axes: a legend inside hid points
     place_labels(fig, ax, xs, ys, labels)
@@ -161,6 +173,8 @@ def _draw(
     with atomic_path(out / rel["svg"]) as tmp:
         fig.savefig(tmp, format="svg", metadata={"Date": None})
     on_front = set(front)
+    energy = x in ENERGY_COLUMNS or y in ENERGY_COLUMNS
     texts = [point_text(lab, r, ((yc.header, y, yc.fmt), (xc.header, x, xc.fmt)), i in on_front)
+             + (f"\nenergy scope: {r.get('energy_scope')}" if energy and not is_missing(r.get("energy_scope")) else "")
              for i, (lab, (_, r)) in enumerate(zip(labels, pts.iterrows()))]
     return save_points(fig, ax, 150, xs, ys, texts, [i in on_front for i in range(len(xs))])

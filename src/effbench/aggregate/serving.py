@@ -1,5 +1,6 @@
 """Aggregate the quantization/inference axis: the paper's Table 9, per-task accuracy, latency
-at every load point, Pareto plots and throughput-latency curves.
+at every load point, Pareto plots, throughput-latency curves and, over each open-loop rate sweep,
+TTFT and goodput against request throughput (:mod:`.open_loop`).
 
 Accuracy (lm-evaluation-harness scores) and sizes (quantize records) are joined onto the
 serving records here, so a re-scored model does not re-measure its serving latency.
@@ -26,6 +27,7 @@ from ..fidelity.table import TITLE as FIDELITY_TITLE
 from ..fidelity.table import attach_verdict, load_fidelity, write_fidelity_table
 from ..measure import formulas
 from .frame import is_missing, order_rows
+from .open_loop import rate_sweep_plots
 from .quality import BASELINE_MCR, perf_tasks, quality_row  # noqa: F401  (BASELINE_MCR: re-exported)
 from .specs import INFERENCE, INFERENCE_LATENCY, QUANTIZE, StageSpec
 from .stage import aggregate_stage, manifest_path
@@ -203,10 +205,12 @@ def _fallback(r: Any) -> bool:
 
 
 def _lines_plot(ok: pd.DataFrame, by: list[str], x: str, y: str, point_label: str, name: str, title: str,
-                xlabel: str, ylabel: str, out: Path, log_x: bool = False) -> dict[str, Any]:
+                xlabel: str, ylabel: str, out: Path, log_x: bool = False,
+                hover: tuple[tuple[str, str, str], ...] = ()) -> dict[str, Any]:
     """One line per ``by`` group of ``y`` against ``x``, each point labelled by ``point_label``; a
     point another engine than the configured one served carries the tables' [F], and so does its
-    line's legend entry. Its hover points go in the entry (effbench.aggregate.plotpoints)."""
+    line's legend entry. Its hover points go in the entry (effbench.aggregate.plotpoints), with the
+    ``hover`` figures ((header, column, format)) beside the two axes'."""
     fig, ax = _new_axes()
     xs: list[float] = []
     ys: list[float] = []
@@ -223,7 +227,8 @@ def _lines_plot(ok: pd.DataFrame, by: list[str], x: str, y: str, point_label: st
             labels.append(label)
             where = f"{r['cell']}" + (f" [{FALLBACK_MARK}] served by {r.get('engine')}: {r['engine_fallback']}"
                                       if _fallback(r) else "")
-            texts.append(point_text(where, r, ((ylabel.split(",")[0], y, "sig4"), (xlabel.split(",")[0], x, "sig4"))))
+            texts.append(point_text(where, r, ((ylabel.split(",")[0], y, "sig4"), (xlabel.split(",")[0], x, "sig4"),
+                                               *hover)))
     if log_x:
         ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
@@ -339,6 +344,9 @@ def aggregate_inference(records: list[Path], quant_records: list[Path], score_fi
             manifest["plots"].append(made)
         else:
             manifest["skipped"].append({"name": name, "kind": "plot", "title": title, "reason": reason})
+    drawn, skipped = rate_sweep_plots(all_points, out)  # the open-loop curves (effbench.aggregate.open_loop)
+    manifest["plots"] += drawn
+    manifest["skipped"] += skipped
     manifest["table_load_point"] = table_load_point
     write_text(manifest_path(out, "inference"), json.dumps(manifest, indent=2) + "\n")
     return manifest

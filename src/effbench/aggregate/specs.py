@@ -23,7 +23,11 @@ from ..record import RECORD_SCHEMA, STAGES
 
 LOWER, HIGHER = "lower", "higher"
 # Figures read from the energy counter: a table notes them when their window was short.
-ENERGY_COLUMNS = frozenset({"aec_w", "energy_j", "energy_j_per_token", "energy_j_per_sample"})
+ENERGY_COLUMNS = frozenset({"aec_w", "energy_j", "energy_j_per_token", "energy_j_per_sample", "prefill_energy_j",
+                            "decode_energy_j", "prefill_energy_j_per_token", "decode_energy_j_per_token"})
+# The served precisions in print order: the paper's (bf16, fp16, int4) with the beyond-the-paper
+# fp8 and int8 (W8A8) between the 16-bit ones and int4, by bits.
+PRECISION_ORDER = ("bf16", "fp16", "fp8", "int8", "int4")
 _FMT = re.compile(r"^(f|sig|sci)(\d+)$|^(int|params|bytes_gb|str)$")
 
 
@@ -212,7 +216,8 @@ FINETUNE = StageSpec(
 # Perf, MCR and the size columns are joined from the evaluation scores and the quantize
 # records at aggregation (effbench.aggregate.serving).
 _MCR_NOTE = ("MCR = (size_orig / size_comp) × (Perf_comp / Perf_orig) against the baseline precision; "
-             "the MCR column uses the nominal bit ratio (16/4 for int4, as the paper), MCR (disk) the measured "
+             "the MCR column uses the nominal bit ratio (16/4 for int4, as the paper; 16/8 for fp8 and int8), "
+             "MCR (disk) the measured "
              "on-disk bytes of the weights (*.safetensors). Perf ± is its 95 % interval (the tasks' standard "
              "errors); MCR ± and Drop ± the delta method's on the Perf ratio with the covariance of the two "
              "precisions' per-item results (paired: both score the same items).")
@@ -246,6 +251,18 @@ _FIDELITY = (
     ColumnSpec("fid_verdict", "Fidelity", "str", metric=False),
 )
 _AL_REQ = ColumnSpec("al_s_per_request", "AL (s/req)", "sig4", LOWER, label="AL, average latency (s/request)")
+# Which precision set a row belongs to: the paper's, or beyond it (fp8, int8: quantize.beyond_paper).
+_SET = ColumnSpec("precision_set", "Set", "str", metric=False)
+_GOODPUT = ColumnSpec("goodput_rps", "Goodput (req/s)", "sig3", HIGHER,
+                      label="Goodput, requests/s that met both SLOs (TTFT and TPOT)")
+_GOODPUT_FRAC = ColumnSpec("goodput_frac", "Goodput share", "sig3", HIGHER,
+                           label="Share of requests that met both SLOs (0-1)")
+_SET_NOTE = ("Set: paper = the paper's precisions (bf16, fp16, int4); beyond_paper = fp8 and int8 (W8A8), "
+             "measured beyond the paper (quantize.beyond_paper): compare them with the paper's rows knowing the "
+             "paper has no such row.")
+_GOODPUT_NOTE = ("Goodput = requests that met both the TTFT and the TPOT SLO of the load point per second, and their "
+                 "share of all requests (DistServe's goodput); n/a where the load point sets no SLO. The SLOs, the "
+                 "arrival process and the prefill/decode split of every load point: tables/inference_latency.md.")
 
 INFERENCE = StageSpec(
     stage="inference",
@@ -253,10 +270,13 @@ INFERENCE = StageSpec(
     row_keys=("model", "precision"),
     key_headers=("Model", "Precision"),
     columns=(
+        _SET,
         _PERF,
         _AMU,
         _AL_REQ,
         _IT,
+        _GOODPUT,
+        _GOODPUT_FRAC,
         _AEC,
         _MCR,
         _MCR_DISK,
@@ -270,8 +290,8 @@ INFERENCE = StageSpec(
     group_by=("model",),
     leaderboard=("accuracy", "amu_gb", "al_s_per_request", "it_tokens_per_s", "aec_w", "mcr_nominal"),
     pareto=(("it_tokens_per_s", "accuracy"), ("amu_gb", "accuracy"), ("aec_w", "accuracy")),
-    key_order=(("precision", ("bf16", "fp16", "int8", "int4")),),
-    notes=(_PERF_NOTE, _MCR_NOTE, _TEST_NOTE, _FIDELITY_NOTE),
+    key_order=(("precision", PRECISION_ORDER),),
+    notes=(_PERF_NOTE, _MCR_NOTE, _TEST_NOTE, _FIDELITY_NOTE, _GOODPUT_NOTE, _SET_NOTE),
 )
 
 # Every load point: the serving latencies (vLLM / MLPerf style) behind the throughput-latency curves.
@@ -285,27 +305,51 @@ INFERENCE_LATENCY = StageSpec(
     row_keys=("model", "precision", "load_point"),
     key_headers=("Model", "Precision", "Load"),
     columns=(
+        _SET,
         ColumnSpec("engine", "Engine", "str", metric=False),
+        ColumnSpec("load_mode", "Mode", "str", metric=False),
+        ColumnSpec("request_rate_rps", "Rate (req/s)", "sig3", metric=False, label="Offered request rate (req/s)"),
+        ColumnSpec("arrivals", "Arrivals", "str", metric=False),
+        ColumnSpec("slo_ttft_ms", "SLO TTFT (ms)", "sig3", metric=False),
+        ColumnSpec("slo_tpot_ms", "SLO TPOT (ms)", "sig3", metric=False),
         ColumnSpec("concurrency", "Concurrency", "int", metric=False),
         ColumnSpec("prompt_len", "Prompt", "int", metric=False),
         ColumnSpec("output_len", "Output", "int", metric=False),
+        ColumnSpec("kv_cache_dtype", "KV dtype", "str", metric=False),
         _IT,
         ColumnSpec("it_cv", "IT CV", "sig2", LOWER),
+        ColumnSpec("request_throughput_rps", "Req/s", "sig3", HIGHER,
+                   label="Achieved request throughput (completed requests/s)"),
+        _GOODPUT,
+        _GOODPUT_FRAC,
         _AL_REQ,
         *_LAT,
+        ColumnSpec("queue_s_mean", "Queue (s)", "sig3", LOWER, label="Mean queueing per request (s)"),
+        ColumnSpec("prefill_s_mean", "Prefill (s)", "sig3", LOWER, label="Mean prefill per request (s)"),
+        ColumnSpec("decode_s_mean", "Decode (s)", "sig3", LOWER, label="Mean decode per request (s)"),
         _AMU,
         _AEC,
         ColumnSpec("energy_j_per_token", "Energy (J/token)", "sig4", LOWER),
+        ColumnSpec("prefill_energy_j_per_token", "Prefill energy (J/prompt token)", "sig3", LOWER),
+        ColumnSpec("decode_energy_j_per_token", "Decode energy (J/token)", "sig3", LOWER),
     ),
     quality="it_tokens_per_s",
     group_by=("model",),
     leaderboard=(),
     pareto=(),
-    key_order=(("precision", ("bf16", "fp16", "int8", "int4")),),
+    key_order=(("precision", PRECISION_ORDER),),
     table_name="inference_latency",
     notes=("TTFT, TPOT (per request, first token excluded), ITL (pooled token gaps) and E2E from client-side "
            "token arrival times; IT = Σ generated tokens / Σ run time over the repeats; IT CV = spread over "
-           "the repeats.",),
+           "the repeats.",
+           "Mode: offline (every request at once) | concurrency (closed loop: N in flight) | rate (open loop: "
+           "requests arrive at Rate req/s, Poisson or constant gaps; a swept rate is the point <name>@<rate>). "
+           "Req/s = completed requests / s; Goodput = those that met both SLOs (TTFT and TPOT) / s, and their "
+           "share; n/a where the point sets no SLO.",
+           "Queue + Prefill + Decode = E2E per request (means): queue = waiting to be scheduled, prefill = "
+           "scheduled to first token, decode = first token to last; the prefill/decode energy is that of the "
+           "engine steps attributed to each (docs/serving-load.md), per prompt token and per generated token "
+           "after the first.", _SET_NOTE),
 )
 
 QUANTIZE = StageSpec(
@@ -314,6 +358,7 @@ QUANTIZE = StageSpec(
     row_keys=("model", "precision"),
     key_headers=("Model", "Precision"),
     columns=(
+        _SET,
         ColumnSpec("params_total", "Params", "params", metric=False),
         ColumnSpec("weight_bits", "Bits", "int", metric=False),
         ColumnSpec("quant_method", "Method", "str", metric=False),
@@ -331,9 +376,9 @@ QUANTIZE = StageSpec(
     group_by=("model",),
     leaderboard=("accuracy", "disk_bytes", "mcr_nominal"),
     pareto=(("disk_bytes", "accuracy"),),
-    key_order=(("precision", ("bf16", "fp16", "int8", "int4")),),
-    notes=(_PERF_NOTE, _MCR_NOTE, "AMU, AEC and time are those of the quantization job (casting or int4 calibration), "
-                      "not of serving.", _FIDELITY_NOTE),
+    key_order=(("precision", PRECISION_ORDER),),
+    notes=(_PERF_NOTE, _MCR_NOTE, "AMU, AEC and time are those of the quantization job (casting, int4 or int8 "
+                      "calibration, fp8 dynamic scaling), not of serving.", _FIDELITY_NOTE, _SET_NOTE),
 )
 
 SPECS: Mapping[str, StageSpec] = {s.stage: s for s in (PRETRAIN, FINETUNE, QUANTIZE, INFERENCE)}

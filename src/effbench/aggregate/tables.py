@@ -9,7 +9,9 @@ raw numbers (empty when missing) beside the status, and each printed figure's 95
 
 A figure with a recorded 95 % interval prints as ``value ± half-width`` (docs/noise.md). An
 energy figure measured over a window of fewer than 20 energy-counter updates
-(``energy_window_short``) carries a numbered note saying so.
+(``energy_window_short``) carries a numbered note saying so. A table with an energy column notes
+what the energy counter covered (the rows' ``energy_scope``, a sentence each) and flags rows of
+different scopes (:mod:`.scopes`); the CSV keeps each row's ``energy_scope``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 
 from ..atomic import atomic_path, write_text
 from .frame import is_missing
+from .scopes import scope_notes
 from .specs import ENERGY_COLUMNS, ColumnSpec, StageSpec
 
 NOT_RECORDED = "not recorded in the run's record"
@@ -129,6 +132,7 @@ def build_table(df: pd.DataFrame, spec: StageSpec) -> Table:
             other.append(f"{r['cell']}: {n_runs} runs ({what})")
     if any(SHORT_MARK in mk for mk in marks):
         other.append(SHORT_ENERGY_WINDOW)
+    other += scope_notes(df[df["status"] == "ok"] if len(df) else df, energy_columns(spec))
     return Table(
         stage=spec.stage,
         title=spec.title,
@@ -139,6 +143,11 @@ def build_table(df: pd.DataFrame, spec: StageSpec) -> Table:
         status_notes=status_notes,
         other_notes=other,
     )
+
+
+def energy_columns(spec: StageSpec) -> list[str]:
+    """The spec's printed columns read from the energy counter."""
+    return [c.column for c in spec.columns if c.column in ENERGY_COLUMNS]
 
 
 def shared_reasons(r: Any) -> list[str]:
@@ -282,6 +291,7 @@ def csv_frame(df: pd.DataFrame, spec: StageSpec) -> pd.DataFrame:
     cols = list(spec.row_keys) + ["cell", "status", "status_detail", "n_runs"] + [c.column for c in spec.columns]
     cols += [c.column + s for c in spec.columns for s in ("__ci_low", "__ci_high") if c.column + s in df.columns]
     cols += ["energy_window_short"] if "energy_window_short" in df.columns else []
+    cols += ["energy_scope"] if energy_columns(spec) and "energy_scope" in df.columns else []
     out = pd.DataFrame({c: df[c] if c in df.columns else pd.Series([None] * len(df), dtype=object) for c in cols})
     return out
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..aggregate.specs import HIGHER, LOWER
 from .axes import interval, missing_reason, value
+from .goodput import FRAC, RPS
 
 PRECISION_OBJECTIVES = {  # precision_objective -> (column, label, direction)
     "memory": ("amu_gb", "AMU, average memory while serving (GB)", LOWER),
@@ -53,6 +54,12 @@ class Constraints:
     technique: str | None = None
     model: str | None = None
     precision: str | None = None
+    # A goodput floor (requests/s, and the share of requests, that met both SLOs) and the SLOs it is
+    # judged under (ms; None: as each record measured them): effbench.decision.goodput.
+    min_goodput_rps: float | None = None
+    min_goodput_frac: float | None = None
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.precision_objective not in PRECISION_OBJECTIVES:
@@ -65,6 +72,9 @@ class Constraints:
             if f.name not in NAMES + ("precision_objective", "allow_fidelity_fail") and v is not None and not (
                     isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"constraint {f.name} must be a number ≥ 0 or unset, got {v!r}")
+        if self.min_goodput_frac is not None and self.min_goodput_frac > 1:
+            raise ValueError("constraint min_goodput_frac must be a fraction from 0 to 1, "
+                             f"got {self.min_goodput_frac!r}")
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> "Constraints":
@@ -92,7 +102,8 @@ class Check:
 # constraint -> its unit, for messages
 LIMITS = {"memory_gb": "GB", "latency_ms_per_token": "ms/token", "latency_s_per_request": "s/request",
           "min_throughput_tokens_per_s": "tokens/s", "energy_j_per_token": "J/token",
-          "max_accuracy_drop": "of the baseline's accuracy"}
+          "max_accuracy_drop": "of the baseline's accuracy", "min_goodput_rps": "requests/s within the SLOs",
+          "min_goodput_frac": "of requests within the SLOs"}
 SERVE = "serve."  # prefix of the serving figures joined onto a pretraining candidate
 
 
@@ -103,6 +114,8 @@ def serving_checks(prefix: str, at: str) -> list[Check]:
         Check("min_throughput_tokens_per_s", prefix + "it_tokens_per_s", f"IT{at} (tokens/s)", at_most=False),
         Check("energy_j_per_token", prefix + "energy_j_per_token", f"energy per token{at} (J)"),
         Check("max_accuracy_drop", prefix + "accuracy_drop", f"accuracy drop vs the baseline{at} (fraction)"),
+        Check("min_goodput_rps", prefix + RPS, f"goodput under the SLOs{at} (req/s)", at_most=False),
+        Check("min_goodput_frac", prefix + FRAC, f"goodput share under the SLOs{at}", at_most=False),
     ]
 
 

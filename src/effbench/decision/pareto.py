@@ -14,6 +14,8 @@ the front. A row with a missing (NaN) objective is neither on the front nor domi
 
 Noise: a dominated row is marked "within noise" when every row dominating it is better only on
 objectives where the two rows' 95 % intervals overlap (docs/noise.md); the front itself is exact.
+A front whose energy objective holds figures of different energy scopes (gpu, module, ...) says so
+in its table and caption: its joules count different hardware.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..aggregate.specs import HIGHER, LOWER
 from ..aggregate.tables import shared_reasons
 from . import plots
 from .axes import Axis, Objective, interval, missing_reason, shown, value
+from .gates import energy_scope_warning
 
 ON, DOMINATED, LEFT_OUT = "non-dominated", "dominated", "left out"
 MIN_PLOTTED = 3  # cells with every objective a front needs to be drawn
@@ -166,6 +169,9 @@ def render_front(f: Front) -> list[str]:
     lines.append("Objectives: " + ", ".join(f"{o.label} {_arrow(o)}" for o in f.objectives) + ".")
     for o, why in f.dropped:
         lines.append(f"Left out of this front: {o.label} — {why}.")
+    scope = _scope(f)
+    if scope:
+        lines.append(f"Warning: {scope}.")
     lines += ["", "| Candidate | Cell | " + " | ".join(o.label for o in f.objectives) + " | Front |",
               "|---|---|" + "---:|" * len(f.objectives) + "---|"]
     notes: dict[str, list[str]] = {}
@@ -247,10 +253,19 @@ def plot_front(f: Front, out: Path) -> dict[str, Any] | None:
             "caption": _caption(f)}
 
 
+def _scope(f: Front) -> str | None:
+    """The mixed-energy-scope warning of a front's ok rows, or None."""
+    ok = f.rows[f.rows["status"] == "ok"] if len(f.rows) else f.rows
+    return energy_scope_warning(ok, [o.column for o in f.objectives])
+
+
 def _caption(f: Front) -> str:
     text = (f"{sum(s == ON for s in f.status)} of {len(f.status)} cells non-dominated over "
             + ", ".join(o.label for o in f.objectives) + "; error bars are 95 % intervals where measured")
     if f.dropped:
         text += "; not measured here: " + ", ".join(o.label for o, _ in f.dropped)
+    scope = _scope(f)
+    if scope:
+        text += "; " + scope
     left = [f"{c} ({d})" for c, s, d in zip(f.candidates(), f.status, f.detail) if s == LEFT_OUT]
     return text + ("; left out: " + "; ".join(left) if left else "") + "."

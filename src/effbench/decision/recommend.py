@@ -28,6 +28,9 @@ the baseline beyond docs/fidelity.md's thresholds) is left out of every step tha
 rows, and the answer says so with the figures ("left out: xs-gqa int4 failed fidelity (KL mean
 0.099 > 0.05; …)"); ``allow_fidelity_fail`` (``--allow-fidelity-fail``) keeps it, with a warning.
 
+A goodput floor (``min_goodput_rps`` / ``min_goodput_frac``) is checked on the goodput measured at
+any load point under SLOs no looser than asked (:mod:`.goodput`); candidates whose energy figures
+were counted over different hardware are warned about (:mod:`.gates`, with the fidelity gate).
 The constraints and checks are in :mod:`.constraints`, the Markdown and JSON in :mod:`.recommend_render`.
 """
 
@@ -42,12 +45,14 @@ import pandas as pd
 from ..aggregate.frame import is_missing
 from ..aggregate.specs import LOWER
 from ..aggregate.tables import format_value, shared_reasons
-from ..fidelity.table import VERDICT
 from ..measure import spread
 from .axes import figure_json, interval, missing_reason, shown, standard_error, value
 from .constraints import (LIMITS, PRECISION_OBJECTIVES, SERVE, Constraints, Step, check_row, passes,
                           serving_checks, steps)
 from .frames import Frames, distinct, ok_rows
+from .gates import fidelity_notes, energy_scope_warning, fidelity_gate
+from .goodput import attach_goodput
+from .goodput import wanted as goodput_wanted
 from .paper_rules import paper_rule, size_warning
 from .recommend_render import render_markdown, to_json
 
@@ -131,35 +136,6 @@ def join_serving(pre: pd.DataFrame, inf: pd.DataFrame, baseline: str | None, loa
             else:
                 new[col].append(None)
     return pd.concat([pre, pd.DataFrame(new, index=pre.index)], axis=1) if new else pre
-
-
-def fidelity_gate(inf: pd.DataFrame, allow: bool) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """The serving rows ``recommend`` may choose from: without the precisions that failed their
-    fidelity check unless ``allow``; and one entry per failing model × precision (``model``,
-    ``precision``, ``cells``, ``reason``, ``left_out``, ``line``). A row with no verdict (fidelity not
-    run) is kept: only a measured failure leaves a precision out."""
-    if not len(inf) or VERDICT not in inf.columns:
-        return inf, []
-    failed = inf[inf[VERDICT] == "fail"]
-    out = []
-    for (model, precision), g in failed.groupby(["model", "precision"], sort=False):
-        why = g.iloc[0].get(VERDICT + "__reason")
-        why = None if is_missing(why) else str(why)
-        out.append({"model": str(model), "precision": str(precision), "cells": [str(x) for x in g["cell"]],
-                    "reason": why, "left_out": not allow,
-                    "line": f"{model} {precision} failed fidelity" + (f" ({why})" if why else "")})
-    return (inf if allow else inf[inf[VERDICT] != "fail"]), out
-
-
-def _fidelity_notes(res: dict[str, Any], failed: list[dict[str, Any]]) -> None:
-    """The precision step's lines for every failing precision (each names its model): left out,
-    or kept on request."""
-    for f in failed:
-        if f["left_out"]:
-            res.setdefault("not_candidates", []).append(
-                f"left out: {f['line']} [{', '.join(f['cells'])}]; --allow-fidelity-fail keeps it")
-        else:
-            res.setdefault("warnings", []).append(f"kept although {f['line']} (allow_fidelity_fail)")
 
 
 # --- one step ---------------------------------------------------------------------------------------
@@ -270,6 +246,9 @@ def decide(frames: Frames, step: Step, rows: pd.DataFrame, c: Constraints) -> di
     if len(engines) > 1:
         out["warnings"].append("candidates were served by different engines (" + ", ".join(sorted(engines)) + "): "
                                "their latency and memory are not comparable")
+    scope = energy_scope_warning(ok, [col, *(ck.column for ck in step.checks if ck.constraint in limits)])
+    if scope:
+        out["warnings"].append(scope)
     shared = [str(r["cell"]) for _, r in ok.iterrows() if shared_reasons(r)]  # another job, or foreign load
     if shared:
         out["warnings"].append("measured while other jobs ran (timed figures not comparable): " + ", ".join(shared))
@@ -363,6 +342,7 @@ def recommend(frames: Frames, c: Constraints) -> dict[str, Any]:
     """The whole answer as a JSON-ready dict (render it with :func:`render_markdown`)."""
     lp = c.load_point or frames.table_load_point
     inf = with_accuracy_drop(frames.inference, frames.baseline) if len(frames.inference) else frames.inference
+    points = inf  # every load point: goodput under the SLOs asked may be proven at any (.goodput)
     if len(inf):
         inf = inf[inf["load_point"] == lp]
         if c.model:
@@ -371,6 +351,8 @@ def recommend(frames: Frames, c: Constraints) -> dict[str, Any]:
     if len(inf) and c.precision:
         inf = inf[inf["precision"].astype(str) == c.precision]
     inf, failed = fidelity_gate(inf, c.allow_fidelity_fail)
+    if goodput_wanted(c) and len(inf):
+        inf = attach_goodput(points, inf, c)
     pre, ft = frames.pretrain, frames.finetune
     if c.technique and len(pre):
         pre = pre[pre["technique"].astype(str) == c.technique]
@@ -399,7 +381,7 @@ def recommend(frames: Frames, c: Constraints) -> dict[str, Any]:
             res["warnings"].insert(0, far)
         paper_rows = rows
         if step.axis == "inference":
-            _fidelity_notes(res, failed)
+            fidelity_notes(res, failed)
             # the paper's int4 rule is judged on the measured drop, a failing int4's too
             paper_rows = every[every["model"].astype(str) == group["model"]] if group.get("model") else rows
         paper = paper_rule(step.name, c, paper_rows, params, frames.baseline, res.get("choice", {}).get("candidate"))

@@ -1,7 +1,8 @@
 """`effbench recommend`: answer a user's constraints from a finished run's records.
 
     effbench recommend [--configfile F ...] [--results DIR] [--memory-gb 2] [--latency-ms-per-token 50] ...
-                       [--allow-fidelity-fail]
+                       [--allow-fidelity-fail] [--min-goodput RPS] [--min-goodput-frac F]
+                       [--slo-ttft-ms MS] [--slo-tpot-ms MS]
 
 The constraints come from the config's `recommend:` section (defaults in the schema), each
 overridden by its flag. A precision that failed its fidelity check (docs/fidelity.md) is left out
@@ -10,8 +11,10 @@ manifests list (`<results>/<stage>.manifest.json`), read as the aggregation read
 JSON with --json); --out-md / --out-json also write files. Exit 0 with an answer (also when
 nothing meets the constraints: that is an answer), 1 when there are no aggregated results or the
 config is bad, 2 on a usage error, which includes a load point, technique, model or precision the
-records do not hold (the valid ones are listed). A --model-params more than 10× outside the sizes
-a step measured is warned about on stderr as well as in the answer.
+records do not hold (the valid ones are listed) and a goodput argument out of its range (named) or
+an SLO given without a goodput floor. A goodput floor is proven only by a load point measured under
+SLOs no looser than --slo-ttft-ms / --slo-tpot-ms (effbench.decision.goodput). A --model-params more
+than 10× outside the sizes a step measured is warned about on stderr as well as in the answer.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ..config.errors import ConfigError
 from ..provenance import REPO_ROOT
 from .constraints import PRECISION_OBJECTIVES, Constraints
 from .frames import distinct
+from .goodput import usage_errors
 from .recommend import recommend
 from .recommend_render import render_markdown, to_json
 
@@ -45,6 +49,12 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
     "--technique": ("technique", str, "judge only this pretraining technique at the architecture step"),
     "--model": ("model", str, "judge only this model at the fine-tuning and precision steps"),
     "--precision": ("precision", str, "judge only this precision at the precision step"),
+    "--min-goodput": ("min_goodput_rps", float, "minimum goodput, requests/s that met both SLOs (TTFT and TPOT), "
+                                                "at any load point measured under SLOs no looser than asked"),
+    "--min-goodput-frac": ("min_goodput_frac", float, "minimum share of requests that met both SLOs (0-1)"),
+    "--slo-ttft-ms": ("slo_ttft_ms", float, "the TTFT SLO a goodput floor is judged under, ms (a record measured "
+                                            "under a looser one cannot prove the floor)"),
+    "--slo-tpot-ms": ("slo_tpot_ms", float, "the TPOT SLO a goodput floor is judged under, ms"),
 }
 # constraint -> (what it names, where the measured choices are: frame, column)
 CHOICES: dict[str, tuple[str, list[tuple[str, str]]]] = {
@@ -133,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:  # --help (0) or a usage error (2)
         return int(e.code or 0)
+    bad_goodput = usage_errors({name: getattr(args, name) for name, _, _ in FLAGS.values()})
+    if bad_goodput:  # a usage error, like an unknown name: the valid ranges are named
+        print("effbench recommend: " + "\neffbench recommend: ".join(bad_goodput), file=sys.stderr)
+        return 2
     try:
         config = load_config(args.configfile or [str(DEFAULT_CONFIG)])
         constraints = constraints_from(config, args)

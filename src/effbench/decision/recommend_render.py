@@ -9,6 +9,7 @@ from typing import Any
 from ..aggregate.specs import LOWER
 from ..aggregate.tables import format_value
 from .constraints import LIMITS, passes
+from .goodput import FLOORS, slo_line
 
 
 def _fmt_limit(k: str, v: Any) -> str:
@@ -24,6 +25,7 @@ def render_markdown(a: dict[str, Any]) -> str:
              + ("Asked about only: " + ", ".join(f"{k} = {c[k]}" for k in ("technique", "model", "precision")
                                                  if c.get(k)) + ". "
                 if any(c.get(k) for k in ("technique", "model", "precision")) else "")
+             + (slo_line(c) if any(c.get(k) is not None for k in FLOORS) else "")
              + f"Serving load point: {a['load_point'] or 'n/a'}; baseline precision: {a['baseline'] or 'n/a'}; "
              f"precision objective: {c['precision_objective']}. Records: `{a['results']}`. "
              "Method, and what a tie means: docs/decision.md.", ""]

@@ -11,8 +11,10 @@ from typing import Any
 import pandas as pd
 
 from ..aggregate.frame import is_missing
-from ..aggregate.specs import ColumnSpec, StageSpec
+from ..aggregate.scopes import MIXED_MARK, scopes_of
+from ..aggregate.specs import ENERGY_COLUMNS, ColumnSpec, StageSpec
 from ..aggregate.tables import FALLBACK_MARK, SHARED_MARK, SHORT_MARK
+from ..measure.energy_scope import SCOPE_NOTES, mixed_scope_flag
 from ..fidelity.table import FIDELITY_MARK
 from ..fidelity.table import TITLE as FIDELITY_TITLE
 from ..record import COLUMNS, RECORD_FILE
@@ -108,6 +110,9 @@ def table_caption(stage: StageInput, spec: StageSpec, runs: pd.DataFrame, csv_re
         "",
         "**Noise.** `value ± h`: h is the half-width of the figure's 95 % interval (docs/noise.md). " + MARKS,
     ]
+    scope = table_energy_scope(spec, runs)
+    if scope:
+        lines += ["", scope]
     return "\n".join(lines)
 
 
@@ -137,8 +142,51 @@ def leaderboard_caption(stage: StageInput) -> str:
     return "\n".join(lines)
 
 
+def energy_scope_text(scopes: list[str], flag: str | None = None, unknown: bool = False) -> str:
+    """What the energy figures beside it counted: a sentence per scope, and the mixed-scope warning
+    where they differ (``flag``: mixed_scope_flag's, computed here when None)."""
+    if not scopes:
+        return ("**Energy scope.** Not recorded in the records (e.g. written before schema 5): what the energy "
+                "counter covered is unknown.") if unknown else ""
+    flag = flag if flag is not None else mixed_scope_flag(scopes)
+    text = "**Energy scope.** " + "; ".join(SCOPE_NOTES.get(s, s) for s in scopes) + "."
+    if flag:
+        text += f" **[{MIXED_MARK}]** {flag}."
+    if unknown:
+        text += " Some rows' records do not say what their counter covered (e.g. written before schema 5)."
+    return text
+
+
+def table_energy_scope(spec: StageSpec, runs: pd.DataFrame) -> str:
+    """The energy-scope sentence of a table with an energy column, from the records behind it."""
+    cols = [c.column for c in spec.columns if c.column in ENERGY_COLUMNS]
+    if not cols or not len(runs) or not any(c in runs.columns for c in cols):
+        return ""
+    ok = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
+    measured = ok[[any(not is_missing(r.get(c)) for c in cols if c in ok.columns) for _, r in ok.iterrows()]] \
+        if len(ok) else ok
+    if not len(measured):
+        return ""
+    unknown = "energy_scope" not in measured.columns or measured["energy_scope"].isna().any()
+    return energy_scope_text(scopes_of(measured, cols), unknown=bool(unknown))
+
+
+def plot_energy_scope(plot: dict[str, Any]) -> str:
+    """The energy-scope sentence of a plot with an energy axis (its manifest entry's scopes)."""
+    if "energy_scopes" not in plot:
+        return ""
+    return energy_scope_text(list(plot["energy_scopes"]), plot.get("energy_scope_flag"),
+                             unknown=not plot["energy_scopes"])
+
+
 LINE_PLOTS = {
     "inference_throughput_vs_latency": "One line per model × precision through its load points (labelled).",
+    "inference_rate_sweep_ttft": "One line per model × precision through the points of each open-loop rate sweep "
+                                 "(each point labelled by its offered rate, req/s): TTFT against request "
+                                 "throughput, where the curve bends is the load the engine sustains.",
+    "inference_rate_sweep_goodput": "One line per model × precision through the points of each open-loop rate sweep "
+                                    "(each point labelled by its offered rate, req/s): goodput (requests/s that met "
+                                    "both SLOs) against request throughput.",
     "inference_kv_bytes_vs_latency": "One line per precision × load point across the models (the attention "
                                      "variants), x on a log₂ scale.",
 }
@@ -148,7 +196,8 @@ def plot_caption(stage: StageInput, plot: dict[str, Any]) -> str:
     x, y = plot.get("x", ""), plot.get("y", "")
     name = plot.get("name", "")
     if name in LINE_PLOTS:
-        shape = LINE_PLOTS[name] + " Every ok serving record with both figures is a point."
+        which = "open-loop (rate) record" if name.startswith("inference_rate_sweep") else "serving record"
+        shape = LINE_PLOTS[name] + f" Every ok {which} with both figures is a point."
     else:
         shape = ("Each point is an ok cell of the table, coloured by its leaderboard group; the ringed points and "
                  "the dashed step line are the Pareto front (no other cell is at least as good on both axes and "
@@ -157,6 +206,9 @@ def plot_caption(stage: StageInput, plot: dict[str, Any]) -> str:
         f"**What is measured.** {shape} y: `{y}`; x: `{x}` (definitions, sources and noise: "
         "[glossary](#glossary)). Hover a point for its cell, its figures and their 95 % intervals.",
     ]
+    scope = plot_energy_scope(plot)
+    if scope:
+        lines += ["", scope]
     if plot.get("left_out"):
         lines += ["", "**Left out of this plot:** " + "; ".join(plot["left_out"]) + "."]
     return "\n".join(lines)

@@ -28,11 +28,14 @@ GROUPS = {
     "Memory": ("amu_gb", "disk_bytes"),
     "Speed": ("al_s_per_iter", "al_s_per_request", "it_tokens_per_s", "it_cv", "tt_tokens_per_param_s",
               "st_samples_per_param_s", "pcu_frac", "mfu_frac", "seconds"),
-    "Energy": ("aec_w", "energy_j_per_token", "energy_j_per_sample"),
+    "Energy": ("aec_w", "energy_j_per_token", "energy_j_per_sample", "prefill_energy_j_per_token",
+               "decode_energy_j_per_token"),
+    "Load": ("load_mode", "request_rate_rps", "arrivals", "slo_ttft_ms", "slo_tpot_ms"),
+    "Goodput": ("request_throughput_rps", "goodput_rps", "goodput_frac"),
     "Compression": ("mcr_nominal", "mcr_disk", "weight_bits", "quant_method"),
     "Fidelity": ("fid_ppl", "fid_kl_mean", "fid_kl_p99", "fid_top1_agreement", "fid_verdict"),
     "Setup": ("params_total", "params_trainable", "params_trainable_frac", "seq_length", "engine", "concurrency",
-              "prompt_len", "output_len", "load_point"),
+              "prompt_len", "output_len", "load_point", "precision_set", "kv_cache_dtype"),
 }
 GROUP_OF = {c: g for g, cols in GROUPS.items() for c in cols}
 # Behind the "all columns" toggle: percentiles, the tests' details, fidelity beyond its verdict,
@@ -48,7 +51,7 @@ def is_long(column: str) -> bool:
 
 
 def group_of(column: str) -> str:
-    if column.startswith(("ttft", "tpot", "itl", "e2e")):
+    if column.startswith(("ttft", "tpot", "itl", "e2e", "queue_s", "prefill_s", "decode_s")):
         return "Latency"
     return GROUP_OF.get(column, "Other")
 

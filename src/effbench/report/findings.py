@@ -11,6 +11,9 @@ an interval (its noise is unknown), is a tie, never a rank. A claim is
 - ``not distinguishable here``: measured, but the differences are inside the intervals;
 - ``not measurable here``: the cells it needs were not measured ok.
 
+Energy is compared only between rows whose energy counters covered the same hardware (the
+tables' ``energy_scope``); a comparison across scopes is left out and its evidence says so.
+
 See docs/report.md for the rules of each claim.
 """
 
@@ -23,7 +26,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..aggregate.scopes import distinct_scopes
 from ..aggregate.tables import format_value
+from ..measure.energy_scope import mixed_scope_flag
 from .markdown import slug
 
 AGREES, DISAGREES, TIE, NOT_MEASURABLE = "agrees", "disagrees", "not distinguishable here", "not measurable here"
@@ -217,6 +222,13 @@ def _text(r: Mapping[str, Any], col: str) -> str:
     return "n/a" if e is None else e.text()
 
 
+def energy_scope_flag(*rows: Mapping[str, Any]) -> tuple[str | None, list[str]]:
+    """(the mixed-scope warning, or None; the rows' distinct energy scopes): two rows' joules are
+    compared only when one kind of counter (``energy_scope``) measured both."""
+    scopes = distinct_scopes(r.get("energy_scope") for r in rows)
+    return mixed_scope_flag(scopes), scopes
+
+
 def _baseline_row(g: pd.DataFrame) -> pd.Series | None:
     if "quality_vs_baseline" in g.columns:
         b = g[g["quality_vs_baseline"] == "baseline"]
@@ -244,10 +256,18 @@ def int4_cuts(inference: pd.DataFrame | None) -> Finding:
                 continue
             q = four.iloc[0]
             cuts = {}
+            scope_said = ""
             for col, name in (("amu_gb", "memory"), ("energy_j_per_token", "energy")):
                 b, i = est(base, col), est(q, col)
-                if b is not None and i is not None and i.value > 0:
-                    cuts[name] = ratio(b, i)
+                if b is None or i is None or i.value <= 0:
+                    continue
+                if name == "energy":  # joules compare only when one kind of counter measured both
+                    flag, scopes = energy_scope_flag(base, q)
+                    if flag:
+                        scope_said = f"; energy not compared: {flag}"
+                        continue
+                    scope_said = f"; energy scope {scopes[0]}" if scopes else "; energy scope not recorded"
+                cuts[name] = ratio(b, i)
             drop = est(q, "accuracy_drop")
             if not cuts:
                 continue
@@ -266,7 +286,8 @@ def int4_cuts(inference: pd.DataFrame | None) -> Finding:
             over = [n for n, r in cuts.items() if r.has_interval and r.low > PAPER_CUT]  # type: ignore[operator]
             evidence.append(f"{model}: int4 vs {base['precision']}: {said}; accuracy drop "
                             + (drop.text("sig2") if drop is not None else "not measured")
-                            + (f"; beyond the paper's {PAPER_CUT}×: {', '.join(over)}" if over else "") + f" → {v}")
+                            + (f"; beyond the paper's {PAPER_CUT}×: {', '.join(over)}" if over else "") + scope_said
+                            + f" → {v}")
             rows += [("inference", str(base["cell"])), ("inference", str(q["cell"]))]
     if not parts:
         return Finding(claim, NOT_MEASURABLE, "needs int4 and the baseline precision of one model served ok with "

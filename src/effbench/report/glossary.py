@@ -30,10 +30,12 @@ def header_doc(column: str) -> str:
 def short_caption(stage: StageInput, spec: StageSpec, n_records: int, csv_rel: str) -> str:
     """A table's caption: what a row is, where the rows come from; the columns are in the glossary."""
     keys = ", ".join(spec.key_headers)
+    runs = stage.table_records() if spec is stage.spec else stage.records
+    scope = captions.table_energy_scope(spec, runs)  # what the energy columns counted, beside them
     return (f"One row per cell ({keys}); a cell run several times shows the median of its ok runs. "
             f"{n_records} records, aggregated into `{csv_rel}`. `value ± h`: h is the 95 % interval's half-width. "
             "Each column's definition, source and noise, and the marks: [glossary](#glossary) "
-            "(or hover a column's header).")
+            "(or hover a column's header)." + (f"\n\n{scope}" if scope else ""))
 
 
 def _specs(stage: StageInput) -> list[tuple[StageSpec, object]]:

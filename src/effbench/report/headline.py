@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from ..aggregate.scopes import MIXED_MARK, distinct_scopes
 from ..aggregate.tables import FALLBACK_MARK, SHARED_MARK, SHORT_MARK
 from ..fidelity.table import FIDELITY_MARK
 from .findings import AGREES, DISAGREES, TIE, Finding, findings, row_anchor
@@ -100,12 +101,17 @@ def flags_line(page: Page, inputs: ReportInputs, tables: dict[str, pd.DataFrame]
         return (": " + ", ".join(html.escape(c) for c in got[:6]) + (" …" if len(got) > 6 else "")) if got else ""
 
     chance, tasks, in_perf = _tasks_at_chance(tables)
+    mixed = [stem for stem, t in tables.items()
+             if "energy_scope" in t.columns and len(distinct_scopes(t["energy_scope"])) > 1]
     link = '<a href="#failures">details</a>'
     parts = [f"<b>[{SHARED_MARK}]</b> not measured alone: {n(SHARED_MARK)}{cells(SHARED_MARK)}",
              f"<b>[{FALLBACK_MARK}]</b> fallback engine: {n(FALLBACK_MARK)}{cells(FALLBACK_MARK)}",
              f"<b>[{SHORT_MARK}]</b> short energy window: {n(SHORT_MARK)}",
              f"<b>[{FIDELITY_MARK}]</b> fidelity failures: {n(FIDELITY_MARK)}{cells(FIDELITY_MARK)}",
              f"runs OOM/failed: {len(rows['failed'])}"]
+    if mixed:  # energy of different counters side by side in one table: flagged in its notes
+        parts.append(f"<b>[{MIXED_MARK}]</b> tables whose energy figures count different hardware: "
+                     + ", ".join(html.escape(m) for m in mixed))
     if tasks:
         t_link = next((i for i in ids if i.startswith("inference-inference-tasks")), None)
         what = f"tasks at chance (not measurable): {chance} of {tasks} task × model × precision rows" + (
