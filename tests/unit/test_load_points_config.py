@@ -54,11 +54,33 @@ def test_unknown_open_loop_model_is_refused():
         cfg.plan(with_point(POISSON, open_loop={"models": ["xs-nope"]}))
 
 
-def test_unknown_precision_scheme_is_refused():
+@pytest.mark.parametrize("beyond, key", [
+    ({"precisions": ["fp4"]}, "quantize.beyond_paper.precisions"),  # an unknown scheme
+    ({"precisions": ["fp8"], "models": ["xs-nope"]}, "quantize.beyond_paper.models"),
+    ({"precisions": ["int8"], "int8": {"method": "awq"}}, "quantize.int8.method"),
+])
+def test_bad_beyond_paper_settings_are_refused(beyond, key):
     c = copy.deepcopy(DEFAULT)
-    c["quantize"]["beyond_paper"] = ["fp4"]
-    with pytest.raises(cfg.ConfigError, match="`quantize.beyond_paper"):
+    if "int8" in beyond:
+        c["quantize"]["int8"] = beyond.pop("int8")
+    c["quantize"]["beyond_paper"] = beyond
+    with pytest.raises(cfg.ConfigError, match=f"`{key}"):
         cfg.plan(c)
+
+
+def test_beyond_paper_precisions_for_their_models_only():
+    c = copy.deepcopy(DEFAULT)
+    c["quantize"]["beyond_paper"] = {"precisions": ["fp8", "int8"], "models": ["xs-gqa"]}
+    p = cfg.plan(c)
+    assert p.serve.precisions_of("xs-gqa") == ["bf16", "int4", "fp8", "int8"]
+    assert p.serve.precisions_of("xs-mha") == ["bf16", "int4"]
+    assert p.serve.models_with(["bf16", "int4", "fp8", "int8"]) == ["xs-gqa"]
+    q = {(x.model, x.precision): x.settings for x in p.serve.quantize}
+    assert q[("xs-gqa", "fp8")]["precision_set"] == "beyond_paper" and q[("xs-gqa", "fp8")]["weight_bits"] == 8
+    assert q[("xs-gqa", "int8")]["int8"]["method"] == "smoothquant_gptq"
+    assert "precision_set" not in q[("xs-gqa", "bf16")]  # the paper's cells keep their settings (and records)
+    inf = {(x.model, x.precision) for x in p.serve.inference}
+    assert ("xs-gqa", "int8") in inf and ("xs-mha", "int8") not in inf
 
 
 def test_sweep_expands_into_named_points_after_its_base():

@@ -267,12 +267,22 @@ def model_checkpoints(w):
     """Every served precision's checkpoint of the job's model (the baseline's among them): inputs
     of the fidelity job and of each inference job, which serve all of a model's precisions with
     one engine (effbench.inference.engines.model_engine decides it from all of them)."""
-    return [rules.quantize.output.model.format(model=w.model, precision=p) for p in SERVE.served_precisions]
+    return [rules.quantize.output.model.format(model=w.model, precision=p) for p in SERVE.precisions_of(w.model)]
 
 
 def model_dirs_arg(w):
     """`precision=checkpoint-folder` for each of model_checkpoints, quoted for the shell."""
-    return " ".join(shlex.quote(f"{p}={Path(m).parent}") for p, m in zip(SERVE.served_precisions, model_checkpoints(w)))
+    return " ".join(shlex.quote(f"{p}={Path(m).parent}") for p, m in zip(SERVE.precisions_of(w.model), model_checkpoints(w)))
+
+
+def model_precisions_arg(w):
+    """Every precision the job's model is served at, quoted for the shell (one engine per model)."""
+    return " ".join(shlex.quote(p) for p in SERVE.precisions_of(w.model))
+
+
+def models_pattern(models):
+    """A wildcard constraint matching exactly these models (nothing if none)."""
+    return "|".join(re.escape(m) for m in models) or "(?!)"
 
 
 def fidelity_settings(w):

@@ -56,7 +56,7 @@ rule inference:
         env=stage_env("inference"),
         settings=serving_job_settings,
         model_dir=folder_of("input", "model"),
-        precisions=" ".join(shlex.quote(p) for p in SERVE.served_precisions),
+        precisions=model_precisions_arg,
         out_dir=lambda w: RESULTS / "inference" / w.model / w.precision,
     log:
         LOGS / "inference" / "{model}" / "{precision}.log",
@@ -82,13 +82,13 @@ rule inference_open_loop:
         samples=expand(RESULTS / "inference" / "{{model}}" / "{{precision}}" / "{load_point}" / "samples.parquet",
                        load_point=OPEN_POINTS),
     wildcard_constraints:
-        model="|".join(re.escape(m) for m in SERVE.open_loop_names("model")) or "(?!)",
+        model=models_pattern(SERVE.open_loop_names("model")),
         precision="|".join(re.escape(p) for p in SERVE.open_loop_names("precision")) or "(?!)",
     params:
         env=stage_env("inference"),
         settings=open_loop_job_settings,
         model_dir=folder_of("input", "model"),
-        precisions=" ".join(shlex.quote(p) for p in SERVE.served_precisions),
+        precisions=model_precisions_arg,
         out_dir=lambda w: RESULTS / "inference" / w.model / w.precision,
     log:
         LOGS / "inference" / "{model}" / "{precision}.open_loop.log",

@@ -56,7 +56,7 @@ class Plan:
             "model": set(ft.get("models", {})) | set(q.get("models", {})),
             "method": set(ft.get("methods", {})),
             "task": set(ft.get("tasks", {})),
-            "precision": set(q.get("precisions", [])) | set(q.get("beyond_paper", [])),
+            "precision": set(q.get("precisions", [])) | set((q.get("beyond_paper") or {}).get("precisions", [])),
         }[kind])
 
 

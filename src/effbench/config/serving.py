@@ -47,7 +47,25 @@ class ServeCells:
     baseline: str = ""  # the precision MCR compares with
     table_load_point: str = ""  # the load point the paper's table reports
 
-    beyond_paper: tuple[str, ...] = ()  # quantize.beyond_paper: served beside the paper's precisions
+    beyond_paper: tuple[str, ...] = ()  # quantize.beyond_paper.precisions: served beside the paper's
+
+    def precisions_of(self, model: str) -> list[str]:
+        """The precisions one model is quantized and served at (the paper's, and beyond_paper's where
+        it is one of quantize.beyond_paper.models), in config order."""
+        return [c.precision for c in self.quantize if c.model == model]
+
+    def models_with(self, precisions: list[str]) -> list[str]:
+        """The models served at exactly these precisions (a wildcard constraint per precision set)."""
+        return sorted({c.model for c in self.quantize if self.precisions_of(c.model) == precisions})
+
+    @property
+    def precision_sets(self) -> list[list[str]]:
+        """The distinct per-model precision lists (one for the paper's models, one with beyond_paper's)."""
+        out: list[list[str]] = []
+        for m in dict.fromkeys(c.model for c in self.quantize):
+            if self.precisions_of(m) not in out:
+                out.append(self.precisions_of(m))
+        return out
 
     def serving_job(self, model: str, precision: str, open_loop: bool = False) -> dict[str, dict[str, Any]]:
         """Settings of the closed-loop (or, ``open_loop``, the open-loop) load points of one model ×
@@ -118,7 +136,8 @@ def _quantize_settings(config: dict[str, Any], model: str, precision: str, sourc
 def _beyond_paper(config: dict[str, Any], precision: str) -> dict[str, str]:
     """``precision_set: beyond_paper`` for a precision of quantize.beyond_paper; nothing for the paper's
     own (their settings, hence their cells, stay as they were before the key existed)."""
-    return {"precision_set": "beyond_paper"} if precision in config["quantize"].get("beyond_paper", ()) else {}
+    beyond = (config["quantize"].get("beyond_paper") or {}).get("precisions", ())
+    return {"precision_set": "beyond_paper"} if precision in beyond else {}
 
 
 def _w8a8_settings(q: dict[str, Any], model: str, precision: str, source: ModelSource) -> dict[str, Any]:
@@ -134,7 +153,7 @@ def _w8a8_settings(q: dict[str, Any], model: str, precision: str, source: ModelS
 
         why = w8a8_refusal(c, precision, block, f"model {model!r} ({source.described})")
         if why:
-            raise ConfigError(f"config key `quantize.beyond_paper`: {why}")
+            raise ConfigError(f"config key `quantize.beyond_paper.precisions`: {why}")
     return block
 
 
@@ -238,8 +257,14 @@ def serve_cells(config: dict[str, Any], exported: list[PretrainCell]) -> ServeCe
         raise ConfigError(f"config key `quantize.baseline`: {q['baseline']!r} is not in quantize.precisions "
                           f"{q['precisions']} (MCR compares every precision with it)")
     sources = {m: resolve_model_ref(f"quantize.models.{m}", ref, exported) for m, ref in q["models"].items()}
-    beyond = [p for p in q.get("beyond_paper", ()) if p not in q["precisions"]]
-    pairs = [(m, p) for m in q["models"] for p in (*q["precisions"], *beyond)]
+    bp = q.get("beyond_paper") or {}
+    beyond = list(bp.get("precisions", ()))
+    unknown = [m for m in bp.get("models", ()) if m not in q["models"]]
+    if unknown:
+        raise ConfigError(f"config key `quantize.beyond_paper.models`: {unknown} are not in quantize.models "
+                          f"{sorted(q['models'])}")
+    beyond_models = set(bp.get("models", q["models"]))
+    pairs = [(m, p) for m in q["models"] for p in (*q["precisions"], *(beyond if m in beyond_models else ()))]
     quant = [ServeCell(m, p, _quantize_settings(config, m, p, sources[m]), source=sources[m]) for m, p in pairs]
     ev = [ServeCell(m, p, _eval_settings(config, m, p, sources[m]), source=sources[m]) for m, p in pairs] \
         if config.get("eval") else []

@@ -15,7 +15,8 @@ WINDOWS = 32  # held-out windows per checkpoint, each the model's context (vLLM:
 
 def engine_settings(serve: Any, model: str, precision: str) -> dict[str, Any]:
     """The engine settings the inference stage serves this model × precision with."""
-    s = next(iter(serve.serving_job(model, precision).values()))
+    points = serve.serving_job(model, precision) or serve.serving_job(model, precision, open_loop=True)
+    s = next(iter(points.values()))
     return {k: s[k] for k in ENGINE_KEYS}
 
 
@@ -24,7 +25,7 @@ def fidelity_job(serve: Any, model: str, threads: int) -> dict[str, Any]:
     precision's verdict is judged against (docs/fidelity.md). The job is not timed: it
     scores on ``threads`` CPU threads (the eval jobs' share, so that it can run beside one) in place
     of the serving cell's; the engine, dtype and kernels are the serving cell's."""
-    order = [serve.baseline] + [p for p in serve.served_precisions if p != serve.baseline]
+    order = [serve.baseline] + [p for p in serve.precisions_of(model) if p != serve.baseline]
     return {"model": model, "baseline_precision": serve.baseline, "windows": WINDOWS, "window_len": None,
             "thresholds": dict(THRESHOLDS),
             "precisions": {p: {**engine_settings(serve, model, p), "threads": threads} for p in order}}

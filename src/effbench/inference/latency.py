@@ -9,6 +9,10 @@ the way vLLM's serving benchmark and MLPerf time streamed responses:
 - TPOT  = (E2E - TTFT) / (tokens - 1)            one value per request, first token excluded
 - ITL   = gaps between consecutive token times    pooled over all requests' tokens
 
+Submission time: closed loop, when the client handed the request to the engine; open loop
+(:mod:`.arrivals`), the request's scheduled arrival, so waiting behind a running engine step (or
+for a free slot under the concurrency cap) counts, as it would in front of a real server.
+
 Decode time is never derived as "generate minus prefill". Statistics are mean and the
 linear-interpolation p50 / p90 / p99 of :func:`effbench.measure.formulas.percentile`.
 
@@ -43,6 +47,10 @@ class RequestTrace:
     submitted: float  # monotonic seconds
     token_times: list[float] = field(default_factory=list)  # one per generated token, ascending
     prompt_tokens: int = 0
+    # The engine's own split of the request (:mod:`.phases`): seconds from its scheduling to its
+    # first token, and from its first token to its last; None where the engine did not report it.
+    prefill_s: float | None = None
+    decode_s: float | None = None
 
     @property
     def tokens(self) -> int:

@@ -14,17 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from ..measure.figure import Figure
-from .kv_cache import kv_budget_bytes, kv_bytes_per_token_of
+from .kv_cache import kv_budget_bytes, kv_bytes_per_token_of, kv_dtype
 
 GB = 1e9
 
 
 def kv_budget(settings: dict[str, Any], model_dir: Path, loads: list[dict[str, Any]]) -> int:
-    """Bytes of KV cache that hold the largest of ``loads`` (load points) at once."""
+    """Bytes of KV cache that hold the largest of ``loads`` (load points) at once, at the KV
+    cache's dtype (``vllm.kv_cache_dtype``: fp8 holds 1 byte per element). An open-loop point
+    holds at most its ``concurrency`` cap in flight."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
     v = settings["vllm"]
     pairs = [(min(lp["concurrency"], v["max_num_seqs"]), lp["prompt_len"] + lp["output_len"]) for lp in loads]
-    return kv_budget_bytes(kv_bytes_per_token_of(cfg, settings["dtype"]), pairs, v["block_size"],
+    dtype = kv_dtype(v.get("kv_cache_dtype"), settings["dtype"])
+    return kv_budget_bytes(kv_bytes_per_token_of(cfg, dtype), pairs, v["block_size"],
                            v["max_model_len"], v["kv_cache_headroom"])
 
 

@@ -7,6 +7,13 @@ measured runs (more while ``min_seconds`` is not reached) inside one monitor win
 AEC and energy come from that window, IT from Σ tokens / Σ run time, latencies from the
 requests' client-side traces (:mod:`.latency`). Prompts are fixed-length random token ids
 (seeded), as in vLLM's random-dataset benchmark; outputs have a fixed length.
+
+Load modes: ``offline`` (all requests at once) and ``concurrency`` (N in flight) are closed
+loops; ``rate`` is an open loop: requests arrive at ``rate`` requests/s (``arrivals``: poisson
+or constant, :mod:`.arrivals`, drawn anew per repeat), at most ``concurrency`` in flight.
+Every mode reports the achieved request throughput and, under the point's ``slo``, goodput
+(:mod:`.goodput`), each request's queue / prefill / decode split (:mod:`.phases`), and the
+energy of the engine's prefill and decode steps (``effbench.measure.phase_energy``).
 """
 
 from __future__ import annotations
@@ -21,8 +28,11 @@ from typing import Any
 from ..measure.monitor import ENERGY_FLAGS, Monitor
 from ..progress import Progress
 from ..record import SIDE_CAR, WINDOW_FIGURES  # written by the quantize stage beside the weights
+from .arrivals import arrival_offsets, seed_tag
+from .goodput import goodput_figures, repeat_counts, repeat_origin
 from .latency import latency_figures, throughput_figures
 from .memory import kv_budget, memory_figures
+from .phases import StepLog, energy_reader_of, monitor_energy_figures, phase_figures
 
 log = logging.getLogger("effbench.inference")
 
@@ -90,7 +100,9 @@ def serve_point(settings: dict[str, Any], shared: SharedEngine, mon: Monitor) ->
     if settings["warmup_requests"]:
         warm = make_prompts(settings["warmup_requests"], plen, vocab, special, seed, f"{tag}:warmup")
         engine.run(warm, olen, min(concurrency, len(warm)), tag=f"{tag}-warmup")
-    traces, rep_tokens, rep_seconds = [], [], []
+    traces, rep_tokens, rep_seconds, counts = [], [], [], []
+    open_loop = lp["mode"] == "rate"
+    steps = StepLog(energy_reader_of(mon))  # the measured repeats' engine steps
     progress = Progress(settings["repeats"], f"load point {tag}: repeat", log)
     peaks = getattr(engine, "peaks", None)
     if peaks is not None:
@@ -102,9 +114,14 @@ def serve_point(settings: dict[str, Any], shared: SharedEngine, mon: Monitor) ->
         prompts = make_prompts(n, plen, vocab, special, seed, f"{tag}:repeat{r}")
         if r:
             mon.mark()  # a repeat boundary: energy and memory per repeat (docs/noise.md)
+        offsets = (arrival_offsets(n, lp["rate"], lp["arrivals"], seed_tag(seed, tag, r)) if open_loop
+                   else None)
         t0 = time.monotonic()
-        got = engine.run(prompts, olen, concurrency, tag=f"{tag}-rep{r}")
+        got = engine.run(prompts, olen, concurrency, tag=f"{tag}-rep{r}",
+                         **({"arrivals": offsets} if open_loop else {}),
+                         **({"steps": steps} if getattr(engine, "logs_steps", False) else {}))
         rep_seconds.append(time.monotonic() - t0)
+        counts.append(repeat_counts(got, repeat_origin(got, offsets), lp.get("slo")))
         tokens = sum(t.tokens for t in got)
         if tokens != n * olen:
             raise RuntimeError(f"repeat {r}: {tokens} tokens generated, expected {n} × {olen} (fixed length)")
@@ -118,6 +135,10 @@ def serve_point(settings: dict[str, Any], shared: SharedEngine, mon: Monitor) ->
     generated = sum(rep_tokens)
     energy = fig["energy_j"]
     return {
+        **load_columns(settings, engine),
+        **goodput_figures(counts, engine.trace_source),
+        **phase_figures(traces, engine.trace_source),
+        **monitor_energy_figures(steps, mon),
         "precision": settings["precision"],
         **{k: fig[k] for k in (*WINDOW_FIGURES, *ENERGY_FLAGS)},
         **memory_figures(engine, fig["amu_gb"], shared.kv_cache_bytes),
@@ -140,4 +161,21 @@ def serve_point(settings: dict[str, Any], shared: SharedEngine, mon: Monitor) ->
         "params_total": info["params_total"],
         "disk_bytes": info["disk_bytes"],
         "seq_length": plen + olen,
+    }
+
+
+def load_columns(settings: dict[str, Any], engine: Any) -> dict[str, Any]:
+    """The load point's plain record columns: its mode, arrival rate and process, SLO limits,
+    the KV cache's dtype as served, and the precision set."""
+    lp, slo = settings["point"], settings["point"].get("slo") or {}
+    open_loop = lp["mode"] == "rate"
+    return {
+        "load_mode": lp["mode"],
+        "request_rate_rps": float(lp["rate"]) if open_loop else None,
+        "arrivals": lp["arrivals"] if open_loop else None,
+        "slo_ttft_ms": slo.get("ttft_ms"),
+        "slo_tpot_ms": slo.get("tpot_ms"),
+        # what served it: vLLM's kv_cache_dtype setting; the transformers fallback's cache is "auto"
+        "kv_cache_dtype": getattr(engine, "kv_cache_dtype", settings["vllm"].get("kv_cache_dtype", "auto")),
+        "precision_set": settings.get("precision_set", "paper"),
     }

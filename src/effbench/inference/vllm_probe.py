@@ -4,12 +4,14 @@ the scheduler's KV-cache usage and running requests step by step.
 - :func:`worker_memory` runs inside each worker (``collective_rpc``) after the engine is up.
 - :class:`SchedulerPeaks` is a vLLM stat logger (the public ``stat_loggers`` hook of
   ``LLMEngine``): it keeps the largest KV-cache usage and running-request count the scheduler
-  reported since the last :meth:`SchedulerPeaks.reset`.
+  reported since the last :meth:`SchedulerPeaks.reset`, and each finished request's own stats
+  (``FinishedRequestStats`` in ``IterationStats.finished_requests``: queued, prefill and decode
+  time, engine-core timestamps) until the engine's client takes them (:meth:`SchedulerPeaks.pop_finished`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -64,9 +66,23 @@ class SchedulerPeaks:
     kv_usage: float = 0.0  # fraction of the KV blocks in use, 0-1
     running: int = 0
     steps: int = 0
+    # request id -> (queued_time, prefill_time, decode_time) s, of requests finished and not yet taken
+    finished: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.kv_usage, self.running, self.steps = 0.0, 0, 0
+
+    def observe_finished(self, iteration_stats: Any) -> None:
+        for f in getattr(iteration_stats, "finished_requests", None) or ():
+            if f.request_id is not None:
+                self.finished[f.request_id] = (float(f.queued_time), float(f.prefill_time), float(f.decode_time))
+
+    def pop_finished(self, *request_ids: str) -> tuple[float, float, float] | None:
+        """The engine's (queued, prefill, decode) s of a finished request, under any of its ids."""
+        got = None
+        for rid in request_ids:
+            got = self.finished.pop(rid, None) or got
+        return got
 
     def observe(self, stats: Any) -> None:
         if stats is None:
@@ -88,6 +104,7 @@ class SchedulerPeaks:
             def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
                        engine_idx: int = 0) -> None:
                 peaks.observe(scheduler_stats)
+                peaks.observe_finished(iteration_stats)
 
             def log_engine_initialized(self) -> None:
                 pass

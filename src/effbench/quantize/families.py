@@ -190,3 +190,64 @@ def linear_inputs(c: Mapping[str, Any], ignore: Iterable[str] = ()) -> dict[str,
     ``hf_linear_inputs`` / ``ModelSource.linear_inputs`` that knows MLA and MoE."""
     ignore = int4_ignore(c, ignore)
     return {s: n for name, (s, n) in linear_layers(c).items() if not _ignored(name, ignore)}
+
+
+# --- W8A8 (fp8, int8: beyond the paper) ----------------------------------------------------------
+
+INT8_METHODS = ("smoothquant_gptq", "smoothquant_rtn", "gptq", "rtn")  # as .w8a8.INT8_METHODS (torch-free here)
+
+
+def _w8a8_block(settings: Mapping[str, Any], precision: str) -> Mapping[str, Any]:
+    """The ``fp8`` / ``int8`` block of a quantize cell's settings, or ``settings`` if it is the block."""
+    block = settings.get(precision)
+    return block if isinstance(block, Mapping) else settings
+
+
+def w8a8_refusal(c: Mapping[str, Any], precision: str, block: Mapping[str, Any], model: str = "this model"
+                 ) -> str | None:
+    """Why ``precision`` (``fp8`` | ``int8``) with settings ``block`` (quantize.fp8 / quantize.int8)
+    cannot quantize a model of HF config ``c`` (None: it can). Pure: for the config check at DAG
+    build and the quantize stage before ``oneshot``.
+
+    No shape rule: both schemes scale whole output channels (weights) and whole tokens
+    (activations), with no groups or blocks, so every dense, MLA and MoE layer tiles, whatever its
+    sizes; MLA's latent projections (``kv_b_proj`` reads ``kv_lora_rank``) need no special case,
+    unlike int4. Checked against the kernels of vLLM 0.32: on CPU, FP8 runs through
+    ``torch._scaled_mm`` (any M, N, K; the AMX-FP8 kernel wants N % 32 == 0 and otherwise yields to
+    it) and int8 through oneDNN (any shape; the AMX kernel wants K % 32 == 0 and N % 16 == 0 and
+    otherwise yields to oneDNN); on CUDA, CUTLASS pads FP8 weights to multiples of 16 and int8
+    falls back to Triton where N or K is not one. Measured: a Llama with hidden 264, FFN 520 (not
+    multiples of 16) quantized and served by vLLM on CPU in both schemes. What is refused: settings
+    llm-compressor cannot run (an unknown int8 method, a SmoothQuant strength outside [0, 1], a
+    calibrating method without calibration windows) and an ``ignore`` that leaves no linear layer
+    to quantize."""
+    if precision not in ("fp8", "int8"):
+        raise ValueError(f"not a W8A8 precision: {precision!r}")
+    key = f"quantize.{precision}"
+    if precision == "int8":
+        method = block.get("method")
+        if method not in INT8_METHODS:
+            return f"{key}.method {method!r} is not one of {', '.join(INT8_METHODS)}"
+        if method.startswith("smoothquant_"):
+            alpha = block.get("smoothing_strength")
+            if not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+                return f"{key}.smoothing_strength {alpha!r} is not within [0, 1] (SmoothQuant's migration strength)"
+        if method != "rtn":
+            cal = block.get("calibration") or {}
+            if int(cal.get("samples") or 0) < 1 or int(cal.get("seq_length") or 0) < 2:
+                return (f"{key}.method {method} calibrates on the corpus: {key}.calibration needs samples >= 1 "
+                        f"and seq_length >= 2 (has {dict(cal)})")
+    ignore = int4_ignore(c, block.get("ignore") or ())
+    if not any(not _ignored(name, ignore) for name in linear_layers(c)):
+        return f"{key}.ignore leaves no linear layer of {model} ({family(c)}) to quantize"
+    return None
+
+
+def fp8_refusal(c: Mapping[str, Any], settings: Mapping[str, Any], model: str = "this model") -> str | None:
+    """:func:`w8a8_refusal` for ``fp8``; ``settings``: the cell's settings or its ``fp8`` block."""
+    return w8a8_refusal(c, "fp8", _w8a8_block(settings, "fp8"), model)
+
+
+def int8_refusal(c: Mapping[str, Any], settings: Mapping[str, Any], model: str = "this model") -> str | None:
+    """:func:`w8a8_refusal` for ``int8``; ``settings``: the cell's settings or its ``int8`` block."""
+    return w8a8_refusal(c, "int8", _w8a8_block(settings, "int8"), model)

@@ -7,6 +7,11 @@
   saved in the compressed-tensors format (``pack-quantized``) that vLLM and transformers
   load. GPTQ and AWQ calibrate on windows of the pipeline's own corpus (offline).
 
+- ``fp8`` / ``int8`` (beyond the paper): W8A8 with per-channel weights and dynamic per-token
+  activations (:mod:`.w8a8`): FP8 e4m3 round to nearest, or int8 by SmoothQuant + GPTQ (or
+  ``smoothquant_rtn``, ``gptq``, ``rtn``), compressed-tensors ``float-quantized`` /
+  ``int-quantized``. int8's SmoothQuant and GPTQ calibrate on the corpus like int4.
+
 Beside the weights goes ``effbench.json`` (precision, nominal bits, logical parameter count,
 bytes on disk, method), which the inference and evaluation stages read.
 
@@ -32,7 +37,8 @@ import numpy as np
 
 from ..measure.monitor import Monitor
 from ..record import SIDE_CAR, WINDOW_FIGURES
-from .families import family, int4_ignore, int4_refusal, is_mla, moe_layers
+from . import w8a8
+from .families import family, int4_ignore, int4_refusal, is_mla, moe_layers, w8a8_refusal
 
 log = logging.getLogger("effbench.quantize")
 DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
@@ -152,6 +158,10 @@ def quantize_cell(settings: dict[str, Any], src: str, data_dir: Path | None, out
         why = int4_refusal(hf_config, settings["int4"], f"model {settings.get('model', src)!r}")
         if why:  # before llm-compressor fails deep inside an observer ("unflatten: ... don't multiply up")
             raise ValueError(why)
+    if precision in w8a8.PRESETS:
+        why = w8a8_refusal(hf_config, precision, settings[precision], f"model {settings.get('model', src)!r}")
+        if why:
+            raise ValueError(why)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=getattr(torch, load_dtype))
     params_total = sum(p.numel() for p in model.parameters())
     mon.begin_window("quantize")
@@ -162,7 +172,7 @@ def quantize_cell(settings: dict[str, Any], src: str, data_dir: Path | None, out
     info = {"precision": precision, "weight_bits": settings["weight_bits"], "params_total": params_total,
             "disk_bytes": disk, "quant_method": method, "source": settings["source"],
             "torch_dtype": load_dtype, "architecture": (hf_config.get("architectures") or [None])[0],
-            "family": family(hf_config)}
+            "family": family(hf_config), "precision_set": settings.get("precision_set", "paper")}
     (out_dir / SIDE_CAR).write_text(json.dumps(info, indent=2) + "\n")
     fig = window.figures()
     return {
@@ -173,6 +183,7 @@ def quantize_cell(settings: dict[str, Any], src: str, data_dir: Path | None, out
         "params_total": params_total,
         "disk_bytes": disk,
         "seconds": window.seconds,
+        "precision_set": info["precision_set"],
     }
 
 
@@ -206,32 +217,40 @@ def keep_expert_names(model, model_type: str) -> None:  # type: ignore[no-untype
         for ckpt, ours in zip(names, ("gate_proj", "up_proj", "down_proj"))]
 
 
+def _calibration(block: dict[str, Any], what: str, tokenizer, data_dir: Path | None, seed: int
+                 ) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """``oneshot``'s calibration arguments: ``block["calibration"]`` windows of the corpus."""
+    from datasets import Dataset
+
+    cal = block["calibration"]
+    if data_dir is None:
+        raise ValueError(f"{what} needs calibration data (--data-dir)")
+    texts = calibration_texts(data_dir, cal["samples"], cal["seq_length"], seed)
+    enc = tokenizer(texts, truncation=True, max_length=cal["seq_length"])
+    return dict(dataset=Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}),
+                max_seq_length=cal["seq_length"], num_calibration_samples=cal["samples"])
+
+
 def _materialise(model, settings: dict[str, Any], hf_config: dict[str, Any], tokenizer, data_dir: Path | None,
                  out_dir: Path) -> str:  # type: ignore[no-untyped-def]
     """Quantize or cast ``model`` and save it to ``out_dir``; returns the method."""
     precision = settings["precision"]
+    if precision not in ("int4", *w8a8.PRESETS):
+        model.save_pretrained(out_dir)
+        return "cast"
+    from llmcompressor import oneshot
+
+    block = settings[precision]
+    ignore = int4_ignore(hf_config, block.get("ignore") or [])
     if precision == "int4":
-        from llmcompressor import oneshot
-
-        int4 = settings["int4"]
-        method = int4["method"]
-        kwargs: dict[str, Any] = {}
-        if method in ("gptq", "awq"):
-            from datasets import Dataset
-
-            cal = int4["calibration"]
-            if data_dir is None:
-                raise ValueError(f"int4 method {method} needs calibration data (--data-dir)")
-            texts = calibration_texts(data_dir, cal["samples"], cal["seq_length"], settings["seed"])
-            enc = tokenizer(texts, truncation=True, max_length=cal["seq_length"])
-            kwargs = dict(dataset=Dataset.from_dict({"input_ids": enc["input_ids"],
-                                                     "attention_mask": enc["attention_mask"]}),
-                          max_seq_length=cal["seq_length"], num_calibration_samples=cal["samples"])
-        oneshot(model=model, recipe=_recipe(int4, int4_ignore(hf_config, int4["ignore"]), hf_config), **kwargs)
-        keep_expert_names(model, hf_config["model_type"])
-        model.save_pretrained(out_dir, save_compressed=True)
-        return method
-    model.save_pretrained(out_dir)
-    return "cast"
-
-
+        method, recipe = block["method"], _recipe(block, ignore, hf_config)
+        calibrated = method in ("gptq", "awq")
+    else:
+        method, recipe = w8a8.quant_method(precision, block), w8a8.recipe(precision, block, ignore)
+        calibrated = w8a8.calibrates(precision, block)
+    kwargs = (_calibration(block, f"{precision} method {method}", tokenizer, data_dir, settings["seed"])
+              if calibrated else {})
+    oneshot(model=model, recipe=recipe, **kwargs)
+    keep_expert_names(model, hf_config["model_type"])
+    model.save_pretrained(out_dir, save_compressed=True)
+    return method
