@@ -60,11 +60,11 @@ def _extract_in_child(model_dir: Path, settings: dict, windows: Path, out: Path)
 
 def model_engine_of(engines: dict[str, dict], dirs: dict[str, Path]) -> tuple[str, str | None]:
     """The engine that serves every precision of this model (one engine per model,
-    effbench.inference.engines.model_engine), and why it is not the configured one or None."""
+    effbench.inference.engine_choice.model_engine), and why it is not the configured one or None."""
     s = next(iter(engines.values()))
     if s["engine"] != "vllm":
         return s["engine"], None
-    from effbench.inference.engines import model_engine
+    from effbench.inference.engine_choice import model_engine
     from effbench.torch_device import pick_device
 
     return model_engine(s, dirs, pick_device(s["device"]))

@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("--model-dir", type=Path, required=True, help="made by the quantize stage")
     p.add_argument("--model-precisions", nargs="*", default=[], metavar="PRECISION",
                    help="every precision the model is served at: one engine serves them all "
-                        "(effbench.inference.engines.model_engine)")
+                        "(effbench.inference.engine_choice.model_engine)")
     p.add_argument("--out-dir", type=Path, required=True, help="records go to <out-dir>/<load point>/")
     a = p.parse_args()
     start_job()

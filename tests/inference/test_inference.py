@@ -103,7 +103,7 @@ def _check(records: list[dict], engine: str, model_dir: Path, out: Path) -> None
 
 def test_vllm_serves_the_pipelines_int4_checkpoint(int4_dir, tmp_path):
     pytest.importorskip("vllm")
-    from effbench.inference.engines import vllm_unavailable_reason
+    from effbench.inference.engine_choice import vllm_unavailable_reason
 
     why = vllm_unavailable_reason(int4_dir, "cpu")
     records = _serve("vllm", int4_dir, tmp_path / "vllm")

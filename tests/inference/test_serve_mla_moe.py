@@ -118,7 +118,8 @@ def test_moe_bf16_is_served_by_vllm_with_the_dense_kv_layout(ckpt, tmp_path):
 
 _PROBE = """
 import json, sys
-from effbench.inference.engines import VllmEngine, vllm_unavailable_reason
+from effbench.inference.engine_choice import vllm_unavailable_reason
+from effbench.inference.engines import VllmEngine
 vllm, jobs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 if __name__ == "__main__":
     for name, d, budget in jobs:

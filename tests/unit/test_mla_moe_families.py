@@ -2,7 +2,7 @@
 from their shapes alone: which linear layers int4 quantizes and what their input sizes are
 (effbench.quantize.families), the refusal of a group size that does not divide one, the routers
 kept unquantized, KV bytes per token per architecture (effbench.inference.kv_cache), and why
-vLLM's MLA attention cannot serve a latent it has no kernel for (effbench.inference.engines).
+vLLM's MLA attention cannot serve a latent it has no kernel for (effbench.inference.engine_choice).
 The shapes are the embedded default's xs size (config/config.yaml: pretrain.sizes.xs,
 techniques mla and moe); the stage tests check the same against the libraries themselves."""
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from effbench.inference import engines
+from effbench.inference import engine_choice
 from effbench.inference.kv_cache import kv_bytes_per_token, kv_bytes_per_token_mla, kv_bytes_per_token_of
 from effbench.quantize.families import (
     ROUTER_IGNORE,
@@ -119,16 +119,16 @@ def test_kv_bytes_per_token_per_architecture():
 
 
 def test_vllm_mla_refuses_a_latent_it_has_no_kernel_for():
-    why = engines.mla_unavailable_reason(MLA, [576], "CPU_MLA")
+    why = engine_choice.mla_unavailable_reason(MLA, [576], "CPU_MLA")
     assert why is not None and "64 + 32 = 96" in why and "576" in why and "CPU_MLA" in why
     big = {**MLA, "kv_lora_rank": 512, "qk_rope_head_dim": 64}
-    assert engines.mla_unavailable_reason(big, [576], "CPU_MLA") is None
-    assert engines.mla_unavailable_reason(MOE, [576], "CPU_MLA") is None  # not MLA
+    assert engine_choice.mla_unavailable_reason(big, [576], "CPU_MLA") is None
+    assert engine_choice.mla_unavailable_reason(MOE, [576], "CPU_MLA") is None  # not MLA
 
 
 def test_one_architecture_reason_names_every_precision_once():
     r = "vLLM's MLA attention cannot"
-    engine, why = engines.one_engine_per_model("vllm", {"bf16": r, "int4": r})
+    engine, why = engine_choice.one_engine_per_model("vllm", {"bf16": r, "int4": r})
     assert engine == "transformers" and why == f"served by transformers because bf16, int4 of this model: {r} " \
                                                "(one engine per model)"
 
@@ -140,9 +140,9 @@ def test_the_int4_precision_of_a_model_is_judged_by_its_architecture(tmp_path, m
     d = tmp_path / "bf16"
     d.mkdir()
     (d / "config.json").write_text(json.dumps(MOE))
-    monkeypatch.setattr(engines, "int4_unavailable_reason", lambda device: None)
-    monkeypatch.setattr(engines, "int4_moe_unavailable_reason", lambda device: "no int4 MoE kernel")
+    monkeypatch.setattr(engine_choice, "int4_unavailable_reason", lambda device: None)
+    monkeypatch.setattr(engine_choice, "int4_moe_unavailable_reason", lambda device: "no int4 MoE kernel")
     settings = {"engine": "vllm"}
-    engine, why = engines.model_engine(settings, {"bf16": d, "int4": None}, "cpu")
+    engine, why = engine_choice.model_engine(settings, {"bf16": d, "int4": None}, "cpu")
     assert engine == "transformers" and "int4 of this model: no int4 MoE kernel" in why
-    assert engines.model_engine(settings, {"bf16": d}, "cpu") == ("vllm", None)  # bf16 alone: vLLM
+    assert engine_choice.model_engine(settings, {"bf16": d}, "cpu") == ("vllm", None)  # bf16 alone: vLLM

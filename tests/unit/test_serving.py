@@ -78,13 +78,18 @@ def test_mcr_matches_the_papers_check():
 def test_default_serving_cells():
     s = cfg.plan(DEFAULT).serve
     assert {(c.model, c.precision) for c in s.quantize} == {
-        (m, p) for m in ("xs-gqa", "xs-mha", "xs-mqa", "xs-mla", "xs-moe") for p in ("bf16", "int4")}
-    assert len(s.inference) == 5 * 2 * len(DEFAULT["inference"]["load_points"])
+        (m, p) for m in ("xs-gqa", "xs-mha", "xs-mqa", "xs-mla", "xs-moe") for p in ("bf16", "int4")} | {
+        ("xs-gqa", "fp8"), ("xs-gqa", "int8")}  # beyond the paper, on the GQA model only
+    closed = s.points(open_loop=False)
+    assert closed == ["offline", "c1"] and s.points(open_loop=True)[0] == "poisson"
+    assert len([c for c in s.inference if c.load_point in closed]) == (5 * 2 + 2) * len(closed)
+    assert {(c.model, c.precision) for c in s.inference if c.load_point not in closed} == {
+        ("xs-gqa", "bf16"), ("xs-gqa", "fp8")}
     int4 = next(c for c in s.quantize if c.precision == "int4")
     assert int4.settings["int4"]["method"] in ("rtn", "gptq", "awq") and int4.settings["weight_bits"] == 4
     assert "int4" not in next(c for c in s.quantize if c.precision == "bf16").settings
     job = s.serving_job("xs-gqa", "int4")
-    assert set(job) == set(DEFAULT["inference"]["load_points"])
+    assert set(job) == set(closed)
     assert job["offline"]["point"]["concurrency"] == DEFAULT["inference"]["load_points"]["offline"]["requests"]
 
 
@@ -92,7 +97,8 @@ def test_paper_serving_grid():
     s = cfg.plan(PAPER).serve
     models = PAPER["quantize"]["models"]
     assert len(models) == 9 and {p for p in PAPER["quantize"]["precisions"]} == {"bf16", "fp16", "int4"}
-    assert len(s.quantize) == 27 and len(s.eval) == 27
+    assert len(s.quantize) == 9 * 5 and len(s.eval) == 9 * 5  # the paper's 3 precisions and fp8, int8
+    assert {c.precision for c in s.quantize if c.settings.get("precision_set") == "beyond_paper"} == {"fp8", "int8"}
     assert set(PAPER["eval"]["tasks"]) == {"leaderboard_mmlu_pro", "leaderboard_bbh", "leaderboard_gpqa",
                                            "leaderboard_ifeval", "leaderboard_math_hard", "leaderboard_musr"}
 
@@ -150,7 +156,7 @@ def test_a_load_point_edit_changes_only_that_points_settings():
     a = cfg.plan(DEFAULT).serve
     b = cfg.plan(_edit(("inference", "load_points", "c1", "requests"), 6)).serve
     changed = {c.name for c, d in zip(a.inference, b.inference) if c.settings != d.settings}
-    assert changed == {f"{m}/{p}/c1" for m in DEFAULT["quantize"]["models"] for p in DEFAULT["quantize"]["precisions"]}
+    assert changed == {f"{m}/{p}/c1" for m in DEFAULT["quantize"]["models"] for p in a.precisions_of(m)}
     assert [c.settings for c in a.quantize] == [c.settings for c in b.quantize]
 
 

@@ -266,7 +266,7 @@ FIDELITY_FILE = RESULTS / "fidelity" / "{model}" / "{precision}" / "fidelity.jso
 def model_checkpoints(w):
     """Every served precision's checkpoint of the job's model (the baseline's among them): inputs
     of the fidelity job and of each inference job, which serve all of a model's precisions with
-    one engine (effbench.inference.engines.model_engine decides it from all of them)."""
+    one engine (effbench.inference.engine_choice.model_engine decides it from all of them)."""
     return [rules.quantize.output.model.format(model=w.model, precision=p) for p in SERVE.precisions_of(w.model)]
 
 

@@ -134,7 +134,7 @@ def logprobs_and_engine(model_dir: Path, windows: np.ndarray, settings: dict[str
     """(the log-distributions, the engine that gave them, why it is not ``settings["engine"]`` or
     None), from the engine the inference stage serves the model with: one engine per model,
     decided over ``model_dirs`` (every precision's checkpoint; default this one), as it serves."""
-    from ..inference.engines import model_engine
+    from ..inference.engine_choice import model_engine
 
     engine, why = model_engine(settings, model_dirs or {"this": Path(model_dir)}, device)
     if why:
