@@ -73,6 +73,19 @@ def _describe(r: pd.Series) -> str:
     return "; ".join(parts)
 
 
+def _interval_bars(ax: Any, g: pd.DataFrame, x: str, y: str, color: str) -> None:
+    """The 95 % interval of each point's x and y, where its record has one (docs/noise.md)."""
+    for _, r in g.iterrows():
+        err = {}
+        for axis, col in (("xerr", x), ("yerr", y)):
+            lo, hi = r.get(col + "__ci_low"), r.get(col + "__ci_high")
+            if not (is_missing(lo) or is_missing(hi)):
+                v = float(r[col])
+                err[axis] = [[max(v - float(lo), 0.0)], [max(float(hi) - v, 0.0)]]
+        if err:
+            ax.errorbar([float(r[x])], [float(r[y])], fmt="none", ecolor=color, alpha=0.6, capsize=2, **err)
+
+
 def _sweep_plot(rows: pd.DataFrame, y: str, ylabel: str, name: str, title: str, out: Path) -> dict[str, Any]:
     from .serving import _new_axes, _save_plot
 
@@ -97,8 +110,9 @@ def _sweep_plot(rows: pd.DataFrame, y: str, ylabel: str, name: str, title: str, 
     for (model, precision, sweep), g in pts.groupby(["model", "precision", "sweep"], sort=True):
         g = g.sort_values(x)
         mark = f" [{FALLBACK_MARK}]" if any(not is_missing(r.get("engine_fallback")) for _, r in g.iterrows()) else ""
-        ax.plot(g[x].astype(float), g[y].astype(float), marker="o",
-                label=f"{model} {precision}" + (f" ({sweep})" if several else "") + mark)
+        line, = ax.plot(g[x].astype(float), g[y].astype(float), marker="o",
+                        label=f"{model} {precision}" + (f" ({sweep})" if several else "") + mark)
+        _interval_bars(ax, g, x, y, line.get_color())
         for _, r in g.iterrows():
             xs.append(float(r[x]))
             ys.append(float(r[y]))
