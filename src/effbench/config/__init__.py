@@ -28,7 +28,7 @@ from .launch import ONE_GPU, gpu_resources, launch_command, step_cpus
 from .merge import deep_merge
 from .model_ref import ModelSource, resolve_model_ref
 from .paths import data_paths, missing_paths
-from .plan import Plan, config_hash, plan
+from .loaded import Plan, config_hash, plan
 from .pretrain import PretrainCell, parallel_layout, resolve_model
 from .pretrain import pretrain_settings as _pretrain_settings
 from .schema import SCHEMA_PATH, defaults_of, validate, with_defaults

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.memory import vocab_size
-from ..config.plan import Plan
+from ..config.loaded import Plan
 from ..plan.memory import GB, state_bytes
 from ..plan.params import parameter_counts
 from .memory import serving_shape, weight_bytes

@@ -23,7 +23,7 @@ from packaging.utils import canonicalize_name
 from ..atomic import write_text
 from ..config import LOCAL_TASKS, stage_python
 from ..config.environments import SRC, env_files
-from ..config.plan import Plan
+from ..config.loaded import Plan
 from .pins import expected_pins, satisfies
 from .rows import Row, ok, problem, skip
 

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any, Callable
 
 from ..config.memory import memory_verdicts, vocab_size
-from ..config.plan import Plan
+from ..config.loaded import Plan
 from ..config.serving import WEIGHT_BITS
 from ..plan.finetune import finetune_memory_verdicts
 from ..plan.memory import GB, RUNTIME_OVERHEAD_BYTES

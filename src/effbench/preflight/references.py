@@ -20,7 +20,7 @@ from typing import Any
 
 from ..config.hub_cache import cached_files
 from ..config.paths import data_paths, tokenizer_is_path
-from ..config.plan import Plan
+from ..config.loaded import Plan
 from .environments import StageProbe
 from .files import data_files, folder_lookup, model_files
 from .rows import Row, ok, problem, skip

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config.plan import Plan, plan
+from ..config.loaded import Plan, plan
 from .device import resolve
 from .disk import disk_rows
 from .environments import StageProbe, cached_probe, env_rows, stage_probes

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.memory import vocab_size
-from ..config.plan import Plan
+from ..config.loaded import Plan
 from ..measure.peaks import peak_flops
 from ..plan.params import flops_per_token
 from .profile import Profile

@@ -1,4 +1,6 @@
-"""The whole plan of a config: validated once (defaults filled), every grid expanded."""
+"""The loaded config: validated once (defaults filled), every grid expanded (its :class:`Plan`).
+
+Not to be confused with :mod:`effbench.plan`, the memory planners."""
 
 from __future__ import annotations
 
