@@ -19,7 +19,9 @@ from ..measure.energy_scope import SCOPE_NOTES, mixed_scope_flag
 from ..record_columns import ENERGY_SCOPES
 from .frame import is_missing
 
-MIXED_MARK = "mixed energy scopes"  # the words a title or cell carries where scopes differ
+MIXED_MARK = "mixed energy scopes"
+NO_ENERGY_NOTE = ("Energy scope: none; no row measured energy (no energy counter on the host: each record's "
+                  "energy reason says why).")  # the words a title or cell carries where scopes differ
 
 
 def distinct_scopes(values: Iterable[Any]) -> list[str]:
@@ -49,7 +51,7 @@ def scope_notes(df: pd.DataFrame, energy_columns: Iterable[str]) -> list[str]:
         return []
     measured = df[[any(not is_missing(r.get(c)) for c in cols) for _, r in df.iterrows()]]
     if not len(measured):
-        return []
+        return [NO_ENERGY_NOTE]
     scopes = scopes_of(measured, cols)
     out = [f"Energy scope (what the energy counter covered): {SCOPE_NOTES.get(s, s)}." for s in scopes]
     flag = mixed_scope_flag(scopes)
