@@ -201,7 +201,8 @@ CASES = [
     change("override: partial moe on a dense technique", lambda c: c[PT]["sizes"]["xs"].update(
         overrides={"gqa": {"moe": {"router_topk": 1}}}), r"pretrain\.sizes\.xs\.overrides\.gqa\.moe"),
     change("seq_length 127 with max_model_len 128", lambda c: (  # rtn: no calibration window to refuse first
-        c[PT]["sizes"]["xs"].update(seq_length=127), c["quantize"]["int4"].update(method="rtn")),
+        c[PT]["sizes"]["xs"].update(seq_length=127), c["quantize"]["int4"].update(method="rtn"),
+        c["quantize"].setdefault("int8", {}).update(method="rtn")),
         r"`inference\.vllm\.max_model_len`"),
     edit("calibration sequence longer than the context", "quantize.int4.calibration.seq_length", 256),
     edit("eval max_model_len (vllm) longer than the context", "eval.model", "vllm", r"`eval\.max_model_len`"),

@@ -76,8 +76,8 @@ def test_the_baseline_and_a_missing_figure() -> None:
 
 def test_the_fidelity_job_states_its_thresholds() -> None:
     settings = {k: None for k in ENGINE_KEYS}
-    serve = SimpleNamespace(baseline="bf16", served_precisions=["bf16", "int4"],
-                            serving_job=lambda m, p: {"offline": settings})
+    serve = SimpleNamespace(baseline="bf16", precisions_of=lambda m: ["bf16", "int4"],
+                            serving_job=lambda m, p, open_loop=False: {"offline": settings})
     job = fidelity_job(serve, "xs-gqa", 1)
     assert job["thresholds"] == THRESHOLDS and list(job["precisions"]) == ["bf16", "int4"]
 

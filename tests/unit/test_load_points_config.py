@@ -19,7 +19,9 @@ POISSON = {"mode": "rate", "rate": 4.0, "requests": 10, "prompt_len": 64, "outpu
 
 
 def with_point(point: dict, name: str = "p", **inference) -> dict:
+    """The default config with ``point`` as its only open-loop point."""
     c = edited(DEFAULT, ("inference", "load_points", name), point)
+    del c["inference"]["load_points"]["poisson"]
     c["inference"].update(inference)
     return c
 

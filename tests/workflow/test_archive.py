@@ -13,12 +13,14 @@ import pytest
 from workflow_helpers import ROOT, SNAKEMAKE, planned_jobs
 
 # The embedded default's whole DAG: 5 pretraining cells, 5 exports (every architecture), 7 fine-tuning
-# cells, 5 models × 2 precisions quantized, checked for fidelity, scored and served, the aggregations, the
+# cells, 5 models × 2 precisions (and the GQA model at fp8 and int8, beyond the paper; its bf16 and fp8
+# open loop) quantized, checked for fidelity, scored and served, the aggregations, the
 # summary, the decision outputs and the report.
 FULL_DAG = {
     "pretrain_data": 1, "pretrain": 5, "export_hf": 5, "aggregate_pretrain": 1,
     "finetune_data": 1, "finetune": 7, "aggregate_finetune": 1,
-    "quantize": 10, "eval_tasks": 1, "evaluate": 10, "fidelity": 5, "inference": 10, "aggregate_quantize": 1,
+    "quantize": 12, "eval_tasks": 1, "evaluate": 12, "fidelity": 4, "fidelity_beyond_paper": 1, "inference": 12,
+    "inference_open_loop": 2, "aggregate_quantize": 1,
     "aggregate_inference": 1,
     "summary": 1, "decision": 1, "report": 1, "all": 1,
 }

@@ -245,8 +245,9 @@ def test_paper_config_builds_the_full_grid_in_a_dry_run(tmp_path):
     assert "finetune[model=qwen2.5-14b, task=openo1, method=rslora]" in ft
     assert "finetune[model=mistral-small-24b, task=medical-o1, method=full]" in ft
     assert "aggregate_finetune" in jobs
-    for rule in ("quantize", "evaluate", "inference"):  # 9 models × bf16 / fp16 / int4
-        assert len([j for j in jobs if j.startswith(rule + "[")]) == 27, rule
+    for rule in ("quantize", "evaluate", "inference"):  # 9 models × bf16 / fp16 / int4, and fp8 / int8
+        assert len([j for j in jobs if j.startswith(rule + "[")]) == 45, rule
+    assert len([j for j in jobs if j.startswith("inference_open_loop[")]) == 2 * 5  # two models' open loop
     assert "inference[model=qwen2.5-32b, precision=int4]" in jobs and "aggregate_inference" in jobs
 
 
@@ -287,14 +288,15 @@ def test_paper_config_on_the_slurm_profile(tmp_path):
     assert all("slurm_partition=gh200" in r and "gpu=4" in r and "cpus_per_gpu=" in r for _, r in cells)
     ft = [(rule, res) for rule, _, res in jobs if rule == "finetune"]
     assert len(ft) == 98 and all("slurm_partition=gh200" in r and "gpu=4" in r for _, r in ft)  # finetune.parallel
-    for rule in ("quantize", "evaluate", "fidelity", "inference"):
+    for rule in ("quantize", "evaluate", "fidelity", "inference", "inference_open_loop"):
         serving = [res for r, _, res in jobs if r == rule]
-        cells = 9 if rule == "fidelity" else 27  # fidelity: one job per model (its 3 precisions)
+        # fidelity: one job per model (its 5 precisions); open loop: 2 models × 5 precisions
+        cells = {"fidelity": 9, "inference_open_loop": 10}.get(rule, 45)
         assert len(serving) == cells and all("slurm_partition=gh200" in r and "gpu=1" in r for r in serving), rule
-    measured = [res for r, _, res in jobs if r in ("pretrain", "finetune", "quantize", "inference")]
+    measured = [res for r, _, res in jobs if r in ("pretrain", "finetune", "quantize", "inference", "inference_open_loop")]
     assert all("slurm_extra=--exclusive" in r for r in measured)  # a timed job has its node to itself
     light = [(rule, res) for rule, _, res in jobs if rule not in ("pretrain", "finetune", "quantize", "evaluate",
-                                                                   "fidelity", "inference")]
+                                                                   "fidelity", "inference", "inference_open_loop")]
     assert {rule for rule, _ in light} >= {"pretrain_data", "finetune_data", "aggregate_pretrain", "summary"}
     assert not any("gpu" in r for _, r in light)
 

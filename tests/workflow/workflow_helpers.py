@@ -56,6 +56,8 @@ def minimal_config(results: Path, later_stages: bool = True) -> dict:
     ft["grid"] = [{"models": ["xs-mqa"], "methods": ["lora", "full"], "tasks": ["synthetic"]}]
     ft["training"].update(num_train_epochs=1, warmup_measure_steps=1, threads=1)
     c["quantize"].update(models={"xs-mqa": {"pretrained": "xs/mqa"}}, precisions=["bf16", "int4"], threads=1)
+    c["quantize"].pop("beyond_paper", None)  # fp8/int8 and the open-loop points: their own stage tests
+    c["inference"].pop("open_loop", None)
     c["quantize"]["int4"]["method"] = "rtn"
     c["eval"].update(tasks=["effbench_mc_fact", "effbench_mc_arithmetic"], local={"items_per_task": 16})
     c["inference"].update(engine="vllm", threads=1, warmup_requests=1, repeats=1, load_points={
