@@ -1,7 +1,8 @@
-"""Serve every load point of one model × precision (vLLM or transformers); one record per point.
+"""Serve the load points of one job (a model × precision's closed-loop points, or its open-loop
+ones) with vLLM or transformers; one record per point.
 
 Called by workflow/rules/inference.smk in the inference environment. One engine load serves
-all the points (see effbench.inference.serve). The entry point is guarded: vLLM starts its
+all the job's points (see effbench.inference.serve). The entry point is guarded: vLLM starts its
 engine in a subprocess that re-imports this module.
 """
 

@@ -1,7 +1,8 @@
 """Serve the load points of one model × precision and return each point's record values.
 
-One engine load serves every load point of a model × precision (the load dominates a point's
-run: 15-35 s for a tiny model on a CPU, minutes for a 30B model on a GPU); each point is its
+One engine load serves every point of a job (the load dominates a point's run: 15-35 s for a
+tiny model on a CPU, minutes for a 30B model on a GPU): a model × precision's closed-loop points
+are one job, its open-loop points another (workflow/rules/inference.smk); each point is its
 own cell with its own record. Per point: warm-up requests (not measured), then ``repeats``
 measured runs (more while ``min_seconds`` is not reached) inside one monitor window: AMU,
 AEC and energy come from that window, IT from Σ tokens / Σ run time, latencies from the
